@@ -1,0 +1,288 @@
+"""`selfsup <command>`: pretrain, tokenizer, fill-mask, export, embed, inspect-masking.
+
+Bad input ends with one line `selfsup: error: ...` on stderr and exit code 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from datetime import datetime
+from pathlib import Path
+
+from selfsup.config import ConfigError, apply_overrides
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # one line, exit 2 (argparse prints usage + message)
+        raise ConfigError(message)
+
+
+def _add_data_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--data",
+        nargs="+",
+        default=None,
+        metavar="PATH",
+        help="text files/folders (.txt .jsonl .csv .tsv, optionally .gz), a datasets "
+        "folder, or hf:NAME[:SPLIT]; default: the packaged Gutenberg corpus",
+    )
+    p.add_argument("--text-field", default=None, help="column with the text (jsonl/csv/datasets)")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of the input files")
+    p.add_argument("--max-len", type=int, default=None, help="tokens per sequence (128)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: train one)")
+    p.add_argument("--vocab-size", type=int, default=None, help="vocab size when training one")
+    p.add_argument("--cased", action="store_true", help="keep case (default: lower-case)")
+    p.add_argument("--cache-dir", default=None, help="tokenized-data cache (~/.cache/selfsup)")
+
+
+def _add_mask_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--mask-prob", type=float, default=None, help="share of tokens chosen (0.15)")
+    p.add_argument("--whole-word", action="store_true", help="whole-word masking")
+    p.add_argument("--span", action="store_true", help="contiguous span masking (SpanBERT)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="selfsup", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("pretrain", help="pretrain a BERT encoder on raw text")
+    p.add_argument("--preset", default="tiny", help="tiny | mini | small | medium | base")
+    p.add_argument("--objective", default=None, help="mlm | mlm+nsp | mlm+sop")
+    _add_data_args(p)
+    _add_mask_args(p)
+    p.add_argument("--steps", type=int, default=None)
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--grad-accum", type=int, default=None)
+    p.add_argument("--lr", type=float, default=None)
+    p.add_argument("--warmup-steps", type=int, default=None)
+    p.add_argument("--schedule", default=None, help="linear | cosine | constant")
+    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
+    p.add_argument("--eval-every", type=int, default=None, help="held-out eval every N steps")
+    p.add_argument("--bf16", action="store_true", help="bf16 autocast (only where supported)")
+    p.add_argument("--workers", type=int, default=None, help="data worker processes (0)")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--out", default=None, help="run folder (default runs/PRESET-OBJ-TIME)")
+    p.add_argument(
+        "--resume",
+        nargs="?",
+        const="",
+        default=None,
+        metavar="RUN",
+        help="continue the run in --out (or RUN) from its latest checkpoint",
+    )
+    p.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="any other setting, e.g. train.weight_decay=0.1 mask.random_prob=0",
+    )
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    p = sub.add_parser("tokenizer", help="train a WordPiece tokenizer")
+    p.add_argument("--input", nargs="+", required=True, metavar="PATH")
+    p.add_argument("--vocab-size", type=int, default=8192)
+    p.add_argument("--cased", action="store_true")
+    p.add_argument("--text-field", default="text")
+    p.add_argument("--encoding", default="utf-8")
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("fill-mask", help="predict the [MASK] tokens of a sentence")
+    p.add_argument("model", help="a selfsup run or HF BERT folder with an MLM head")
+    p.add_argument("text", help='text with one or more [MASK], e.g. "a dark and stormy [MASK] ."')
+    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser("export", help="export a run as a HuggingFace BERT folder")
+    p.add_argument("model")
+    p.add_argument("--format", default="hf", choices=["hf"])
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("embed", help="embed sentences (one per line) to a .npy file")
+    p.add_argument("model")
+    p.add_argument("--input", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--pooling", default="mean", choices=["mean", "cls", "tokens"])
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--max-len", type=int, default=None)
+    p.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
+
+    p = sub.add_parser("inspect-masking", help="realised masking statistics for a corpus")
+    _add_data_args(p)
+    _add_mask_args(p)
+    p.add_argument("--objective", default="mlm")
+    p.add_argument("--batches", type=int, default=50)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--set", nargs="+", default=[], metavar="SECTION.KEY=VALUE")
+    p.add_argument("--json", action="store_true")
+    return parser
+
+
+def _run_config(args):
+    from selfsup.presets import preset
+
+    cfg = preset(getattr(args, "preset", "tiny"))
+    d, m, t = cfg.data, cfg.mask, cfg.train
+    pairs = [
+        (d, "paths", args.data), (d, "text_field", args.text_field), (d, "max_len", args.max_len),
+        (d, "tokenizer", args.tokenizer), (d, "vocab_size", args.vocab_size),
+        (d, "cache_dir", args.cache_dir), (m, "mask_prob", args.mask_prob),
+        (t, "objective", args.objective), (t, "seed", args.seed),
+        (t, "batch_size", getattr(args, "batch_size", None)),
+    ]  # fmt: skip
+    if args.command == "pretrain":
+        pairs += [
+            (t, "steps", args.steps), (t, "grad_accum", args.grad_accum), (t, "lr", args.lr),
+            (t, "warmup_steps", args.warmup_steps), (t, "schedule", args.schedule),
+            (t, "save_every", args.save_every), (t, "eval_every", args.eval_every),
+            (t, "threads", args.threads), (d, "num_workers", args.workers),
+        ]  # fmt: skip
+        if args.bf16:
+            t.bf16 = True
+    for obj, name, value in pairs:
+        if value is not None:
+            setattr(obj, name, value)
+    d.lowercase = not args.cased
+    m.whole_word = m.whole_word or args.whole_word
+    m.span = m.span or args.span
+    apply_overrides(cfg, args.set)
+    if t.warmup_steps >= t.steps:
+        t.warmup_steps = max(0, t.steps // 10)
+    cfg.validate()
+    return cfg
+
+
+def cmd_pretrain(args) -> None:
+    from selfsup.pretrain import pretrain
+
+    resume = args.resume is not None
+    out = args.resume or args.out
+    if resume and not out:
+        raise ConfigError("--resume needs a run folder: --resume RUN or --out RUN --resume")
+    cfg = _run_config(args)
+    if out is None:
+        stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
+        out = f"runs/{cfg.preset}-{cfg.train.objective.replace('+', '-')}-{stamp}"
+    pretrain(
+        cfg,
+        Path(out),
+        resume=resume,
+        encoding=args.encoding,
+        progress=not args.no_progress and sys.stderr.isatty(),
+        steps=args.steps if resume else None,
+    )
+
+
+def cmd_tokenizer(args) -> None:
+    from selfsup.data.text import read_documents
+    from selfsup.data.tokenizer import train_tokenizer
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"output folder {out} exists and is not empty")
+    if args.vocab_size < 16:
+        raise ConfigError(f"vocab size {args.vocab_size} is too small")
+    docs = read_documents(args.input, args.text_field, args.encoding)
+    tok = train_tokenizer((p for doc in docs for p in doc), args.vocab_size, not args.cased)
+    tok.save(out)
+    print(f"saved a WordPiece tokenizer with {tok.vocab_size} tokens to {out}")
+
+
+def cmd_fill_mask(args) -> None:
+    import torch
+
+    from selfsup.checkpoint import load_model
+
+    loaded = load_model(args.model)
+    if loaded.model is None:
+        raise ConfigError(
+            f"{args.model} has no MLM head (it is an encoder only); cannot fill masks"
+        )
+    tok = loaded.tokenizer
+    batch = tok([args.text], max_len=loaded.config.max_len)
+    positions = batch["input_ids"] == tok.mask_id
+    if not bool(positions.any()):
+        raise ConfigError("the text has no [MASK] token")
+    if args.top_k < 1:
+        raise ConfigError("--top-k must be >= 1")
+    logp = loaded.model.predict_masked(batch, positions)  # (M, V)
+    k = min(args.top_k, logp.shape[1])
+    top = torch.topk(logp.exp(), k, dim=-1)
+    results = [
+        [{"token": tok.decode_token(int(i)), "prob": round(float(p), 5)}
+         for p, i in zip(ps, ids, strict=True)]
+        for ps, ids in zip(top.values, top.indices, strict=True)
+    ]  # fmt: skip
+    if args.json:
+        print(json.dumps({"text": args.text, "masks": results}))
+        return
+    for n, res in enumerate(results):
+        if len(results) > 1:
+            print(f"[MASK] #{n + 1}")
+        for r in res:
+            print(f"{r['prob']:8.4f}  {r['token']}")
+
+
+def cmd_export(args) -> None:
+    from selfsup.checkpoint import export_hf, load_model
+
+    export_hf(load_model(args.model), Path(args.out))
+    print(f"exported to {args.out} (loads with transformers.BertForPreTraining.from_pretrained)")
+
+
+def cmd_embed(args) -> None:
+    from selfsup.embed import embed_file
+
+    n, shape = embed_file(
+        args.model,
+        args.input,
+        args.out,
+        args.pooling,
+        args.batch_size,
+        args.max_len,
+        args.normalize,
+    )
+    print(f"embedded {n} sentences -> {args.out} {shape}")
+
+
+def cmd_inspect_masking(args) -> None:
+    from selfsup.inspect import inspect_masking
+
+    stats = inspect_masking(_run_config(args), args.batches, args.encoding)
+    if args.json:
+        print(json.dumps(stats))
+    else:
+        for k, v in stats.items():
+            print(f"{k:28s} {v}")
+
+
+COMMANDS = {
+    "pretrain": cmd_pretrain,
+    "tokenizer": cmd_tokenizer,
+    "fill-mask": cmd_fill_mask,
+    "export": cmd_export,
+    "embed": cmd_embed,
+    "inspect-masking": cmd_inspect_masking,
+}
+
+
+def main(argv: list[str] | None = None) -> None:
+    try:
+        args = build_parser().parse_args(argv)
+        COMMANDS[args.command](args)
+    except ConfigError as e:
+        print(f"selfsup: error: {e}", file=sys.stderr)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        print("selfsup: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except MemoryError:
+        print("selfsup: error: out of memory", file=sys.stderr)
+        sys.exit(1)
+    except BrokenPipeError:
+        os._exit(0)

@@ -1,0 +1,540 @@
+"""Text pretraining data: read documents, split sentences, tokenize into an on-disk cache, and
+build BERT's `[CLS] A [SEP] B [SEP]` segment pairs with NSP/SOP labels, batch by batch.
+
+Pipeline: files/datasets -> documents -> paragraphs -> sentences -> token ids (memory-mapped cache,
+so a corpus larger than RAM works and a second run starts at once) -> chunks of consecutive
+sentences filling `max_len` -> pairs -> padded batches -> masking (corrupt/tokens.py).
+
+Every example and every batch is a pure function of (seed, index): resuming at step k reproduces
+exactly the batches an uninterrupted run would have seen, whatever the number of workers.
+"""
+
+from __future__ import annotations
+
+import bz2
+import csv
+import gzip
+import hashlib
+import io
+import json
+import lzma
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Iterator
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from selfsup import IGNORE
+from selfsup.config import ConfigError, DataConfig, MaskConfig
+from selfsup.corrupt.tokens import mask_tokens, word_starts
+from selfsup.data.tokenizer import Tokenizer
+
+TEXT_SUFFIXES = {".txt", ".text", ".md", ".jsonl", ".json", ".csv", ".tsv", ""}
+COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
+DEFAULT_CORPUS = "gutenberg.jsonl.gz"
+
+
+# --------------------------------------------------------------------------------------------
+# Reading documents
+# --------------------------------------------------------------------------------------------
+
+
+def default_corpus() -> str:
+    return str(resources.files("selfsup") / "corpora" / DEFAULT_CORPUS)
+
+
+def resolve_files(paths: list[str]) -> list[Path]:
+    """Expand folders into their text files (sorted). A missing path is an error."""
+    files: list[Path] = []
+    for raw in paths or [default_corpus()]:
+        if _is_datasets_ref(raw):
+            files.append(Path(raw))
+            continue
+        p = Path(raw)
+        if not p.exists():
+            raise ConfigError(f"no such file or folder: {raw}")
+        if p.is_dir():
+            if (p / "dataset_info.json").exists() or (p / "state.json").exists():
+                files.append(p)  # a datasets.save_to_disk folder
+                continue
+            found = sorted(
+                f
+                for f in p.rglob("*")
+                if f.is_file() and not f.name.startswith(".") and _suffix(f) in TEXT_SUFFIXES
+            )
+            if not found:
+                raise ConfigError(f"folder {raw} holds no text files (.txt .jsonl .csv .gz ...)")
+            files.extend(found)
+        else:
+            files.append(p)
+    return files
+
+
+def _is_datasets_ref(raw: str) -> bool:
+    return raw.startswith("hf:")
+
+
+def _suffix(p: Path) -> str:
+    s = p.suffixes
+    if s and s[-1] in COMPRESSED:
+        return s[-2] if len(s) > 1 else ""
+    return p.suffix
+
+
+def _open_text(p: Path, encoding: str) -> io.TextIOBase:
+    opener = COMPRESSED.get(p.suffix)
+    raw = opener(p, "rb") if opener else open(p, "rb")
+    head = raw.peek(8192)[:8192] if hasattr(raw, "peek") else b""
+    if b"\x00" in head:
+        raw.close()
+        raise ConfigError(f"{p} looks like a binary file, not text")
+    return io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline=None)
+
+
+def read_documents(
+    paths: list[str], text_field: str = "text", encoding: str = "utf-8"
+) -> Iterator[Iterator[str]]:
+    """Yield documents, each an iterator of paragraphs (strings).
+
+    .txt: one document per file, paragraphs separated by blank lines, wrapped lines joined.
+    .jsonl/.json lines, .csv/.tsv, `datasets` folders (`load_from_disk`) or `hf:NAME` hub names:
+    one document per row, taken from `text_field`.
+    """
+    for f in resolve_files(paths):
+        if str(f).startswith("hf:") or f.is_dir():
+            yield from _dataset_docs(str(f), text_field)
+            continue
+        kind = _suffix(f)
+        try:
+            with _open_text(f, encoding) as fh:
+                if kind in (".jsonl", ".json"):
+                    yield from _jsonl_docs(fh, f, text_field)
+                elif kind in (".csv", ".tsv"):
+                    yield from _csv_docs(fh, f, text_field, "\t" if kind == ".tsv" else ",")
+                else:
+                    yield _paragraphs(fh)
+        except UnicodeDecodeError as e:
+            raise ConfigError(
+                f"{f} is not valid {encoding} (byte {e.object[e.start]:#x} at offset {e.start}); "
+                "convert it or pass --encoding latin-1"
+            ) from None
+        except (OSError, EOFError, lzma.LZMAError) as e:
+            raise ConfigError(f"cannot read {f}: {e}") from None
+
+
+def _paragraphs(lines: Iterator[str]) -> Iterator[str]:
+    buf: list[str] = []
+    for line in lines:
+        line = line.strip()
+        if line:
+            buf.append(line)
+        elif buf:
+            yield " ".join(buf)
+            buf = []
+    if buf:
+        yield " ".join(buf)
+
+
+def _jsonl_docs(fh, f: Path, text_field: str) -> Iterator[Iterator[str]]:
+    for n, line in enumerate(fh, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError:
+            raise ConfigError(f"{f}:{n} is not a JSON line") from None
+        if not isinstance(row, dict) or text_field not in row:
+            raise ConfigError(f"{f}:{n} has no {text_field!r} field (set --text-field)")
+        yield _paragraphs(str(row[text_field]).splitlines())
+
+
+def _csv_docs(fh, f: Path, text_field: str, delimiter: str) -> Iterator[Iterator[str]]:
+    reader = csv.DictReader(fh, delimiter=delimiter)
+    if reader.fieldnames is None or text_field not in reader.fieldnames:
+        raise ConfigError(f"{f} has no {text_field!r} column (set --text-field)")
+    for row in reader:
+        yield _paragraphs(str(row[text_field] or "").splitlines())
+
+
+def _dataset_docs(ref: str, text_field: str) -> Iterator[Iterator[str]]:
+    try:
+        import datasets
+    except ImportError:
+        raise ConfigError(f"reading {ref} needs the `datasets` package") from None
+    if ref.startswith("hf:"):
+        name, _, split = ref[3:].partition(":")
+        ds = datasets.load_dataset(name, split=split or "train")
+    else:
+        ds = datasets.load_from_disk(ref)
+        if isinstance(ds, datasets.DatasetDict):
+            ds = ds["train"] if "train" in ds else next(iter(ds.values()))
+    if text_field not in ds.column_names:
+        raise ConfigError(f"{ref} has no {text_field!r} column (set --text-field)")
+    for row in ds:
+        yield _paragraphs(str(row[text_field]).splitlines())
+
+
+# A sentence ends at . ! ? (with closing quotes/brackets) followed by space and an upper-case
+# letter, a quote or a digit. Good enough for pair construction; no model depends on it.
+_SENT_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
+
+
+def split_sentences(paragraph: str) -> list[str]:
+    return [s for s in (x.strip() for x in _SENT_END.split(paragraph)) if s]
+
+
+# --------------------------------------------------------------------------------------------
+# Tokenized cache
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Corpus:
+    """Memory-mapped token ids of a tokenized corpus.
+
+    tokens: (N,) ids; sent_offsets: (S+1,) start of each sentence in tokens; doc_sents: (D+1,)
+    first sentence of each document.
+    """
+
+    folder: Path
+    tokens: np.ndarray
+    sent_offsets: np.ndarray
+    doc_sents: np.ndarray
+
+    @property
+    def n_tokens(self) -> int:
+        return int(self.sent_offsets[-1])
+
+
+def files_fingerprint(files: list[Path]) -> str:
+    """Identifies corpus files by path, size and modification time (hub names by name)."""
+    h = hashlib.sha256()
+    for f in files:
+        st = f.stat() if f.exists() else None
+        h.update(f"{f.resolve() if st else f}|{st.st_size if st else 0}|".encode())
+        h.update(f"{st.st_mtime_ns if st else 0};".encode())
+    return h.hexdigest()
+
+
+def cache_key(files: list[Path], tok: Tokenizer, cfg: DataConfig, encoding: str) -> str:
+    h = hashlib.sha256(files_fingerprint(files).encode())
+    h.update(f"{tok.fingerprint()}|{cfg.max_len}|{cfg.text_field}|{encoding}|v1".encode())
+    return h.hexdigest()[:20]
+
+
+def default_cache_dir() -> Path:
+    env = os.environ.get("SELFSUP_CACHE")
+    if env:
+        return Path(env)
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "selfsup"
+
+
+def build_corpus(
+    paths: list[str],
+    tok: Tokenizer,
+    cfg: DataConfig,
+    encoding: str = "utf-8",
+    cache_dir: str | None = None,
+    log=print,
+) -> Corpus:
+    """Tokenize the corpus into a cache folder (or open the existing one)."""
+    files = resolve_files(paths)
+    root = Path(cache_dir or cfg.cache_dir or default_cache_dir()) / "corpus"
+    folder = root / cache_key(files, tok, cfg, encoding)
+    if (folder / "meta.json").exists():
+        log(f"data: using cached tokens in {folder}")
+        return open_corpus(folder)
+    root.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
+    try:
+        _write_corpus(files, tok, cfg, encoding, tmp, log)
+        try:
+            os.rename(tmp, folder)
+        except OSError:  # another process won the race; use its copy
+            shutil.rmtree(tmp, ignore_errors=True)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return open_corpus(folder)
+
+
+def _write_corpus(files, tok: Tokenizer, cfg: DataConfig, encoding: str, out: Path, log) -> None:
+    dtype = np.uint16 if tok.vocab_size <= 65535 else np.int32
+    piece = cfg.max_len - 3  # longest sentence piece that fits a sequence alone
+    sent_lens: list[int] = []
+    doc_sents = [0]
+    n_tokens = 0
+    with open(out / "tokens.bin", "wb") as tf:
+
+        def flush(batch: list[str]) -> None:
+            nonlocal n_tokens
+            for ids in tok.encode_plain(batch):
+                for s in range(0, len(ids), piece):
+                    part = ids[s : s + piece]
+                    if part:
+                        tf.write(np.asarray(part, dtype=dtype).tobytes())
+                        sent_lens.append(len(part))
+                        n_tokens += len(part)
+
+        batch: list[str] = []
+        for doc in read_documents([str(f) for f in files], cfg.text_field, encoding):
+            for para in doc:
+                batch.extend(split_sentences(para))
+                if len(batch) >= 4096:
+                    flush(batch)
+                    batch = []
+            flush(batch)
+            batch = []
+            if len(sent_lens) > doc_sents[-1]:
+                doc_sents.append(len(sent_lens))
+    if n_tokens == 0:
+        raise ConfigError("the corpus is empty: no text found in " + ", ".join(map(str, files)))
+    offsets = np.zeros(len(sent_lens) + 1, dtype=np.int64)
+    np.cumsum(np.asarray(sent_lens, dtype=np.int64), out=offsets[1:])
+    np.save(out / "sent_offsets.npy", offsets)
+    np.save(out / "doc_sents.npy", np.asarray(doc_sents, dtype=np.int64))
+    meta = {
+        "dtype": np.dtype(dtype).name,
+        "n_tokens": n_tokens,
+        "n_sentences": len(sent_lens),
+        "n_documents": len(doc_sents) - 1,
+        "files": [str(f) for f in files],
+    }
+    (out / "meta.json").write_text(json.dumps(meta, indent=2))
+    log(
+        f"data: tokenized {meta['n_documents']} documents, {meta['n_sentences']} sentences, "
+        f"{n_tokens} tokens"
+    )
+
+
+def open_corpus(folder: Path) -> Corpus:
+    meta = json.loads((folder / "meta.json").read_text())
+    tokens = np.memmap(folder / "tokens.bin", dtype=meta["dtype"], mode="r")
+    return Corpus(
+        folder,
+        tokens,
+        np.load(folder / "sent_offsets.npy", mmap_mode="r"),
+        np.load(folder / "doc_sents.npy"),
+    )
+
+
+def make_chunks(corpus: Corpus, max_len: int) -> np.ndarray:
+    """Greedily group consecutive sentences of a document into chunks of up to max_len - 3
+    tokens (room for [CLS] A [SEP] B [SEP]). Returns (C, 3) int64 rows: first sentence,
+    end sentence (exclusive), document."""
+    budget = max_len - 3
+    lens = np.diff(corpus.sent_offsets)
+    rows = []
+    for d in range(len(corpus.doc_sents) - 1):
+        s, e = int(corpus.doc_sents[d]), int(corpus.doc_sents[d + 1])
+        start, total = s, 0
+        for i in range(s, e):
+            n = int(lens[i])
+            if total and total + n > budget:
+                rows.append((start, i, d))
+                start, total = i, 0
+            total += n
+        if total:
+            rows.append((start, e, d))
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+
+
+# --------------------------------------------------------------------------------------------
+# Examples and batches
+# --------------------------------------------------------------------------------------------
+
+
+class PairBuilder:
+    """Builds `[CLS] A [SEP] B [SEP]` examples from chunks (BERT's create_pretraining_data idea).
+
+    pair_task None: A and B are consecutive (label unused). "nsp": half the time B comes from
+    another document (label 1). "sop": half the time A and B are swapped (label 1).
+    """
+
+    def __init__(
+        self,
+        corpus: Corpus,
+        chunks: np.ndarray,
+        tok: Tokenizer,
+        max_len: int,
+        pair_task: str | None,
+    ):
+        self.corpus, self.chunks, self.tok = corpus, chunks, tok
+        self.max_len, self.pair_task = max_len, pair_task
+        self.n_docs = len(corpus.doc_sents) - 1
+
+    def sentences(self, row) -> list[np.ndarray]:
+        off, tok = self.corpus.sent_offsets, self.corpus.tokens
+        return [np.asarray(tok[off[i] : off[i + 1]], dtype=np.int64) for i in range(row[0], row[1])]
+
+    def example(self, chunk: int, rng: np.random.Generator) -> tuple[list[int], list[int], int]:
+        sents = self.sentences(self.chunks[chunk])
+        if len(sents) >= 2:
+            cut = int(rng.integers(1, len(sents)))
+            a, b = np.concatenate(sents[:cut]), np.concatenate(sents[cut:])
+        else:
+            ids = sents[0]
+            cut = int(rng.integers(1, len(ids))) if len(ids) >= 2 else len(ids)
+            a, b = ids[:cut], ids[cut:]
+        label = 0
+        if self.pair_task == "nsp" and rng.random() < 0.5:
+            b = self._random_segment(chunk, rng, max(1, len(b)))
+            label = 1
+        elif self.pair_task == "sop" and len(b) and rng.random() < 0.5:
+            a, b = b, a
+            label = 1
+        a, b = _truncate_pair(a, b, self.max_len - 3)
+        cls, sep = self.tok.cls_id, self.tok.sep_id
+        ids = [cls, *a.tolist(), sep]
+        types = [0] * len(ids)
+        if len(b):
+            ids += [*b.tolist(), sep]
+            types += [1] * (len(b) + 1)
+        return ids, types, label
+
+    def _random_segment(self, chunk: int, rng: np.random.Generator, length: int) -> np.ndarray:
+        doc = self.chunks[chunk, 2]
+        other = chunk
+        for _ in range(10):  # prefer another document; fall back to a distant chunk
+            other = int(rng.integers(0, len(self.chunks)))
+            if self.chunks[other, 2] != doc or (self.n_docs == 1 and abs(other - chunk) > 2):
+                break
+        sents = self.sentences(self.chunks[other])
+        start = int(rng.integers(0, len(sents)))
+        return np.concatenate(sents[start:] + sents[:start])[:length]
+
+
+def _truncate_pair(a: np.ndarray, b: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
+    while len(a) + len(b) > budget:
+        if len(a) > len(b):
+            a = a[:-1]
+        else:
+            b = b[:-1]
+    return a, b
+
+
+def collate(
+    examples: list[tuple[list[int], list[int], int]], pad_id: int
+) -> dict[str, torch.Tensor]:
+    """Pad to the longest example in the batch (dynamic padding)."""
+    T = max(len(ids) for ids, _, _ in examples)
+    B = len(examples)
+    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
+    token_type_ids = torch.zeros((B, T), dtype=torch.long)
+    attention_mask = torch.zeros((B, T), dtype=torch.long)
+    for i, (ids, types, _) in enumerate(examples):
+        input_ids[i, : len(ids)] = torch.tensor(ids)
+        token_type_ids[i, : len(ids)] = torch.tensor(types)
+        attention_mask[i, : len(ids)] = 1
+    pair_labels = torch.tensor([lab for _, _, lab in examples], dtype=torch.long)
+    return {
+        "input_ids": input_ids,
+        "token_type_ids": token_type_ids,
+        "attention_mask": attention_mask,
+        "pair_labels": pair_labels,
+    }
+
+
+class Masker:
+    """Applies MLM corruption to a collated batch with the tokenizer's special ids."""
+
+    def __init__(self, tok: Tokenizer, cfg: MaskConfig):
+        self.cfg = cfg
+        self.tok = tok
+        self.special = torch.zeros(tok.vocab_size, dtype=torch.bool)
+        self.special[tok.special_ids] = True
+        self.continuation = tok.continuation_table()
+        self.random_ids = tok.random_ids()
+
+    def __call__(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict:
+        ids = batch["input_ids"]
+        special = self.special[ids] | (batch["attention_mask"] == 0)  # (B, T)
+        need_words = self.cfg.whole_word or self.cfg.span
+        starts = word_starts(ids, self.continuation) if need_words else None
+        c = self.cfg
+        corrupted, labels = mask_tokens(
+            ids, special, generator, self.tok.mask_id, self.random_ids,
+            c.mask_prob, c.replace_prob, c.random_prob, starts, c.span, c.span_max, c.span_p,
+        )  # fmt: skip
+        return {**batch, "input_ids": corrupted, "labels": labels}
+
+
+def seed_for(*parts: int) -> int:
+    """A stable 63-bit seed from integers (independent of Python's hash randomisation)."""
+    h = hashlib.blake2b(",".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(h, "little") & ((1 << 63) - 1)
+
+
+class PretrainBatches(torch.utils.data.Dataset):
+    """Batch number k (a micro-batch) is a pure function of (seed, k): epoch permutations,
+    pair building and masking are all seeded from it, so resuming is exact."""
+
+    def __init__(
+        self,
+        builder: PairBuilder,
+        masker: Masker,
+        chunk_ids: np.ndarray,
+        batch_size: int,
+        seed: int,
+        shuffle: bool = True,
+    ):
+        self.builder, self.masker = builder, masker
+        self.chunk_ids, self.batch_size = chunk_ids, batch_size
+        self.seed, self.shuffle = seed, shuffle
+        self._perm: tuple[int, np.ndarray] | None = None
+
+    def __len__(self) -> int:  # batches per epoch (the sampler decides how many are drawn)
+        return max(1, len(self.chunk_ids) // self.batch_size)
+
+    def _order(self, epoch: int) -> np.ndarray:
+        if not self.shuffle:
+            return self.chunk_ids
+        if self._perm is None or self._perm[0] != epoch:
+            rng = np.random.default_rng(seed_for(self.seed, epoch, 1))
+            self._perm = (epoch, self.chunk_ids[rng.permutation(len(self.chunk_ids))])
+        return self._perm[1]
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        n = len(self.chunk_ids)
+        examples = []
+        for j in range(self.batch_size):
+            pos = k * self.batch_size + j
+            chunk = int(self._order(pos // n)[pos % n])
+            rng = np.random.default_rng(seed_for(self.seed, pos, 2))
+            examples.append(self.builder.example(chunk, rng))
+        batch = collate(examples, self.builder.tok.pad_id)
+        g = torch.Generator().manual_seed(seed_for(self.seed, k, 3))
+        return self.masker(batch, g)
+
+
+def split_chunks(n_chunks: int, every: int, at_most: int) -> tuple[np.ndarray, np.ndarray]:
+    """Hold out every `every`-th chunk (at most `at_most`) for evaluation."""
+    idx = np.arange(n_chunks)
+    held = idx[::every][:at_most] if n_chunks >= 2 * every else idx[:0]
+    train = np.setdiff1d(idx, held)
+    return train, held
+
+
+def unigram_baseline(
+    corpus: Corpus,
+    train_chunks: np.ndarray,
+    chunks: np.ndarray,
+    vocab_size: int,
+    special_ids: list[int],
+) -> np.ndarray:
+    """Token counts over the training chunks (for the most-frequent-token baseline)."""
+    counts = np.zeros(vocab_size, dtype=np.int64)
+    off = corpus.sent_offsets
+    for s, e, _ in chunks[train_chunks]:
+        counts += np.bincount(np.asarray(corpus.tokens[off[s] : off[e]]), minlength=vocab_size)
+    counts[special_ids] = 0
+    return counts
+
+
+__all__ = ["IGNORE"]

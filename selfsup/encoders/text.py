@@ -1,0 +1,95 @@
+"""BERT text encoder: embeddings -> shared Transformer stack -> (hidden states, pooled [CLS])."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from selfsup.config import ModelConfig
+from selfsup.encoders.transformer import Transformer, padding_attn_mask
+from selfsup.layers.embed import TextEmbedding
+
+
+class BertEncoder(nn.Module):
+    """BERT (arXiv:1810.04805). Returns {"hidden": (B, T, D), "pooled": (B, D)}.
+
+    The pooler (dense + tanh on [CLS]) is kept here, as in BERT, so pretrained checkpoints carry it.
+    """
+
+    def __init__(
+        self,
+        vocab_size: int,
+        dim: int,
+        n_layers: int,
+        n_heads: int,
+        ffn_dim: int,
+        max_len: int = 512,
+        type_vocab_size: int = 2,
+        dropout: float = 0.1,
+        attn_dropout: float = 0.1,
+        norm_eps: float = 1e-12,
+        pad_id: int = 0,
+    ):
+        super().__init__()
+        self.dim = dim
+        self.max_len = max_len
+        self.embed = TextEmbedding(
+            vocab_size, dim, max_len, type_vocab_size, dropout, norm_eps, pad_id
+        )
+        self.transformer = Transformer(
+            dim, n_layers, n_heads, ffn_dim, dropout, attn_dropout, norm_eps
+        )
+        self.pooler = nn.Linear(dim, dim)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        return_all: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        if input_ids.shape[1] > self.max_len:
+            raise ValueError(f"sequence length {input_ids.shape[1]} > max_len {self.max_len}")
+        x = self.embed(input_ids, token_type_ids, position_ids)  # (B, T, D)
+        out = self.transformer(x, padding_attn_mask(attention_mask), return_all=return_all)
+        h = out[-1] if return_all else out
+        result = {"hidden": h, "pooled": torch.tanh(self.pooler(h[:, 0]))}
+        if return_all:
+            result["all_hidden"] = out
+        return result
+
+
+def build_encoder(cfg: ModelConfig) -> BertEncoder:
+    enc = BertEncoder(
+        cfg.vocab_size,
+        cfg.dim,
+        cfg.n_layers,
+        cfg.n_heads,
+        cfg.ffn_dim,
+        cfg.max_len,
+        cfg.type_vocab_size,
+        cfg.dropout,
+        cfg.attn_dropout,
+        cfg.norm_eps,
+        cfg.pad_id,
+    )
+    init_bert_weights(enc)
+    return enc
+
+
+def init_bert_weights(module: nn.Module, std: float = 0.02) -> None:
+    """BERT's initialisation: N(0, 0.02) weights, zero biases, unit LayerNorm."""
+    for m in module.modules():
+        if isinstance(m, nn.Linear):
+            nn.init.normal_(m.weight, std=std)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Embedding):
+            nn.init.normal_(m.weight, std=std)
+            if m.padding_idx is not None:
+                with torch.no_grad():
+                    m.weight[m.padding_idx].zero_()
+        elif isinstance(m, nn.LayerNorm):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)

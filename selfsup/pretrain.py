@@ -1,0 +1,195 @@
+"""The pretraining recipe: config -> tokenizer -> cached corpus -> batches -> objective -> loop.
+
+Everything that can fail on bad input (paths, corpus, settings) is checked before the run folder
+is created, so a failed start never leaves a half-written run behind.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from selfsup.checkpoint import RUN_FORMAT, atomic_write_text, is_run, run_config
+from selfsup.config import ConfigError, RunConfig
+from selfsup.data.text import (
+    Masker,
+    PairBuilder,
+    PretrainBatches,
+    build_corpus,
+    default_cache_dir,
+    files_fingerprint,
+    make_chunks,
+    read_documents,
+    resolve_files,
+    split_chunks,
+    unigram_baseline,
+)
+from selfsup.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from selfsup.encoders.text import build_encoder
+from selfsup.objectives import OBJECTIVES
+from selfsup.train import train
+
+
+@dataclass
+class PretrainData:
+    tokenizer: Tokenizer
+    batches: PretrainBatches
+    eval_batches: list[dict]
+    baseline_acc: float  # most-frequent-token accuracy on the held-out masked targets
+    stats: dict
+
+
+def tokenizer_for(cfg: RunConfig, encoding: str, log=print) -> Tokenizer:
+    """The given tokenizer, or one trained on the corpus (cached by corpus + settings)."""
+    if cfg.data.tokenizer:
+        return load_tokenizer(cfg.data.tokenizer)
+    files = resolve_files(cfg.data.paths)
+    h = hashlib.sha256(files_fingerprint(files).encode())
+    h.update(
+        f"{cfg.data.vocab_size}|{cfg.data.lowercase}|{cfg.data.text_field}|{encoding}|v1".encode()
+    )
+    folder = Path(cfg.data.cache_dir or default_cache_dir()) / "tokenizer" / h.hexdigest()[:20]
+    if (folder / "tokenizer.json").exists():
+        log(f"tokenizer: using cached {folder}")
+        return load_tokenizer(folder)
+    t0 = time.perf_counter()
+    texts = (
+        p for doc in read_documents(cfg.data.paths, cfg.data.text_field, encoding) for p in doc
+    )
+    tok = train_tokenizer(texts, cfg.data.vocab_size, cfg.data.lowercase)
+    tmp = folder.with_name(folder.name + f".tmp{int(time.time() * 1e6)}")
+    tok.save(tmp)
+    try:
+        tmp.rename(folder)
+    except OSError:
+        shutil.rmtree(tmp, ignore_errors=True)
+    log(
+        f"tokenizer: trained WordPiece, {tok.vocab_size} tokens, in {time.perf_counter() - t0:.1f}s"
+    )
+    return tok
+
+
+def prepare_data(cfg: RunConfig, encoding: str = "utf-8", log=print) -> PretrainData:
+    tok = tokenizer_for(cfg, encoding, log)
+    corpus = build_corpus(cfg.data.paths, tok, cfg.data, encoding, log=log)
+    chunks = make_chunks(corpus, cfg.data.max_len)
+    train_ids, held_ids = split_chunks(len(chunks), cfg.data.heldout_every, cfg.data.heldout_max)
+    if len(train_ids) < 2:
+        raise ConfigError("the corpus is too small: it makes fewer than 2 training sequences")
+    pair_task = OBJECTIVES[cfg.train.objective].pair_task
+    builder = PairBuilder(corpus, chunks, tok, cfg.data.max_len, pair_task)
+    masker = Masker(tok, cfg.mask)
+    seed = cfg.train.seed
+    batches = PretrainBatches(builder, masker, train_ids, cfg.train.batch_size, seed)
+    eval_batches, baseline = [], float("nan")
+    if len(held_ids):
+        ev = PretrainBatches(builder, masker, held_ids, 64, seed + 1_000_003, shuffle=False)
+        eval_batches = [ev[k] for k in range(-(-len(held_ids) // 64))]
+        counts = unigram_baseline(corpus, train_ids, chunks, tok.vocab_size, tok.special_ids)
+        top = int(np.argmax(counts))
+        targets = torch.cat([b["labels"][b["labels"] >= 0] for b in eval_batches])
+        baseline = float((targets == top).float().mean()) if len(targets) else float("nan")
+    stats = {
+        "documents": len(corpus.doc_sents) - 1,
+        "sentences": len(corpus.sent_offsets) - 1,
+        "tokens": corpus.n_tokens,
+        "train_sequences": int(len(train_ids)),
+        "heldout_sequences": int(len(held_ids)),
+        "vocab_size": tok.vocab_size,
+    }
+    return PretrainData(tok, batches, eval_batches, baseline, stats)
+
+
+def pretrain(
+    cfg: RunConfig,
+    out: Path,
+    resume: bool = False,
+    encoding: str = "utf-8",
+    progress: bool = True,
+    log=print,
+    steps: int | None = None,
+) -> dict:
+    """Pretrain per `cfg` into the run folder `out`. With `resume`, the run's own saved config
+    is used (only `steps` may be raised) and training continues from its latest checkpoint."""
+    if resume:
+        if not is_run(out):
+            raise ConfigError(f"cannot resume: {out} is not a selfsup run folder")
+        cfg = run_config(out)
+        if steps is not None:
+            cfg.train.steps = steps
+    elif out.exists() and any(out.iterdir()):
+        raise ConfigError(
+            f"output folder {out} exists and is not empty (use --resume or another --out)"
+        )
+    cfg.validate()
+    if cfg.train.threads:
+        torch.set_num_threads(cfg.train.threads)
+
+    data = prepare_data(cfg, encoding, log)
+    cfg.model.vocab_size = data.tokenizer.vocab_size
+    cfg.model.pad_id = data.tokenizer.pad_id
+    torch.manual_seed(cfg.train.seed)
+    objective = OBJECTIVES[cfg.train.objective]
+    model = objective(build_encoder(cfg.model), cfg.model.vocab_size, cfg.model.norm_eps)
+
+    created = not out.exists()
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        if not resume:
+            data.tokenizer.save(out / "tokenizer")
+            atomic_write_text(
+                out / "config.json", json.dumps({"format": RUN_FORMAT, **cfg.to_dict()}, indent=2)
+            )
+    except BaseException:
+        if created:
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+    n_params = sum(p.numel() for p in model.parameters())
+    s = data.stats
+    log(
+        f"data: {s['documents']} documents, {s['tokens']:,} tokens, {s['train_sequences']:,} "
+        f"training / {s['heldout_sequences']:,} held-out sequences of up to {cfg.data.max_len}"
+    )
+    log(
+        f"model: preset {cfg.preset}, {cfg.model.n_layers} layers x {cfg.model.dim}, "
+        f"{n_params / 1e6:.2f}M parameters; objective {cfg.train.objective}; "
+        f"{cfg.train.steps} steps of {cfg.train.batch_size} x {cfg.train.grad_accum}"
+    )
+    t0 = time.perf_counter()
+    final = train(
+        model,
+        data.batches,
+        cfg.train,
+        out,
+        data.eval_batches,
+        resume=resume,
+        num_workers=cfg.data.num_workers,
+        log=log,
+        progress=progress,
+    )
+    minutes = (time.perf_counter() - t0) / 60
+    summary = {
+        "steps": cfg.train.steps,
+        "minutes": round(minutes, 2),
+        "heldout_mlm_acc": final.get("eval_mlm_acc"),
+        "heldout_mlm_loss": final.get("eval_mlm_loss"),
+        "unigram_baseline_acc": round(data.baseline_acc, 5),
+        **{k: v for k, v in final.items() if k.startswith("eval_") and "mlm" not in k},
+        **s,
+    }
+    if final:
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    if final.get("eval_mlm_acc") is not None:
+        acc, loss = final["eval_mlm_acc"], final["eval_mlm_loss"]
+        log(
+            f"held-out MLM accuracy {acc:.4f} (loss {loss:.3f}) "
+            f"vs unigram baseline {data.baseline_acc:.4f}; {minutes:.1f} min; run in {out}"
+        )
+    return summary
