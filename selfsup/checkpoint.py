@@ -332,7 +332,7 @@ def export_hf(loaded: Loaded, out: Path) -> None:
         save_file(hf_sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
         cfg = model_to_hf_config(loaded.config, arch)
         (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
-        loaded.tokenizer.save(tmp)
+        loaded.tokenizer.save(tmp, loaded.config.max_len)
         if out.exists():
             out.rmdir()
         os.rename(tmp, out)

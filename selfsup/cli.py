@@ -120,7 +120,70 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--set", nargs="+", default=[], metavar="SECTION.KEY=VALUE")
     p.add_argument("--json", action="store_true")
+    _add_finetune_parsers(sub)
     return parser
+
+
+def _add_finetune_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", required=True, help="cola sst2 mrpc ... pos squad ... classify tag")
+    p.add_argument("--data", required=True, help="task folder or file")
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-len", type=int, default=128)
+    p.add_argument("--preset", default=None, help="architecture for --init scratch")
+    p.add_argument("--tokenizer", default=None, help="tokenizer (folder or run) for scratch")
+    p.add_argument("--eval-every", type=int, default=0, help="dev evaluation every N steps")
+    p.add_argument("--train-limit", type=int, default=0, help="use at most N training examples")
+    p.add_argument(
+        "--article-holdout",
+        type=float,
+        default=0.0,
+        help="QA from one file: hold out this share of articles for evaluation",
+    )
+    p.add_argument("--text-column", default=None)
+    p.add_argument("--text-pair-column", default=None)
+    p.add_argument("--label-column", default=None)
+    p.add_argument("--tagset", default=None, help="pos/tag: upos (default) or xpos")
+    p.add_argument("--xpos", action="store_true", help="pos: predict XPOS instead of UPOS")
+    p.add_argument("--lang", default=None, help="xquad: language (en, zh, ...)")
+
+
+def _add_finetune_parsers(sub) -> None:
+    p = sub.add_parser("finetune", help="fine-tune a model on a task and evaluate on dev")
+    p.add_argument("--init", required=True, help="selfsup run, HF BERT folder, or scratch")
+    _add_finetune_args(p)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("evaluate", help="evaluate a fine-tuned folder; prints metrics as JSON")
+    p.add_argument("model")
+    p.add_argument("--task", required=True)
+    p.add_argument("--data", required=True)
+    p.add_argument("--split", default="dev")
+    for name in ("--text-column", "--text-pair-column", "--label-column", "--tagset", "--lang"):
+        p.add_argument(name, default=None)
+    p.add_argument("--xpos", action="store_true")
+
+    p = sub.add_parser("glue", help="every GLUE task found in a folder, several seeds: a table")
+    p.add_argument("--init", required=True)
+    p.add_argument("--data", required=True, help="folder holding CoLA/ SST-2/ MRPC/ ...")
+    p.add_argument("--tasks", nargs="+", default=None, help="subset of tasks")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--epochs", type=float, default=3.0)
+    p.add_argument("--lr", type=float, default=5e-5)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--max-len", type=int, default=128)
+    p.add_argument("--train-limit", type=int, default=0)
+    p.add_argument("--preset", default=None)
+    p.add_argument("--tokenizer", default=None)
+    p.add_argument("--out", required=True)
+
+    p = sub.add_parser("compare", help="fine-tune several inits with the same settings and seeds")
+    p.add_argument("--init", action="append", required=True, help="repeat: --init A --init B")
+    _add_finetune_args(p)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--out", required=True)
 
 
 def _run_config(args):
@@ -179,7 +242,7 @@ def cmd_pretrain(args) -> None:
 
 
 def cmd_tokenizer(args) -> None:
-    from selfsup.data.text import read_documents
+    from selfsup.data.text import read_paragraphs
     from selfsup.data.tokenizer import train_tokenizer
 
     out = Path(args.out)
@@ -187,8 +250,8 @@ def cmd_tokenizer(args) -> None:
         raise ConfigError(f"output folder {out} exists and is not empty")
     if args.vocab_size < 16:
         raise ConfigError(f"vocab size {args.vocab_size} is too small")
-    docs = read_documents(args.input, args.text_field, args.encoding)
-    tok = train_tokenizer((p for doc in docs for p in doc), args.vocab_size, not args.cased)
+    texts = read_paragraphs(args.input, args.text_field, args.encoding)
+    tok = train_tokenizer(texts, args.vocab_size, not args.cased)
     tok.save(out)
     print(f"saved a WordPiece tokenizer with {tok.vocab_size} tokens to {out}")
 
@@ -261,7 +324,63 @@ def cmd_inspect_masking(args) -> None:
             print(f"{k:28s} {v}")
 
 
+def _task_options(args) -> dict:
+    opts = {}
+    for name in ("text_column", "text_pair_column", "label_column", "tagset", "lang"):
+        value = getattr(args, name, None)
+        if value is not None:
+            opts[name] = value
+    if getattr(args, "xpos", False):
+        opts["tagset"] = "xpos"
+    return opts
+
+
+def _finetune_config(args, init: str, seed: int, out: str):
+    from selfsup.finetune import FinetuneConfig
+
+    return FinetuneConfig(
+        task=args.task, data=args.data, init=init, out=out, epochs=args.epochs, lr=args.lr,
+        batch_size=args.batch_size, max_len=args.max_len, seed=seed, preset=args.preset,
+        tokenizer=args.tokenizer, eval_every=args.eval_every, train_limit=args.train_limit,
+        article_holdout=args.article_holdout, options=_task_options(args),
+    )  # fmt: skip
+
+
+def cmd_finetune(args) -> None:
+    from selfsup.finetune import finetune
+
+    res = finetune(_finetune_config(args, args.init, args.seed, args.out), progress=_tty())
+    print(json.dumps({"task": args.task, **res["dev"]}))
+
+
+def cmd_evaluate(args) -> None:
+    from selfsup.finetune import evaluate_finetuned
+
+    metrics = evaluate_finetuned(args.model, args.task, args.data, args.split, _task_options(args))
+    print(json.dumps({"task": args.task, "split": args.split, **metrics}))
+
+
+def cmd_glue(args) -> None:
+    from selfsup.benchmark import run_glue
+
+    run_glue(args)
+
+
+def cmd_compare(args) -> None:
+    from selfsup.benchmark import run_compare
+
+    run_compare(args)
+
+
+def _tty() -> bool:
+    return sys.stderr.isatty()
+
+
 COMMANDS = {
+    "finetune": cmd_finetune,
+    "evaluate": cmd_evaluate,
+    "glue": cmd_glue,
+    "compare": cmd_compare,
     "pretrain": cmd_pretrain,
     "tokenizer": cmd_tokenizer,
     "fill-mask": cmd_fill_mask,

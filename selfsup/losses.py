@@ -22,3 +22,27 @@ def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     if not bool(keep.any()):
         return logits.new_zeros(())
     return (logits.argmax(-1)[keep] == targets[keep]).float().mean()
+
+
+def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Mean squared error (regression fine-tuning, e.g. STS-B)."""
+    return F.mse_loss(pred.float(), target.float())
+
+
+def span_ce(
+    start_logits: torch.Tensor,
+    end_logits: torch.Tensor,
+    start: torch.Tensor,
+    end: torch.Tensor,
+    valid: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Extractive QA loss: mean of the start and end cross-entropies over positions (BERT,
+    arXiv:1810.04805, 4.2). `valid` (B, T) excludes positions (question, padding) from the
+    softmax by setting their logits to -inf."""
+    if valid is not None:
+        neg = torch.finfo(torch.float32).min
+        start_logits = start_logits.float().masked_fill(~valid, neg)
+        end_logits = end_logits.float().masked_fill(~valid, neg)
+    return 0.5 * (
+        F.cross_entropy(start_logits.float(), start) + F.cross_entropy(end_logits.float(), end)
+    )

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import shutil
 import time
 from dataclasses import dataclass
@@ -16,7 +17,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfsup.checkpoint import RUN_FORMAT, atomic_write_text, is_run, run_config
+from selfsup.checkpoint import (
+    RUN_FORMAT,
+    atomic_write_text,
+    is_run,
+    latest_checkpoint,
+    run_config,
+)
 from selfsup.config import ConfigError, RunConfig
 from selfsup.data.text import (
     Masker,
@@ -26,7 +33,7 @@ from selfsup.data.text import (
     default_cache_dir,
     files_fingerprint,
     make_chunks,
-    read_documents,
+    read_paragraphs,
     resolve_files,
     split_chunks,
     unigram_baseline,
@@ -34,7 +41,7 @@ from selfsup.data.text import (
 from selfsup.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from selfsup.encoders.text import build_encoder
 from selfsup.objectives import OBJECTIVES
-from selfsup.train import train
+from selfsup.train import bf16_supported, evaluate, train
 
 
 @dataclass
@@ -60,9 +67,7 @@ def tokenizer_for(cfg: RunConfig, encoding: str, log=print) -> Tokenizer:
         log(f"tokenizer: using cached {folder}")
         return load_tokenizer(folder)
     t0 = time.perf_counter()
-    texts = (
-        p for doc in read_documents(cfg.data.paths, cfg.data.text_field, encoding) for p in doc
-    )
+    texts = read_paragraphs(cfg.data.paths, cfg.data.text_field, encoding)
     tok = train_tokenizer(texts, cfg.data.vocab_size, cfg.data.lowercase)
     tmp = folder.with_name(folder.name + f".tmp{int(time.time() * 1e6)}")
     tok.save(tmp)
@@ -90,8 +95,12 @@ def prepare_data(cfg: RunConfig, encoding: str = "utf-8", log=print) -> Pretrain
     batches = PretrainBatches(builder, masker, train_ids, cfg.train.batch_size, seed)
     eval_batches, baseline = [], float("nan")
     if len(held_ids):
-        ev = PretrainBatches(builder, masker, held_ids, 64, seed + 1_000_003, shuffle=False)
-        eval_batches = [ev[k] for k in range(-(-len(held_ids) // 64))]
+        # Each held-out chunk exactly once (a batch index past the end would wrap around).
+        parts = [held_ids[s : s + 64] for s in range(0, len(held_ids), 64)]
+        eval_batches = [
+            PretrainBatches(builder, masker, ids, len(ids), seed + 1_000_003, shuffle=False)[k]
+            for k, ids in enumerate(parts)
+        ]
         counts = unigram_baseline(corpus, train_ids, chunks, tok.vocab_size, tok.special_ids)
         top = int(np.argmax(counts))
         targets = torch.cat([b["labels"][b["labels"] >= 0] for b in eval_batches])
@@ -129,8 +138,11 @@ def pretrain(
             f"output folder {out} exists and is not empty (use --resume or another --out)"
         )
     cfg.validate()
+    _check_run_settings(cfg)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    if resume and not cfg.data.tokenizer:
+        cfg.data.tokenizer = str(out / "tokenizer")  # the run's own, even if the cache is gone
 
     data = prepare_data(cfg, encoding, log)
     cfg.model.vocab_size = data.tokenizer.vocab_size
@@ -147,10 +159,33 @@ def pretrain(
             atomic_write_text(
                 out / "config.json", json.dumps({"format": RUN_FORMAT, **cfg.to_dict()}, indent=2)
             )
+        final, minutes = _train(cfg, model, data, out, resume, progress, log)
     except BaseException:
-        if created:
+        if created and latest_checkpoint(out) is None:  # nothing to resume from: no run at all
             shutil.rmtree(out, ignore_errors=True)
         raise
+    summary = {
+        "steps": cfg.train.steps,
+        "minutes": round(minutes, 2),
+        "heldout_mlm_acc": final.get("eval_mlm_acc"),
+        "heldout_mlm_loss": final.get("eval_mlm_loss"),
+        # NaN (no held-out data) is not JSON
+        "unigram_baseline_acc": round(b, 5) if math.isfinite(b := data.baseline_acc) else None,
+        **{k: v for k, v in final.items() if k.startswith("eval_") and "mlm" not in k},
+        **data.stats,
+    }
+    if final:
+        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
+    if final.get("eval_mlm_acc") is not None:
+        acc, loss = final["eval_mlm_acc"], final["eval_mlm_loss"]
+        log(
+            f"held-out MLM accuracy {acc:.4f} (loss {loss:.3f}) "
+            f"vs unigram baseline {data.baseline_acc:.4f}; {minutes:.1f} min; run in {out}"
+        )
+    return summary
+
+
+def _train(cfg: RunConfig, model, data: PretrainData, out: Path, resume, progress, log):
     n_params = sum(p.numel() for p in model.parameters())
     s = data.stats
     log(
@@ -168,28 +203,28 @@ def pretrain(
         data.batches,
         cfg.train,
         out,
-        data.eval_batches,
+        (lambda m: evaluate(m, data.eval_batches, cfg.train.bf16)) if data.eval_batches else None,
         resume=resume,
         num_workers=cfg.data.num_workers,
         log=log,
         progress=progress,
     )
-    minutes = (time.perf_counter() - t0) / 60
-    summary = {
-        "steps": cfg.train.steps,
-        "minutes": round(minutes, 2),
-        "heldout_mlm_acc": final.get("eval_mlm_acc"),
-        "heldout_mlm_loss": final.get("eval_mlm_loss"),
-        "unigram_baseline_acc": round(data.baseline_acc, 5),
-        **{k: v for k, v in final.items() if k.startswith("eval_") and "mlm" not in k},
-        **s,
-    }
-    if final:
-        atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    if final.get("eval_mlm_acc") is not None:
-        acc, loss = final["eval_mlm_acc"], final["eval_mlm_loss"]
-        log(
-            f"held-out MLM accuracy {acc:.4f} (loss {loss:.3f}) "
-            f"vs unigram baseline {data.baseline_acc:.4f}; {minutes:.1f} min; run in {out}"
+    return final, (time.perf_counter() - t0) / 60
+
+
+def _check_run_settings(cfg: RunConfig) -> None:
+    """Settings that would otherwise fail only once the run folder exists."""
+    d, t = cfg.data, cfg.train
+    if not d.tokenizer and d.vocab_size < 16:
+        raise ConfigError(f"vocab size {d.vocab_size} is too small")
+    if d.heldout_every < 1 or d.heldout_max < 0 or d.num_workers < 0:
+        raise ConfigError("data.heldout_every must be >= 1, heldout_max and workers >= 0")
+    if t.warmup_steps < 0 or t.log_every < 1 or t.threads < 0:
+        raise ConfigError("warmup_steps and threads must be >= 0 and log_every >= 1")
+    if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
+        raise ConfigError(f"train.betas must be two numbers in [0, 1), got {t.betas}")
+    if t.bf16 and not bf16_supported(torch.device("cpu")):
+        raise ConfigError(
+            "bf16 was requested but this hardware has no bf16 support (it would run ~20x slower); "
+            "drop --bf16"
         )
-    return summary

@@ -52,10 +52,9 @@ def bf16_supported(device: torch.device) -> bool:
 
 
 @torch.no_grad()
-def evaluate(
-    model: nn.Module, batches: list[dict], device: torch.device, bf16: bool = False
-) -> dict:
+def evaluate(model: nn.Module, batches: list[dict], bf16: bool = False) -> dict:
     """Held-out metrics, weighted by the number of masked tokens (MLM) or examples (pair)."""
+    device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
@@ -81,7 +80,7 @@ def train(
     batches: torch.utils.data.Dataset,
     cfg: TrainConfig,
     run_dir: Path,
-    eval_batches: list[dict] | None = None,
+    eval_fn: Callable[[nn.Module], dict] | None = None,
     resume: bool = False,
     num_workers: int = 0,
     log: Callable[[str], None] = print,
@@ -149,7 +148,7 @@ def train(
                 out = model(batch)
             (out["loss"] / accum).backward()
             for k, v in out.items():
-                if k != "n_masked":
+                if k != "n_masked" and v.ndim == 0:
                     sums[k] = sums.get(k, 0.0) + float(v.detach()) / accum
         grad_norm = torch.nn.utils.clip_grad_norm_(
             model.parameters(), cfg.clip_norm if cfg.clip_norm > 0 else float("inf")
@@ -172,8 +171,8 @@ def train(
             last = row
         bar.update(1)
 
-        if eval_batches and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
-            ev = evaluate(model, eval_batches, device, cfg.bf16)
+        if eval_fn and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+            ev = eval_fn(model)
             row = {"step": done, **{f"eval_{k}": round(v, 5) for k, v in ev.items()}}
             _write(metrics_file, writer, row, "eval")
             bar.write(_fmt(row))
@@ -188,7 +187,8 @@ def train(
     if writer:
         writer.close()
     if done == cfg.steps:
-        _save(run_dir, done, model, optimizer, scheduler)
+        if cfg.save_every:
+            _save(run_dir, done, model, optimizer, scheduler)
         save_final(run_dir, model)
     return last
 

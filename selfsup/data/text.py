@@ -12,6 +12,7 @@ exactly the batches an uninterrupted run would have seen, whatever the number of
 from __future__ import annotations
 
 import bz2
+import contextlib
 import csv
 import gzip
 import hashlib
@@ -111,21 +112,47 @@ def read_documents(
             yield from _dataset_docs(str(f), text_field)
             continue
         kind = _suffix(f)
-        try:
-            with _open_text(f, encoding) as fh:
-                if kind in (".jsonl", ".json"):
-                    yield from _jsonl_docs(fh, f, text_field)
-                elif kind in (".csv", ".tsv"):
-                    yield from _csv_docs(fh, f, text_field, "\t" if kind == ".tsv" else ",")
-                else:
-                    yield _paragraphs(fh)
-        except UnicodeDecodeError as e:
-            raise ConfigError(
-                f"{f} is not valid {encoding} (byte {e.object[e.start]:#x} at offset {e.start}); "
-                "convert it or pass --encoding latin-1"
-            ) from None
-        except (OSError, EOFError, lzma.LZMAError) as e:
-            raise ConfigError(f"cannot read {f}: {e}") from None
+        with _read_errors(f, encoding), _open_text(f, encoding) as fh:
+            if kind in (".jsonl", ".json"):
+                yield from _jsonl_docs(fh, f, text_field)
+            elif kind in (".csv", ".tsv"):
+                yield from _csv_docs(fh, f, text_field, "\t" if kind == ".tsv" else ",")
+            else:
+                # The caller reads this document lazily, outside this frame: guard it too.
+                yield _guarded(_paragraphs(fh), f, encoding)
+
+
+@contextlib.contextmanager
+def _read_errors(f: Path, encoding: str):
+    """Turn decoding and I/O errors while reading `f` into one-line ConfigErrors."""
+    try:
+        yield
+    except UnicodeDecodeError as e:
+        raise ConfigError(
+            f"{f} is not valid {encoding} (byte {e.object[e.start]:#x} at offset {e.start}); "
+            "convert it or pass --encoding latin-1"
+        ) from None
+    except (OSError, EOFError, lzma.LZMAError) as e:
+        raise ConfigError(f"cannot read {f}: {e}") from None
+
+
+def _guarded(paragraphs: Iterator[str], f: Path, encoding: str) -> Iterator[str]:
+    with _read_errors(f, encoding):
+        yield from paragraphs
+
+
+def read_paragraphs(
+    paths: list[str], text_field: str = "text", encoding: str = "utf-8"
+) -> Iterator[str]:
+    """Every paragraph of every document; an error at the end if there was none."""
+    empty = True
+    for doc in read_documents(paths, text_field, encoding):
+        for para in doc:
+            empty = False
+            yield para
+    if empty:
+        names = ", ".join(map(str, resolve_files(paths)))
+        raise ConfigError(f"the corpus is empty: no text found in {names}")
 
 
 def _paragraphs(lines: Iterator[str]) -> Iterator[str]:

@@ -118,7 +118,9 @@ class Tokenizer:
         return hashlib.sha256(self.tok.to_str().encode()).hexdigest()[:16]
 
     # -- saving -----------------------------------------------------------------------------
-    def save(self, folder: str | os.PathLike) -> None:
+    def save(self, folder: str | os.PathLike, max_len: int = 512) -> None:
+        """Write vocab.txt, tokenizer.json and tokenizer_config.json. `max_len` is the model's
+        position table: transformers truncates to it, so it must not exceed the model's."""
         folder = Path(folder)
         folder.mkdir(parents=True, exist_ok=True)
         vocab = self.tok.get_vocab()
@@ -135,7 +137,7 @@ class Tokenizer:
             "pad_token": "[PAD]",
             "cls_token": "[CLS]",
             "mask_token": "[MASK]",
-            "model_max_length": 512,
+            "model_max_length": max_len,
         }
         (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
         specials = {k: v for k, v in config.items() if k.endswith("_token")}

@@ -1,0 +1,1 @@
+"""Evaluation: fine-tuning metrics (metrics.py) and, later, the task runners."""

@@ -1,0 +1,626 @@
+"""Fine-tuning recipe: task data -> features -> length-bucketed batches -> task model -> the same
+training loop as pretraining -> predictions -> official metrics.
+
+Features per task kind:
+- classify / pair-classify / regress: `[CLS] A [SEP] (B [SEP])`, label on the example;
+- tag: words tokenized as pre-split input, the label on each word's first sub-token;
+- qa: `[CLS] question [SEP] context window [SEP]`, long contexts cut into windows with a stride;
+  the answer's character span mapped to token positions through offsets (windows without the
+  answer point at [CLS]); predictions take the best span with start <= end and at most
+  `max_answer_len` tokens over all windows, mapped back to the original text.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from selfsup import IGNORE
+from selfsup.config import ConfigError
+from selfsup.data.text import seed_for
+from selfsup.data.tokenizer import Tokenizer
+
+# --------------------------------------------------------------------------------------------
+# Features
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Features:
+    """Unpadded token ids per feature, plus what the task needs to score or map back."""
+
+    ids: list[list[int]]
+    types: list[list[int]]
+    labels: list = field(default_factory=list)  # int/float per feature, or per-token lists
+    extra: dict = field(default_factory=dict)  # qa: example index, offsets, context masks...
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def encode_texts(tok: Tokenizer, examples, max_len: int, label_index: dict | None) -> Features:
+    """Sequence (pair) classification or regression features."""
+    tok.tok.enable_truncation(max_len)
+    try:
+        pairs = [e.text_pair is not None for e in examples]
+        inputs = [
+            (e.text, e.text_pair) if p else e.text for e, p in zip(examples, pairs, strict=True)
+        ]
+        enc = tok.tok.encode_batch(inputs)
+    finally:
+        tok.tok.no_truncation()
+    labels = []
+    for e in examples:
+        if e.label is None:
+            labels.append(IGNORE if label_index is not None else float("nan"))
+        elif label_index is None:
+            labels.append(float(e.label))
+        else:
+            labels.append(label_index[e.label])
+    return Features([x.ids for x in enc], [x.type_ids for x in enc], labels)
+
+
+def encode_tags(tok: Tokenizer, sentences, max_len: int, tag_index: dict) -> Features:
+    """Words -> sub-tokens; each word's tag on its first sub-token, IGNORE elsewhere. Words past
+    max_len are cut (their count is kept in extra["cut_words"] so evaluation can count them)."""
+    tok.tok.enable_truncation(max_len)
+    try:
+        enc = tok.tok.encode_batch([s.words for s in sentences], is_pretokenized=True)
+    finally:
+        tok.tok.no_truncation()
+    labels, cut = [], []
+    for s, e in zip(sentences, enc, strict=True):
+        lab, seen = [], set()
+        for w in e.word_ids:
+            if w is None or w in seen:
+                lab.append(IGNORE)
+            else:
+                seen.add(w)
+                lab.append(tag_index.get(s.tags[w], IGNORE) if s.tags else IGNORE)
+        labels.append(lab)
+        cut.append(len(s.words) - len(seen))
+    return Features([x.ids for x in enc], [x.type_ids for x in enc], labels, {"cut_words": cut})
+
+
+def encode_qa(
+    tok: Tokenizer, examples, max_len: int, stride: int = 128, max_query_len: int = 64
+) -> Features:
+    """Windows over long contexts (SQuAD recipe: doc stride 128, query up to 64 tokens)."""
+    ids, types, labels = [], [], []
+    ex_index, offsets, ctx_masks = [], [], []
+    cls = tok.cls_id
+    for i, ex in enumerate(examples):
+        q = tok.tok.encode(ex.question, add_special_tokens=False).ids[:max_query_len]
+        ctx = tok.tok.encode(ex.context, add_special_tokens=False)
+        c_ids, c_off = ctx.ids, ctx.offsets
+        room = max_len - len(q) - 3
+        if room < 8:
+            raise ConfigError(f"max_len {max_len} leaves no room for the context")
+        step = max(1, min(stride, room))
+        starts = list(range(0, max(1, len(c_ids) - room + step), step)) or [0]
+        ans = ex.answers[0] if ex.answers else None
+        for s in starts:
+            window = c_ids[s : s + room]
+            seq = [cls, *q, tok.sep_id, *window, tok.sep_id]
+            first = len(q) + 2  # index of the first context token
+            typ = [0] * first + [1] * (len(window) + 1)
+            off = [None] * first + list(c_off[s : s + len(window)]) + [None]
+            start_pos = end_pos = 0
+            if ans is not None:
+                a0 = ans["answer_start"]
+                a1 = a0 + len(ans["text"])
+                tok_s = tok_e = None
+                for j, (o0, o1) in enumerate(c_off[s : s + len(window)]):
+                    if tok_s is None and o1 > a0:
+                        tok_s = j
+                    if o0 < a1:
+                        tok_e = j
+                if tok_s is not None and tok_e is not None and tok_e >= tok_s:
+                    if c_off[s + tok_s][0] <= a0 and c_off[s + tok_e][1] >= a1:
+                        start_pos, end_pos = first + tok_s, first + tok_e
+            ids.append(seq)
+            types.append(typ)
+            labels.append((start_pos, end_pos))
+            ex_index.append(i)
+            offsets.append(off)
+            ctx_masks.append([0] * first + [1] * len(window) + [0])
+            if s + room >= len(c_ids):
+                break
+    return Features(
+        ids, types, labels, {"example": ex_index, "offsets": offsets, "context_mask": ctx_masks}
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Batches
+# --------------------------------------------------------------------------------------------
+
+
+def pad_batch(feats: Features, idx, pad_id: int, kind: str) -> dict[str, torch.Tensor]:
+    """Dynamic padding to the longest feature in the batch."""
+    T = max(len(feats.ids[i]) for i in idx)
+    B = len(idx)
+    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
+    types = torch.zeros((B, T), dtype=torch.long)
+    mask = torch.zeros((B, T), dtype=torch.long)
+    for r, i in enumerate(idx):
+        n = len(feats.ids[i])
+        input_ids[r, :n] = torch.tensor(feats.ids[i])
+        types[r, :n] = torch.tensor(feats.types[i])
+        mask[r, :n] = 1
+    batch = {"input_ids": input_ids, "token_type_ids": types, "attention_mask": mask}
+    if not feats.labels:
+        return batch
+    if kind == "tag":
+        labels = torch.full((B, T), IGNORE, dtype=torch.long)
+        for r, i in enumerate(idx):
+            labels[r, : len(feats.labels[i])] = torch.tensor(feats.labels[i])
+        batch["labels"] = labels
+    elif kind == "qa":
+        batch["start_positions"] = torch.tensor([feats.labels[i][0] for i in idx])
+        batch["end_positions"] = torch.tensor([feats.labels[i][1] for i in idx])
+        cm = torch.zeros((B, T), dtype=torch.long)
+        for r, i in enumerate(idx):
+            m = feats.extra["context_mask"][i]
+            cm[r, : len(m)] = torch.tensor(m)
+        batch["context_mask"] = cm
+    elif kind == "regress":
+        batch["labels"] = torch.tensor([feats.labels[i] for i in idx], dtype=torch.float)
+    else:
+        batch["labels"] = torch.tensor([feats.labels[i] for i in idx], dtype=torch.long)
+    return batch
+
+
+def bucketed_order(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, bucket: int = 50
+) -> list[np.ndarray]:
+    """Shuffle, sort by length inside groups of `bucket` batches, cut into batches, shuffle the
+    batches: little padding, still random."""
+    perm = rng.permutation(len(lengths))
+    batches = []
+    group = batch_size * bucket
+    for g in range(0, len(perm), group):
+        part = perm[g : g + group]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches.extend(part[s : s + batch_size] for s in range(0, len(part), batch_size))
+    order = rng.permutation(len(batches))
+    return [batches[i] for i in order]
+
+
+class FinetuneBatches(torch.utils.data.Dataset):
+    """Micro-batch k is a pure function of (seed, k) (same contract as pretraining batches)."""
+
+    def __init__(self, feats: Features, batch_size: int, pad_id: int, kind: str, seed: int):
+        self.feats, self.batch_size, self.pad_id = feats, batch_size, pad_id
+        self.kind, self.seed = kind, seed
+        self.lengths = np.array([len(x) for x in feats.ids])
+        self.per_epoch = math.ceil(len(feats) / batch_size)
+        self._epoch: tuple[int, list] | None = None
+
+    def __len__(self) -> int:
+        return self.per_epoch
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        epoch, j = divmod(k, self.per_epoch)
+        if self._epoch is None or self._epoch[0] != epoch:
+            rng = np.random.default_rng(seed_for(self.seed, epoch, 11))
+            self._epoch = (epoch, bucketed_order(self.lengths, self.batch_size, rng))
+        return pad_batch(self.feats, self._epoch[1][j], self.pad_id, self.kind)
+
+
+def eval_batches(feats: Features, batch_size: int, pad_id: int, kind: str):
+    """Length-sorted batches for inference; yields (indices, batch)."""
+    order = np.argsort([len(x) for x in feats.ids], kind="stable")
+    for s in range(0, len(order), batch_size):
+        idx = order[s : s + batch_size]
+        yield idx, pad_batch(feats, idx, pad_id, kind)
+
+
+# --------------------------------------------------------------------------------------------
+# Predictions (nothing beyond one batch of logits is held)
+# --------------------------------------------------------------------------------------------
+
+
+@torch.no_grad()
+def predict(
+    model, feats: Features, kind: str, pad_id: int, batch_size: int = 64, max_answer_len: int = 30
+):
+    """classify: class ids; regress: floats; tag: per-feature lists of tag ids at word starts;
+    qa: per-example best (score, char_start, char_end)."""
+    was = model.training
+    model.eval()
+    n = len(feats)
+    if kind == "qa":
+        best: dict[int, tuple[float, int, int]] = {}
+    else:
+        out: list = [None] * n
+    for idx, batch in eval_batches(feats, batch_size, pad_id, kind):
+        if kind == "tag":
+            batch.pop("labels", None)
+            logits = model(batch)["logits"]  # (B, T, n_tags)
+            preds = logits.argmax(-1)
+            for r, i in enumerate(idx):
+                lab = feats.labels[i]
+                out[i] = [int(preds[r, t]) for t in range(len(lab)) if lab[t] != IGNORE]
+        elif kind == "qa":
+            for key in ("start_positions", "end_positions"):
+                batch.pop(key, None)
+            res = model(batch)
+            s_log, e_log = res["start_logits"], res["end_logits"]
+            cm = batch["context_mask"].bool()
+            for r, i in enumerate(idx):
+                cand = _best_span(s_log[r], e_log[r], cm[r], max_answer_len)
+                if cand is None:
+                    continue
+                score, ts, te = cand
+                off = feats.extra["offsets"][i]
+                ex = feats.extra["example"][i]
+                if ex not in best or score > best[ex][0]:
+                    best[ex] = (score, off[ts][0], off[te][1])
+        else:
+            batch.pop("labels", None)
+            logits = model(batch)["logits"]
+            vals = logits.tolist() if kind == "regress" else logits.argmax(-1).tolist()
+            for r, i in enumerate(idx):
+                out[i] = vals[r]
+    model.train(was)
+    return best if kind == "qa" else out
+
+
+def _best_span(
+    start: torch.Tensor, end: torch.Tensor, ctx: torch.Tensor, max_len: int, top: int = 20
+):
+    """Highest start+end score with start <= end < start + max_len, inside the context."""
+    neg = torch.finfo(start.dtype).min
+    s = start.masked_fill(~ctx, neg)
+    e = end.masked_fill(~ctx, neg)
+    k = min(top, int(ctx.sum()))
+    if k == 0:
+        return None
+    s_top, e_top = torch.topk(s, k), torch.topk(e, k)
+    best = None
+    for sv, si in zip(s_top.values.tolist(), s_top.indices.tolist(), strict=True):
+        for ev, ei in zip(e_top.values.tolist(), e_top.indices.tolist(), strict=True):
+            if si <= ei < si + max_len and (best is None or sv + ev > best[0]):
+                best = (sv + ev, si, ei)
+    return best
+
+
+def save_json(path: Path, obj) -> None:
+    from selfsup.checkpoint import atomic_write_text
+
+    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False))
+
+
+# --------------------------------------------------------------------------------------------
+# The recipe
+# --------------------------------------------------------------------------------------------
+
+FINETUNE_FORMAT = "selfsup-finetuned"
+
+
+@dataclass
+class FinetuneConfig:
+    task: str
+    data: str
+    init: str  # a selfsup run, a HF BERT folder, or "scratch"
+    out: str
+    epochs: float = 3.0
+    lr: float = 5e-5
+    batch_size: int = 32
+    max_len: int = 128
+    seed: int = 0
+    warmup_ratio: float = 0.1
+    weight_decay: float = 0.01
+    dropout: float = 0.1
+    preset: str | None = None  # for scratch
+    tokenizer: str | None = None  # for scratch: a tokenizer folder or run
+    eval_every: int = 0  # steps; 0 = once per epoch
+    doc_stride: int = 128
+    max_answer_len: int = 30
+    article_holdout: float = 0.0  # QA with a single file: hold out this share of articles
+    train_limit: int = 0  # use at most N training examples (0 = all)
+    options: dict = field(default_factory=dict)  # task reader options (columns, tagset...)
+
+
+def build_task_model(kind: str, encoder, n_labels: int | None, dropout: float):
+    from selfsup.objectives.supervised import (
+        Regression,
+        SequenceClassification,
+        SpanQA,
+        TokenTagging,
+    )
+
+    if kind in ("classify", "pair-classify"):
+        return SequenceClassification(encoder, n_labels, dropout)
+    if kind == "regress":
+        return Regression(encoder, dropout)
+    if kind == "tag":
+        return TokenTagging(encoder, n_labels, dropout)
+    return SpanQA(encoder)
+
+
+def set_dropout(module: torch.nn.Module, p: float) -> None:
+    """Set every dropout in the encoder (pretraining presets run without)."""
+    from selfsup.layers.attention import SelfAttention
+
+    for m in module.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = p
+        elif isinstance(m, SelfAttention):
+            m.attn_dropout = p
+
+
+def init_encoder(cfg: FinetuneConfig, log=print):
+    """(encoder, tokenizer, model config) from a run/HF folder, or a fresh one for `scratch`."""
+    from selfsup.checkpoint import is_run, load_model, run_config
+    from selfsup.data.tokenizer import load_tokenizer
+    from selfsup.encoders.text import build_encoder
+    from selfsup.presets import preset
+
+    if cfg.init != "scratch":
+        loaded = load_model(cfg.init)
+        return loaded.encoder, loaded.tokenizer, loaded.config
+    if cfg.tokenizer is None:
+        raise ConfigError("--init scratch needs --tokenizer (a tokenizer folder, run or model)")
+    tok = load_tokenizer(cfg.tokenizer)
+    src = Path(cfg.tokenizer)
+    if cfg.preset:
+        mcfg = preset(cfg.preset).model
+    elif is_run(src):
+        mcfg = run_config(src).model  # the same architecture as the pretrained run
+    else:
+        raise ConfigError("--init scratch needs --preset (or a run as --tokenizer)")
+    mcfg.vocab_size, mcfg.pad_id = tok.vocab_size, tok.pad_id
+    torch.manual_seed(cfg.seed)
+    return build_encoder(mcfg), tok, mcfg
+
+
+def load_splits(cfg: FinetuneConfig, log=print):
+    from selfsup.data.tasks import get_task, load_task
+
+    spec = get_task(cfg.task)
+    if cfg.article_holdout:
+        if spec.kind != "qa":
+            raise ConfigError("--article-holdout is for QA tasks")
+        split = "train" if "train" in spec.files else next(iter(spec.files))
+        examples = load_task(cfg.task, cfg.data, split, **cfg.options)
+        return split_by_article(examples, cfg.article_holdout, cfg.seed)
+    train_ex = load_task(cfg.task, cfg.data, "train", **cfg.options)
+    dev_ex = load_task(cfg.task, cfg.data, "dev", **cfg.options)
+    if getattr(train_ex, "skipped", 0):
+        log(f"skipped {train_ex.skipped} training questions whose answer is not in the context")
+    return train_ex, dev_ex
+
+
+def split_by_article(examples, holdout: float, seed: int):
+    """Split QA examples by article title: no article is in both parts."""
+    if not 0.0 < holdout < 1.0:
+        raise ConfigError("--article-holdout must be in (0, 1)")
+    titles = sorted({e.title for e in examples})
+    if len(titles) < 2:
+        raise ConfigError("the QA file has fewer than 2 articles; cannot split by article")
+    rng = np.random.default_rng(seed_for(seed, 17))
+    n_dev = max(1, round(holdout * len(titles)))
+    dev_titles = set(rng.permutation(titles)[:n_dev].tolist())
+    return [e for e in examples if e.title not in dev_titles], [
+        e for e in examples if e.title in dev_titles
+    ]
+
+
+def make_features(kind: str, tok: Tokenizer, examples, max_len: int, labels, cfg) -> Features:
+    if kind == "qa":
+        return encode_qa(tok, examples, max_len, cfg.doc_stride)
+    index = {lab: i for i, lab in enumerate(labels)} if labels is not None else None
+    if kind == "tag":
+        return encode_tags(tok, examples, max_len, index)
+    return encode_texts(tok, examples, max_len, index)
+
+
+def score(task: str, kind: str, examples, feats: Features, preds, labels) -> dict[str, float]:
+    """Official metrics for the task on these predictions."""
+    from selfsup.data.tasks import get_task
+    from selfsup.eval import metrics as M
+
+    spec = get_task(task)
+    if kind == "qa":
+        answers = qa_answers(examples, preds)
+        em_f, f1_f = (M.cmrc_em, M.cmrc_f1) if spec.metric == "cmrc2018" else (M.exact_match, M.f1)
+        gts = [[a["text"] for a in e.answers] for e in examples]
+        em = 100 * float(
+            np.mean([em_f(answers[e.qid], g) for e, g in zip(examples, gts, strict=True)])
+        )
+        f1 = 100 * float(
+            np.mean([f1_f(answers[e.qid], g) for e, g in zip(examples, gts, strict=True)])
+        )
+        return {"exact_match": em, "f1": f1}
+    if kind == "tag":
+        gold = [t for lab in feats.labels for t in lab if t != IGNORE]
+        pred = [t for p in preds for t in p]
+        n_cut = sum(feats.extra.get("cut_words", []))
+        correct = sum(int(a == b) for a, b in zip(pred, gold, strict=True))
+        return {"accuracy": correct / max(1, len(gold) + n_cut), "words": len(gold) + n_cut}
+    gold = feats.labels
+    keep = [
+        i
+        for i, g in enumerate(gold)
+        if g != IGNORE and not (isinstance(g, float) and math.isnan(g))
+    ]
+    p = [preds[i] for i in keep]
+    g = [gold[i] for i in keep]
+    if task in M.GLUE_MAIN:
+        return M.glue_metrics(task, p, g)
+    if spec.metric == "pearson_spearman":
+        r, rho = M.pearson(p, g), M.spearman(p, g)
+        return {"pearson": r, "spearmanr": rho, "corr": (r + rho) / 2}
+    out = {"accuracy": M.accuracy(p, g)}
+    if spec.metric in ("accuracy_f1", "mcc"):
+        out = M.glue_metrics("mrpc" if spec.metric == "accuracy_f1" else "cola", p, g)
+    return out
+
+
+def main_metric(task: str, kind: str) -> str:
+    from selfsup.data.tasks import get_task
+    from selfsup.eval.metrics import GLUE_MAIN
+
+    if task in GLUE_MAIN:
+        return GLUE_MAIN[task]
+    return {"qa": "f1", "regress": "corr"}.get(kind) or {
+        "mcc": "mcc", "accuracy_f1": "acc_and_f1"
+    }.get(get_task(task).metric, "accuracy")  # fmt: skip
+
+
+def qa_answers(examples, best: dict) -> dict[str, str]:
+    return {
+        e.qid: (e.context[best[i][1] : best[i][2]] if i in best else "")
+        for i, e in enumerate(examples)
+    }
+
+
+def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
+    """Fine-tune and evaluate on dev; returns {"dev": metrics, "history": [...], ...}."""
+    from selfsup.config import TrainConfig
+    from selfsup.data.tasks import check_labels, get_task, task_labels
+    from selfsup.train import train
+
+    spec = get_task(cfg.task)
+    kind = spec.kind
+    out = Path(cfg.out)
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"output folder {out} exists and is not empty")
+    for name in ("epochs", "lr", "batch_size", "max_len"):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+    train_ex, dev_ex = load_splits(cfg, log)
+    if cfg.train_limit:
+        rng = np.random.default_rng(seed_for(cfg.seed, 23))
+        keep = sorted(rng.permutation(len(train_ex))[: cfg.train_limit].tolist())
+        train_ex = [train_ex[i] for i in keep]
+    if not len(train_ex):
+        raise ConfigError(f"no training examples for task {cfg.task} in {cfg.data}")
+    labels = task_labels(
+        cfg.task, train_ex, **{k: v for k, v in cfg.options.items() if k == "tagset"}
+    )
+    if labels is not None:
+        check_labels(labels, dev_ex)
+    encoder, tok, mcfg = init_encoder(cfg, log)
+    max_len = min(cfg.max_len, mcfg.max_len)
+    torch.manual_seed(cfg.seed)
+    model = build_task_model(kind, encoder, len(labels) if labels else None, cfg.dropout)
+    set_dropout(model.encoder, cfg.dropout)
+    train_feats = make_features(kind, tok, train_ex, max_len, labels, cfg)
+    dev_feats = make_features(kind, tok, dev_ex, max_len if kind != "tag" else mcfg.max_len,
+                              labels, cfg)  # fmt: skip
+    batches = FinetuneBatches(train_feats, cfg.batch_size, tok.pad_id, kind, cfg.seed)
+    steps = max(1, round(cfg.epochs * batches.per_epoch))
+    metric = main_metric(cfg.task, kind)
+    history: list[dict] = []
+
+    def eval_fn(m) -> dict:
+        preds = predict(m, dev_feats, kind, tok.pad_id, max_answer_len=cfg.max_answer_len)
+        res = score(cfg.task, kind, dev_ex, dev_feats, preds, labels)
+        history.append({"step": len(history), **res})
+        return {metric: res[metric]}
+
+    tcfg = TrainConfig(
+        objective="mlm", steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
+        weight_decay=cfg.weight_decay, betas=(0.9, 0.999), eps=1e-8,
+        warmup_steps=round(cfg.warmup_ratio * steps), schedule="linear", clip_norm=1.0,
+        seed=cfg.seed, save_every=0, eval_every=cfg.eval_every or batches.per_epoch,
+        log_every=max(1, min(50, steps // 20)),
+    )  # fmt: skip
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"{cfg.task}: {len(train_ex)} train / {len(dev_ex)} dev examples, {len(train_feats)} "
+        f"features, {steps} steps of {cfg.batch_size}; init {cfg.init}")  # fmt: skip
+    try:
+        tok.save(out / "tokenizer")
+        train(model, batches, tcfg, out, eval_fn=eval_fn, log=log, progress=progress)
+    except BaseException:
+        import shutil
+
+        shutil.rmtree(out, ignore_errors=True)
+        raise
+    for i, h in enumerate(history):
+        h["step"] = min(steps, (i + 1) * tcfg.eval_every)
+    dev = history[-1] if history else {}
+    config = {
+        "format": FINETUNE_FORMAT, "task": cfg.task, "kind": kind, "labels": labels,
+        "model": mcfg.__dict__, "max_len": max_len, "init": cfg.init,
+        "finetune": {k: v for k, v in cfg.__dict__.items()},
+    }  # fmt: skip
+    save_json(out / "config.json", config)
+    result = {"task": cfg.task, "init": cfg.init, "seed": cfg.seed, "dev": dev,
+              "main_metric": metric, "history": history}  # fmt: skip
+    save_json(out / "results.json", result)
+    return result
+
+
+def load_finetuned(path: str | Path):
+    """(model, tokenizer, config dict) of a `selfsup finetune` output folder."""
+    from safetensors.torch import load_file
+
+    from selfsup.config import ModelConfig
+    from selfsup.data.tokenizer import load_tokenizer
+    from selfsup.encoders.text import build_encoder
+
+    p = Path(path)
+    cfg_file = p / "config.json"
+    if not p.is_dir() or not cfg_file.exists():
+        raise ConfigError(f"{path} is not a fine-tuned model folder")
+    config = json.loads(cfg_file.read_text())
+    if config.get("format") != FINETUNE_FORMAT:
+        raise ConfigError(f"{path} is not a fine-tuned model folder (run `selfsup finetune`)")
+    mcfg = ModelConfig(**config["model"])
+    labels = config["labels"]
+    model = build_task_model(
+        config["kind"], build_encoder(mcfg), len(labels) if labels else None, 0.0
+    )
+    model.load_state_dict(load_file(str(p / "model.safetensors")))
+    model.eval()
+    return model, load_tokenizer(p / "tokenizer"), config
+
+
+def evaluate_finetuned(
+    path: str, task: str, data: str, split: str = "dev", options: dict | None = None, log=print
+) -> dict:
+    """Predict `split` of `task` from `data` with a fine-tuned folder; write predictions."""
+    from selfsup.data.tasks import check_labels, get_task, load_task
+
+    model, tok, config = load_finetuned(path)
+    spec = get_task(task)
+    if spec.kind != config["kind"]:
+        raise ConfigError(f"{path} was fine-tuned for a {config['kind']} task, not {spec.kind}")
+    examples = load_task(task, data, split, **(options or {}))
+    labels = config["labels"]
+    if labels is not None:
+        check_labels(labels, examples)
+    ft = config["finetune"]
+    cfg = FinetuneConfig(task, data, "x", "x", doc_stride=ft.get("doc_stride", 128),
+                         max_answer_len=ft.get("max_answer_len", 30))  # fmt: skip
+    max_len = config["max_len"] if spec.kind != "tag" else config["model"]["max_len"]
+    feats = make_features(spec.kind, tok, examples, max_len, labels, cfg)
+    preds = predict(model, feats, spec.kind, tok.pad_id, max_answer_len=cfg.max_answer_len)
+    metrics = score(task, spec.kind, examples, feats, preds, labels)
+    rows = []
+    if spec.kind == "qa":
+        rows = [{"id": k, "prediction": v} for k, v in qa_answers(examples, preds).items()]
+    elif spec.kind == "tag":
+        rows = [
+            {"words": e.words, "prediction": [labels[t] for t in p]}
+            for e, p in zip(examples, preds, strict=True)
+        ]
+    else:
+        for e, p in zip(examples, preds, strict=True):
+            rows.append({"text": e.text, "text_pair": e.text_pair, "label": e.label,
+                         "prediction": labels[p] if labels else p})  # fmt: skip
+    out = Path(path) / f"predictions-{task}-{split}.jsonl"
+    from selfsup.checkpoint import atomic_write_text
+
+    atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+    log(f"wrote {len(rows)} predictions to {out}")
+    return metrics
