@@ -270,6 +270,8 @@ def cmd_fill_mask(args) -> None:
     batch = tok([args.text], max_len=loaded.config.max_len)
     positions = batch["input_ids"] == tok.mask_id
     if not bool(positions.any()):
+        if "[MASK]" in args.text:
+            raise ConfigError(f"the [MASK] is beyond the model's {loaded.config.max_len} tokens")
         raise ConfigError("the text has no [MASK] token")
     if args.top_k < 1:
         raise ConfigError("--top-k must be >= 1")
@@ -294,7 +296,10 @@ def cmd_fill_mask(args) -> None:
 def cmd_export(args) -> None:
     from selfsup.checkpoint import export_hf, load_model
 
-    export_hf(load_model(args.model), Path(args.out))
+    out = Path(args.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
+    export_hf(load_model(args.model), out)
     print(f"exported to {args.out} (loads with transformers.BertForPreTraining.from_pretrained)")
 
 
@@ -403,5 +408,11 @@ def main(argv: list[str] | None = None) -> None:
     except MemoryError:
         print("selfsup: error: out of memory", file=sys.stderr)
         sys.exit(1)
+    except FloatingPointError as e:  # training diverged
+        print(f"selfsup: error: {e} (try a lower --lr)", file=sys.stderr)
+        sys.exit(1)
     except BrokenPipeError:
         os._exit(0)
+    except OSError as e:  # disk full, permissions, ...: the message says it all
+        print(f"selfsup: error: {e}", file=sys.stderr)
+        sys.exit(1)

@@ -74,6 +74,11 @@ def embed_file(
         raise ConfigError(f"{input_path} has no sentences")
     if batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
+    if max_len is not None and max_len < 2:
+        raise ConfigError("--max-len must be >= 2 (room for [CLS] and [SEP])")
+    out = Path(out_path)
+    if out.is_dir():
+        raise ConfigError(f"{out_path} is a folder; --out takes a file name such as vectors.npy")
     loaded = load_model(model)
     vecs = embed_sentences(
         loaded.encoder, loaded.tokenizer, sentences, pooling, batch_size, max_len
@@ -85,8 +90,10 @@ def embed_file(
         arr = vecs
         if normalize:
             arr = arr / np.linalg.norm(arr, axis=1, keepdims=True).clip(min=1e-12)
-    out = Path(out_path)
-    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ConfigError(f"cannot write {out_path}: {e.strerror}") from None
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".npy")
     os.close(fd)
     np.save(tmp, arr, allow_pickle=pooling == "tokens")

@@ -41,7 +41,7 @@ from selfsup.data.text import (
 from selfsup.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from selfsup.encoders.text import build_encoder
 from selfsup.objectives import OBJECTIVES
-from selfsup.train import bf16_supported, evaluate, train
+from selfsup.train import evaluate, train
 
 
 @dataclass
@@ -133,6 +133,8 @@ def pretrain(
         cfg = run_config(out)
         if steps is not None:
             cfg.train.steps = steps
+    elif out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
     elif out.exists() and any(out.iterdir()):
         raise ConfigError(
             f"output folder {out} exists and is not empty (use --resume or another --out)"
@@ -217,14 +219,13 @@ def _check_run_settings(cfg: RunConfig) -> None:
     d, t = cfg.data, cfg.train
     if not d.tokenizer and d.vocab_size < 16:
         raise ConfigError(f"vocab size {d.vocab_size} is too small")
-    if d.heldout_every < 1 or d.heldout_max < 0 or d.num_workers < 0:
-        raise ConfigError("data.heldout_every must be >= 1, heldout_max and workers >= 0")
-    if t.warmup_steps < 0 or t.log_every < 1 or t.threads < 0:
-        raise ConfigError("warmup_steps and threads must be >= 0 and log_every >= 1")
+    lowest = {
+        "data.heldout_every": (d.heldout_every, 1), "data.heldout_max": (d.heldout_max, 0),
+        "data.num_workers": (d.num_workers, 0), "train.warmup_steps": (t.warmup_steps, 0),
+        "train.log_every": (t.log_every, 1), "train.threads": (t.threads, 0),
+    }  # fmt: skip
+    for name, (value, low) in lowest.items():
+        if value < low:
+            raise ConfigError(f"{name} must be >= {low}, got {value}")
     if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
         raise ConfigError(f"train.betas must be two numbers in [0, 1), got {t.betas}")
-    if t.bf16 and not bf16_supported(torch.device("cpu")):
-        raise ConfigError(
-            "bf16 was requested but this hardware has no bf16 support (it would run ~20x slower); "
-            "drop --bf16"
-        )

@@ -132,7 +132,7 @@ def _read_errors(f: Path, encoding: str):
             f"{f} is not valid {encoding} (byte {e.object[e.start]:#x} at offset {e.start}); "
             "convert it or pass --encoding latin-1"
         ) from None
-    except (OSError, EOFError, lzma.LZMAError) as e:
+    except (OSError, EOFError, lzma.LZMAError, csv.Error) as e:
         raise ConfigError(f"cannot read {f}: {e}") from None
 
 
@@ -182,6 +182,7 @@ def _jsonl_docs(fh, f: Path, text_field: str) -> Iterator[Iterator[str]]:
 
 
 def _csv_docs(fh, f: Path, text_field: str, delimiter: str) -> Iterator[Iterator[str]]:
+    csv.field_size_limit(2**31 - 1)  # a whole document per cell; the default stops at 128 KiB
     reader = csv.DictReader(fh, delimiter=delimiter)
     if reader.fieldnames is None or text_field not in reader.fieldnames:
         raise ConfigError(f"{f} has no {text_field!r} column (set --text-field)")
@@ -209,7 +210,10 @@ def _dataset_docs(ref: str, text_field: str) -> Iterator[Iterator[str]]:
 
 # A sentence ends at . ! ? (with closing quotes/brackets) followed by space and an upper-case
 # letter, a quote or a digit. Good enough for pair construction; no model depends on it.
-_SENT_END = re.compile(r"(?<=[.!?])[\"'”’)\]]*\s+(?=[\"'“‘(\[]?[A-Z0-9])")
+# The closing quotes/brackets stay with their sentence: only the space is a separator.
+_SENT_END = re.compile(
+    r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)\]])|(?<=[.!?][\"'”’)\]]{2}))\s+(?=[\"'“‘(\[]?[A-Z0-9])"
+)
 
 
 def split_sentences(paragraph: str) -> list[str]:
@@ -251,7 +255,7 @@ def files_fingerprint(files: list[Path]) -> str:
 
 def cache_key(files: list[Path], tok: Tokenizer, cfg: DataConfig, encoding: str) -> str:
     h = hashlib.sha256(files_fingerprint(files).encode())
-    h.update(f"{tok.fingerprint()}|{cfg.max_len}|{cfg.text_field}|{encoding}|v1".encode())
+    h.update(f"{tok.fingerprint()}|{cfg.max_len}|{cfg.text_field}|{encoding}|v2".encode())
     return h.hexdigest()[:20]
 
 
