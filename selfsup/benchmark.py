@@ -28,6 +28,8 @@ def _spread(values: list[float]) -> dict:
 
 def _out_folder(out: str) -> Path:
     p = Path(out)
+    if p.exists() and not p.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
     if p.exists() and any(p.iterdir()):
         raise ConfigError(f"output folder {out} exists and is not empty")
     return p
@@ -35,7 +37,7 @@ def _out_folder(out: str) -> Path:
 
 def run_glue(args, log=print) -> dict:
     from selfsup.eval.metrics import glue_score
-    from selfsup.finetune import FinetuneConfig, finetune
+    from selfsup.finetune import FinetuneConfig, finetune, json_safe
 
     root = Path(args.data)
     if not root.is_dir():
@@ -67,7 +69,7 @@ def run_glue(args, log=print) -> dict:
     table = _glue_table(rows, scores["glue"])
     log(table)
     result = {"init": args.init, "seeds": args.seeds, "tasks": rows, "glue": scores["glue"]}
-    (out / "glue.json").write_text(json.dumps(result, indent=2))
+    (out / "glue.json").write_text(json.dumps(json_safe(result), indent=2))
     (out / "glue.md").write_text(table + "\n")
     return result
 
@@ -88,10 +90,12 @@ def _glue_table(rows: dict, average: float) -> str:
 
 def run_compare(args, log=print) -> dict:
     from selfsup.cli import _finetune_config
-    from selfsup.finetune import finetune
+    from selfsup.finetune import finetune, json_safe
 
     if len(args.init) < 2:
         raise ConfigError("compare needs at least two --init values")
+    if len(set(args.init)) < len(args.init):  # results are keyed by init
+        raise ConfigError("compare got the same --init twice")
     out = _out_folder(args.out)
     results: dict[str, list[dict]] = {}
     for n, init in enumerate(args.init):
@@ -130,7 +134,7 @@ def run_compare(args, log=print) -> dict:
     _plot(results, metric, out / "compare.png", args.task)
     report = {"task": args.task, "metric": metric, "summary": summary, "paired_gain": paired,
               "history": {k: [r["history"] for r in v] for k, v in results.items()}}  # fmt: skip
-    (out / "compare.json").write_text(json.dumps(report, indent=2))
+    (out / "compare.json").write_text(json.dumps(json_safe(report), indent=2))
     (out / "compare.md").write_text(table + "\n")
     return report
 

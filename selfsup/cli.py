@@ -352,17 +352,17 @@ def _finetune_config(args, init: str, seed: int, out: str):
 
 
 def cmd_finetune(args) -> None:
-    from selfsup.finetune import finetune
+    from selfsup.finetune import finetune, json_safe
 
     res = finetune(_finetune_config(args, args.init, args.seed, args.out), progress=_tty())
-    print(json.dumps({"task": args.task, **res["dev"]}))
+    print(json.dumps(json_safe({"task": args.task, **res["dev"]})))
 
 
 def cmd_evaluate(args) -> None:
-    from selfsup.finetune import evaluate_finetuned
+    from selfsup.finetune import evaluate_finetuned, json_safe
 
     metrics = evaluate_finetuned(args.model, args.task, args.data, args.split, _task_options(args))
-    print(json.dumps({"task": args.task, "split": args.split, **metrics}))
+    print(json.dumps(json_safe({"task": args.task, "split": args.split, **metrics})))
 
 
 def cmd_glue(args) -> None:

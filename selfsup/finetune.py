@@ -90,7 +90,14 @@ def encode_tags(tok: Tokenizer, sentences, max_len: int, tag_index: dict) -> Fea
 def encode_qa(
     tok: Tokenizer, examples, max_len: int, stride: int = 128, max_query_len: int = 64
 ) -> Features:
-    """Windows over long contexts (SQuAD recipe: doc stride 128, query up to 64 tokens)."""
+    """Windows over long contexts (SQuAD recipe: doc stride 128, query up to 64 tokens).
+
+    `stride` is the number of context tokens consecutive windows share (the `stride` of HF
+    tokenizers and run_qa.py), so an answer cut by one window's edge is whole in the next. It
+    is capped at half a window, so windows always advance: with the defaults (max_len 128,
+    stride 128) an uncapped step of `stride` tokens would leave no overlap at all."""
+    if stride < 0:
+        raise ConfigError(f"doc stride must be >= 0, got {stride}")
     ids, types, labels = [], [], []
     ex_index, offsets, ctx_masks = [], [], []
     cls = tok.cls_id
@@ -101,7 +108,7 @@ def encode_qa(
         room = max_len - len(q) - 3
         if room < 8:
             raise ConfigError(f"max_len {max_len} leaves no room for the context")
-        step = max(1, min(stride, room))
+        step = room - min(stride, room // 2)  # windows share min(stride, room // 2) tokens
         starts = list(range(0, max(1, len(c_ids) - room + step), step)) or [0]
         ans = ex.answers[0] if ex.answers else None
         for s in starts:
@@ -291,10 +298,22 @@ def _best_span(
     return best
 
 
+def json_safe(obj):
+    """`obj` with NaN/inf floats as None: a metric can be undefined (Pearson's r of constant
+    predictions) and NaN is not JSON (strict readers refuse it)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
 def save_json(path: Path, obj) -> None:
     from selfsup.checkpoint import atomic_write_text
 
-    atomic_write_text(path, json.dumps(obj, indent=2, ensure_ascii=False))
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=2, ensure_ascii=False))
 
 
 # --------------------------------------------------------------------------------------------
@@ -423,7 +442,8 @@ def make_features(kind: str, tok: Tokenizer, examples, max_len: int, labels, cfg
 
 
 def score(task: str, kind: str, examples, feats: Features, preds, labels) -> dict[str, float]:
-    """Official metrics for the task on these predictions."""
+    """Official metrics for the task on these predictions; {} when nothing is labelled (an
+    unlabelled test split: only predictions are written)."""
     from selfsup.data.tasks import get_task
     from selfsup.eval import metrics as M
 
@@ -431,28 +451,31 @@ def score(task: str, kind: str, examples, feats: Features, preds, labels) -> dic
     if kind == "qa":
         answers = qa_answers(examples, preds)
         em_f, f1_f = (M.cmrc_em, M.cmrc_f1) if spec.metric == "cmrc2018" else (M.exact_match, M.f1)
-        gts = [[a["text"] for a in e.answers] for e in examples]
-        em = 100 * float(
-            np.mean([em_f(answers[e.qid], g) for e, g in zip(examples, gts, strict=True)])
-        )
-        f1 = 100 * float(
-            np.mean([f1_f(answers[e.qid], g) for e, g in zip(examples, gts, strict=True)])
-        )
+        scored = [(e, [a["text"] for a in e.answers]) for e in examples if e.answers]
+        if not scored:
+            return {}
+        em = 100 * float(np.mean([em_f(answers[e.qid], g) for e, g in scored]))
+        f1 = 100 * float(np.mean([f1_f(answers[e.qid], g) for e, g in scored]))
         return {"exact_match": em, "f1": f1}
     if kind == "tag":
         gold = [t for lab in feats.labels for t in lab if t != IGNORE]
         pred = [t for p in preds for t in p]
         n_cut = sum(feats.extra.get("cut_words", []))
+        if not gold and not n_cut:
+            return {}
         correct = sum(int(a == b) for a, b in zip(pred, gold, strict=True))
         return {"accuracy": correct / max(1, len(gold) + n_cut), "words": len(gold) + n_cut}
     gold = feats.labels
-    keep = [
-        i
-        for i, g in enumerate(gold)
-        if g != IGNORE and not (isinstance(g, float) and math.isnan(g))
-    ]
+    if kind == "regress":  # NaN marks a missing target; any float (-100.0 too) is a target
+        keep = [i for i, g in enumerate(gold) if not math.isnan(g)]
+    else:
+        keep = [i for i, g in enumerate(gold) if g != IGNORE]
+    if not keep:
+        return {}
     p = [preds[i] for i in keep]
     g = [gold[i] for i in keep]
+    if kind == "regress" and len(keep) < 2:  # a correlation needs two points
+        return {"pearson": math.nan, "spearmanr": math.nan, "corr": math.nan}
     if task in M.GLUE_MAIN:
         return M.glue_metrics(task, p, g)
     if spec.metric == "pearson_spearman":
@@ -491,11 +514,16 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
     spec = get_task(cfg.task)
     kind = spec.kind
     out = Path(cfg.out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a folder")
     if out.exists() and any(out.iterdir()):
         raise ConfigError(f"output folder {out} exists and is not empty")
     for name in ("epochs", "lr", "batch_size", "max_len"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+    for name in ("train_limit", "eval_every"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0")
     train_ex, dev_ex = load_splits(cfg, log)
     if cfg.train_limit:
         rng = np.random.default_rng(seed_for(cfg.seed, 23))
@@ -525,7 +553,7 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
         preds = predict(m, dev_feats, kind, tok.pad_id, max_answer_len=cfg.max_answer_len)
         res = score(cfg.task, kind, dev_ex, dev_feats, preds, labels)
         history.append({"step": len(history), **res})
-        return {metric: res[metric]}
+        return {metric: res.get(metric, math.nan)}
 
     tcfg = TrainConfig(
         objective="mlm", steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
@@ -572,9 +600,14 @@ def load_finetuned(path: str | Path):
     cfg_file = p / "config.json"
     if not p.is_dir() or not cfg_file.exists():
         raise ConfigError(f"{path} is not a fine-tuned model folder")
-    config = json.loads(cfg_file.read_text())
-    if config.get("format") != FINETUNE_FORMAT:
+    try:
+        config = json.loads(cfg_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        config = None
+    if not isinstance(config, dict) or config.get("format") != FINETUNE_FORMAT:
         raise ConfigError(f"{path} is not a fine-tuned model folder (run `selfsup finetune`)")
+    if not (p / "model.safetensors").is_file():
+        raise ConfigError(f"{path} has no model.safetensors (the fine-tuning did not finish)")
     mcfg = ModelConfig(**config["model"])
     labels = config["labels"]
     model = build_task_model(

@@ -70,7 +70,8 @@ class TokenTagging(nn.Module):
         if "labels" in batch:
             keep = batch["labels"] != IGNORE  # (B, T)
             logits = self.head(h[keep])  # (M, n_tags): only the scored positions
-            out["loss"] = masked_ce(logits, batch["labels"][keep])
+            # a batch with no labelled word (M = 0) adds nothing, not a NaN mean over no rows
+            out["loss"] = masked_ce(logits, batch["labels"][keep]) if len(logits) else h.sum() * 0
             out["acc"] = accuracy(logits.detach(), batch["labels"][keep])
         else:
             out["logits"] = self.head(h)  # (B, T, n_tags)
@@ -90,7 +91,7 @@ class SpanQA(nn.Module):
         if "start_positions" in batch:
             valid = batch.get("context_mask")
             if valid is not None:
-                valid = valid.bool()
+                valid = valid.bool().clone()  # .bool() of a bool mask is the batch's own tensor
                 valid[:, 0] = True  # [CLS] stands for "no answer in this window"
             out["loss"] = span_ce(
                 start, end, batch["start_positions"], batch["end_positions"], valid

@@ -1,0 +1,170 @@
+"""Built-in benchmarks: `selfsup compare` (several inits, same seeds: table, JSON with paired
+gains, PNG) and `selfsup glue` (every GLUE folder found, several seeds: median and spread per
+task, GLUE average of the medians), on tiny synthetic tasks and tiny models."""
+
+from __future__ import annotations
+
+import csv
+import json
+import random
+import statistics
+from pathlib import Path
+
+import pytest
+import torch
+
+from selfsup.cli import main
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+FILLER = "the a river stone light house garden music runs over quickly".split()
+
+
+@pytest.fixture(autouse=True)
+def _one_thread(monkeypatch, tmp_path):
+    """One torch thread (two are far slower on a busy 2-core machine); restored afterwards."""
+    monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    try:
+        main([str(a) for a in argv])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def strict_json(text: str):
+    return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+
+
+def sentences(n: int, seed: int, labels=("pos", "neg")) -> list[tuple[str, str]]:
+    """Filler words plus "good" (first label) or "bad" (second label)."""
+    rng = random.Random(seed)
+    rows = []
+    for _ in range(n):
+        label = rng.choice(labels)
+        words = [rng.choice(FILLER) for _ in range(rng.randint(3, 8))]
+        words.insert(rng.randint(0, len(words)), "good" if label == labels[0] else "bad")
+        rows.append((" ".join(words), label))
+    return rows
+
+
+def write_classify(folder: Path, n_train: int = 96, n_dev: int = 32) -> Path:
+    folder.mkdir(parents=True)
+    for split, n, seed in (("train", n_train, 0), ("dev", n_dev, 1)):
+        with open(folder / f"{split}.csv", "w", newline="") as f:
+            w = csv.writer(f)
+            w.writerow(["text", "label"])
+            w.writerows(sentences(n, seed))
+    return folder
+
+
+def write_glue(root: Path, n_train: int = 48, n_dev: int = 16) -> Path:
+    """SST-2 (sentence, label 0/1) and RTE (index, sentence1, sentence2, entailment or
+    not_entailment) laid out as GLUE's folders, plus a stray file glue should ignore."""
+    (root / "SST-2").mkdir(parents=True)
+    (root / "RTE").mkdir()
+    (root / "README.txt").write_text("not a task\n")
+    for split, n, seed in (("train", n_train, 0), ("dev", n_dev, 1)):
+        rows = sentences(n, seed, labels=("1", "0"))
+        lines = ["sentence\tlabel"] + [f"{t}\t{y}" for t, y in rows]
+        (root / "SST-2" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+        rows = sentences(n, seed + 10, labels=("entailment", "not_entailment"))
+        lines = ["index\tsentence1\tsentence2\tlabel"]
+        lines += [f"{i}\t{t}\tthe river runs\t{y}" for i, (t, y) in enumerate(rows)]
+        (root / "RTE" / f"{split}.tsv").write_text("\n".join(lines) + "\n")
+    return root
+
+
+FAST = ["--epochs", "2", "--lr", "1e-3", "--batch-size", "16", "--max-len", "32"]
+
+
+def test_compare_two_inits_two_seeds(tmp_path, capsys, tiny_run):
+    data = write_classify(tmp_path / "data")
+    out = tmp_path / "cmp"
+    code, stdout, err = cli(capsys, "compare", "--init", tiny_run, "--init", "scratch",
+                            "--tokenizer", tiny_run, "--task", "classify", "--data", data,
+                            "--out", out, "--seeds", "0", "1", *FAST)  # fmt: skip
+    assert code == 0, err
+    report = strict_json((out / "compare.json").read_text())
+    inits = [str(tiny_run), "scratch"]
+    assert report["task"] == "classify" and report["metric"] == "accuracy"
+    assert list(report["summary"]) == inits
+    # Each value is the dev metric that run wrote; the summary and paired gains follow from them.
+    values = {}
+    for n, init in enumerate(inits):
+        folder = out / f"{n}-{Path(init).name}"
+        values[init] = [
+            strict_json((folder / f"seed{s}" / "results.json").read_text())["dev"]["accuracy"]
+            for s in (0, 1)
+        ]
+        s = report["summary"][init]
+        assert s["values"] == values[init] and s["n"] == 2
+        assert s["median"] == pytest.approx(statistics.median(values[init]))
+        assert (s["min"], s["max"]) == (min(values[init]), max(values[init]))
+    gains = [a - b for a, b in zip(values[inits[0]], values[inits[1]], strict=True)]
+    assert report["paired_gain"] == pytest.approx(gains)
+    assert len(report["history"][inits[0]]) == 2  # one dev curve per seed
+    assert all(len(h) == 2 for h in report["history"]["scratch"])  # 2 epochs, 2 evaluations
+    table = (out / "compare.md").read_text()
+    assert all(init in table for init in inits) and "per-seed gain" in table
+    assert f"{gains[0]:+.4f}" in table
+    assert table.strip() in stdout
+    png = (out / "compare.png").read_bytes()
+    assert png[:8] == PNG_MAGIC and len(png) > 2000
+
+
+def test_glue_medians_and_average(tmp_path, capsys, tiny_run):
+    root = write_glue(tmp_path / "glue")
+    out = tmp_path / "glue-out"
+    code, stdout, err = cli(capsys, "glue", "--init", tiny_run, "--data", root, "--out", out,
+                            "--seeds", "0", "1", "--epochs", "1", "--lr", "1e-3",
+                            "--batch-size", "16", "--max-len", "32")  # fmt: skip
+    assert code == 0, err
+    res = strict_json((out / "glue.json").read_text())
+    assert set(res["tasks"]) == {"sst2", "rte"}  # the folders found, nothing else
+    for task, row in res["tasks"].items():
+        assert row["metric"] == "accuracy"
+        want = [
+            strict_json((out / task / f"seed{s}" / "results.json").read_text())["dev"]["accuracy"]
+            for s in (0, 1)
+        ]
+        assert row["values"] == want
+        assert row["median"] == pytest.approx(statistics.median(want))
+        assert (row["min"], row["max"]) == (min(want), max(want))
+        assert all(0.0 <= v <= 1.0 for v in want)
+    medians = [r["median"] for r in res["tasks"].values()]
+    assert res["glue"] == pytest.approx(sum(medians) / len(medians))
+    table = (out / "glue.md").read_text()
+    assert "GLUE average" in table and f"{100 * res['glue']:.1f}" in table
+
+
+@pytest.mark.parametrize(
+    "argv,says",
+    [
+        (["compare", "--init", "{run}", "--task", "classify", "--data", "{data}", "--out",
+          "{out}"], "two --init"),
+        (["compare", "--init", "{run}", "--init", "{run}", "--task", "classify", "--data",
+          "{data}", "--out", "{out}"], "same --init"),
+        (["glue", "--init", "{run}", "--data", "{data}", "--out", "{out}"], "no GLUE task"),
+        (["glue", "--init", "{run}", "--data", "{tmp}/none", "--out", "{out}"], "not found"),
+        (["glue", "--init", "{run}", "--data", "{data}", "--tasks", "squad", "--out", "{out}"],
+         "unknown GLUE task"),
+    ],
+    ids=["one init", "same init twice", "no task folders", "missing folder", "unknown task"],
+)  # fmt: skip
+def test_bad_input_is_one_line(argv, says, tmp_path, capsys, tiny_run):
+    data = write_classify(tmp_path / "data", 8, 4)
+    out = tmp_path / "out"
+    argv = [a.format(run=tiny_run, data=data, out=out, tmp=tmp_path) for a in argv]
+    code, _, err = cli(capsys, *argv)
+    lines = err.strip().splitlines()
+    assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("selfsup: error: ") and says in lines[0], lines[0]
+    assert not out.exists()
