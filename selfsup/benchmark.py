@@ -58,7 +58,7 @@ def run_glue(args, log=print) -> dict:
                 task=task, data=str(folder), init=args.init, out=str(out / task / f"seed{seed}"),
                 epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_len=args.max_len,
                 seed=seed, preset=args.preset, tokenizer=args.tokenizer,
-                train_limit=args.train_limit,
+                train_limit=args.train_limit, device=getattr(args, "device", "auto"),
             )  # fmt: skip
             res = finetune(cfg, log=lambda s: None)
             metric = res["main_metric"]

@@ -4,7 +4,8 @@ BERT import/export (config.json + model.safetensors/pytorch_model.bin + vocab.tx
 A run folder:
     config.json               the RunConfig (plus "format": "selfsup-run")
     tokenizer/                vocab.txt, tokenizer.json, tokenizer_config.json
-    checkpoints/step_XXXXXXXX model.safetensors + trainer.pt (optimizer, scheduler, RNG, step)
+    checkpoints/step_XXXXXXXX model.safetensors + trainer.pt (optimizer, scheduler, RNG, step),
+                              whole and written once by rank 0: resumable at any world size
     checkpoints/LATEST        name of the newest complete checkpoint
     model.safetensors         final weights, written when training ends
     metrics.jsonl, tb/        logs
@@ -46,15 +47,20 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def save_checkpoint(
-    run_dir: Path, step: int, model: nn.Module, trainer_state: dict, keep: int = 2
+    run_dir: Path,
+    step: int,
+    model: nn.Module | dict[str, torch.Tensor],
+    trainer_state: dict,
+    keep: int = 2,
 ) -> Path:
-    """Write checkpoints/step_N atomically (temporary folder, fsync, rename), then LATEST."""
+    """Write checkpoints/step_N atomically (temporary folder, fsync, rename), then LATEST.
+    `model` is the model or its whole state dict (gathered from several processes)."""
     ckpt_root = run_dir / "checkpoints"
     ckpt_root.mkdir(parents=True, exist_ok=True)
     name = f"step_{step:08d}"
     tmp = Path(tempfile.mkdtemp(dir=ckpt_root, prefix=f".{name}."))
     try:
-        save_file(_contiguous(model.state_dict()), str(tmp / "model.safetensors"))
+        save_file(_contiguous(_state(model)), str(tmp / "model.safetensors"))
         torch.save(trainer_state, tmp / "trainer.pt")
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
@@ -81,11 +87,15 @@ def latest_checkpoint(run_dir: Path) -> Path | None:
     return p if (p / "model.safetensors").exists() else None
 
 
-def save_final(run_dir: Path, model: nn.Module) -> None:
+def save_final(run_dir: Path, model: nn.Module | dict[str, torch.Tensor]) -> None:
     fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".model.")
     os.close(fd)
-    save_file(_contiguous(model.state_dict()), tmp)
+    save_file(_contiguous(_state(model)), tmp)
     os.replace(tmp, run_dir / "model.safetensors")
+
+
+def _state(model: nn.Module | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    return model if isinstance(model, dict) else model.state_dict()
 
 
 def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

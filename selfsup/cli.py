@@ -36,6 +36,9 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--vocab-size", type=int, default=None, help="vocab size when training one")
     p.add_argument("--cased", action="store_true", help="keep case (default: lower-case)")
     p.add_argument("--cache-dir", default=None, help="tokenized-data cache (~/.cache/selfsup)")
+    p.add_argument(
+        "--pack", action="store_true", help="pack short examples into full rows (no padding)"
+    )
 
 
 def _add_mask_args(p: argparse.ArgumentParser) -> None:
@@ -63,8 +66,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
     p.add_argument("--eval-every", type=int, default=None, help="held-out eval every N steps")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (only where supported)")
+    p.add_argument(
+        "--fsdp",
+        action="store_true",
+        help="under torchrun: shard the model over the processes (FSDP2) instead of DDP",
+    )
     p.add_argument("--workers", type=int, default=None, help="data worker processes (0)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--device", default=None, help="auto (GPU when present) | cpu | cuda")
     p.add_argument("--out", default=None, help="run folder (default runs/PRESET-OBJ-TIME)")
     p.add_argument(
         "--resume",
@@ -106,10 +115,30 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model")
     p.add_argument("--input", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--pooling", default="mean", choices=["mean", "cls", "tokens"])
-    p.add_argument("--batch-size", type=int, default=64)
-    p.add_argument("--max-len", type=int, default=None)
-    p.add_argument("--normalize", action="store_true", help="L2-normalise the vectors")
+    p.add_argument(
+        "--pooling",
+        default=None,
+        choices=["mean", "cls", "tokens"],
+        help="default: the folder's sentence-transformers pooling, else mean",
+    )
+    p.add_argument("--batch-size", type=int, default=None, help="sentences per batch (64)")
+    p.add_argument(
+        "--max-len",
+        type=int,
+        default=None,
+        help="default: the folder's max_seq_length, else the model's max_len",
+    )
+    p.add_argument(
+        "--normalize",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="L2-normalise the vectors (default: as the folder's modules.json says)",
+    )
+    p.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the encoder (pays off on large inputs)",
+    )
 
     p = sub.add_parser("inspect-masking", help="realised masking statistics for a corpus")
     _add_data_args(p)
@@ -147,6 +176,7 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tagset", default=None, help="pos/tag: upos (default) or xpos")
     p.add_argument("--xpos", action="store_true", help="pos: predict XPOS instead of UPOS")
     p.add_argument("--lang", default=None, help="xquad: language (en, zh, ...)")
+    p.add_argument("--device", default="auto", help="auto (GPU when present) | cpu | cuda")
 
 
 def _add_finetune_parsers(sub) -> None:
@@ -164,6 +194,7 @@ def _add_finetune_parsers(sub) -> None:
     for name in ("--text-column", "--text-pair-column", "--label-column", "--tagset", "--lang"):
         p.add_argument(name, default=None)
     p.add_argument("--xpos", action="store_true")
+    p.add_argument("--device", default="auto", help="auto (GPU when present) | cpu | cuda")
 
     p = sub.add_parser("glue", help="every GLUE task found in a folder, several seeds: a table")
     p.add_argument("--init", required=True)
@@ -177,6 +208,7 @@ def _add_finetune_parsers(sub) -> None:
     p.add_argument("--train-limit", type=int, default=0)
     p.add_argument("--preset", default=None)
     p.add_argument("--tokenizer", default=None)
+    p.add_argument("--device", default="auto", help="auto (GPU when present) | cpu | cuda")
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("compare", help="fine-tune several inits with the same settings and seeds")
@@ -204,13 +236,17 @@ def _run_config(args):
             (t, "warmup_steps", args.warmup_steps), (t, "schedule", args.schedule),
             (t, "save_every", args.save_every), (t, "eval_every", args.eval_every),
             (t, "threads", args.threads), (d, "num_workers", args.workers),
+            (t, "device", getattr(args, "device", None)),
         ]  # fmt: skip
         if args.bf16:
             t.bf16 = True
+        if args.fsdp:
+            t.fsdp = True
     for obj, name, value in pairs:
         if value is not None:
             setattr(obj, name, value)
     d.lowercase = not args.cased
+    d.pack = d.pack or getattr(args, "pack", False)
     m.whole_word = m.whole_word or args.whole_word
     m.span = m.span or args.span
     apply_overrides(cfg, args.set)
@@ -238,6 +274,7 @@ def cmd_pretrain(args) -> None:
         encoding=args.encoding,
         progress=not args.no_progress and sys.stderr.isatty(),
         steps=args.steps if resume else None,
+        fsdp=args.fsdp if resume else None,  # a resumed run chooses DDP or FSDP2 again
     )
 
 
@@ -314,6 +351,7 @@ def cmd_embed(args) -> None:
         args.batch_size,
         args.max_len,
         args.normalize,
+        args.compile,
     )
     print(f"embedded {n} sentences -> {args.out} {shape}")
 
@@ -347,7 +385,7 @@ def _finetune_config(args, init: str, seed: int, out: str):
         task=args.task, data=args.data, init=init, out=out, epochs=args.epochs, lr=args.lr,
         batch_size=args.batch_size, max_len=args.max_len, seed=seed, preset=args.preset,
         tokenizer=args.tokenizer, eval_every=args.eval_every, train_limit=args.train_limit,
-        article_holdout=args.article_holdout, options=_task_options(args),
+        article_holdout=args.article_holdout, options=_task_options(args), device=args.device,
     )  # fmt: skip
 
 
@@ -361,7 +399,9 @@ def cmd_finetune(args) -> None:
 def cmd_evaluate(args) -> None:
     from selfsup.finetune import evaluate_finetuned, json_safe
 
-    metrics = evaluate_finetuned(args.model, args.task, args.data, args.split, _task_options(args))
+    metrics = evaluate_finetuned(
+        args.model, args.task, args.data, args.split, _task_options(args), device=args.device
+    )
     print(json.dumps(json_safe({"task": args.task, "split": args.split, **metrics})))
 
 

@@ -70,6 +70,7 @@ class DataConfig:
     vocab_size: int = 8192  # when a tokenizer is trained for the run
     tokenizer: str | None = None  # a tokenizer folder, run or HF model folder
     text_field: str = "text"  # column of .jsonl/.csv/datasets inputs
+    pack: bool = False  # pack each batch's examples into full rows (no padding FLOPs)
     heldout_every: int = 50  # every Nth chunk is held out for evaluation
     heldout_max: int = 512
     num_workers: int = 0
@@ -96,6 +97,10 @@ class TrainConfig:
     eval_every: int = 250
     log_every: int = 10
     threads: int = 0  # 0 = torch default
+    device: str = "auto"  # auto: the GPU when there is one (one process; torchrun: LOCAL_RANK)
+    # Several processes (torchrun): shard parameters, gradients and optimizer state with FSDP2
+    # instead of replicating the model on every rank (DDP), for models too big for one device.
+    fsdp: bool = False
 
     def validate(self) -> None:
         from selfsup.objectives import OBJECTIVES

@@ -1,67 +1,144 @@
 """Contextual embeddings: sentence vectors (mean over real tokens, or [CLS]) or token vectors.
 
-Mean pooling averages the last layer over non-padding tokens, as sentence-transformers does for
-all-MiniLM-L6-v2. Batches are sorted by length so little compute goes to padding; outputs come
-back in input order.
+Mean pooling averages the last layer over the sentence's tokens, as sentence-transformers does for
+all-MiniLM-L6-v2 (arXiv:1908.10084), optionally followed by L2 normalisation.
+
+Speed on CPU comes from never computing padding: sentences are tokenized in one call, grouped by
+exact token length, and each batch holds sentences of one length, so no batch is padded, attention
+runs without a mask and mean pooling is a plain mean. Outputs come back in input order.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from selfsup.checkpoint import load_model
 from selfsup.config import ConfigError
 from selfsup.data.tokenizer import Tokenizer
 from selfsup.encoders.text import BertEncoder
 
+# Sentences per batch. Measured on SST-2 dev with all-MiniLM-L6-v2, 2 CPU cores
+# (benchmarks/RESULTS.md).
+BATCH_SIZE = 64
+TOKENIZE_CHUNK = 16_384  # sentences per tokenizer call: bounds the tokenizer's per-call memory
 
-@torch.no_grad()
+
+def tokenize(tok: Tokenizer, sentences: list[str], max_len: int) -> list[list[int]]:
+    """[CLS] pieces [SEP] per sentence, keeping the first max_len - 2 pieces (as transformers
+    truncates), unpadded."""
+    encode = getattr(tok.tok, "encode_batch_fast", tok.tok.encode_batch)  # tokenizers < 0.20
+    ids = []
+    for s in range(0, len(sentences), TOKENIZE_CHUNK):
+        enc = encode(sentences[s : s + TOKENIZE_CHUNK], add_special_tokens=False)
+        ids += [[tok.cls_id, *e.ids[: max_len - 2], tok.sep_id] for e in enc]
+    return ids
+
+
+def length_batches(lengths: np.ndarray, batch_size: int) -> list[np.ndarray]:
+    """Indices grouped by equal length, longest first, at most batch_size per group: no group
+    needs padding."""
+    order = np.argsort(-lengths, kind="stable")
+    groups = np.split(order, np.flatnonzero(np.diff(lengths[order])) + 1)
+    return [g[s : s + batch_size] for g in groups for s in range(0, len(g), batch_size)]
+
+
+def hidden_fn(encoder: BertEncoder, compile: bool = False) -> Callable:
+    """input_ids (B, T) without padding -> last hidden states (B, T, D); skips the pooler.
+
+    compile=True runs it through torch.compile (inductor) with dynamic shapes, so the many
+    (B, T) shapes share one graph; the first call pays the compilation."""
+
+    def hidden(input_ids: torch.Tensor) -> torch.Tensor:
+        return encoder.transformer(encoder.embed(input_ids))  # (B, T, D)
+
+    return torch.compile(hidden, dynamic=True) if compile else hidden
+
+
+@torch.inference_mode()
 def embed_sentences(
     encoder: BertEncoder,
     tok: Tokenizer,
     sentences: list[str],
     pooling: str = "mean",
-    batch_size: int = 64,
+    batch_size: int = BATCH_SIZE,
     max_len: int | None = None,
+    normalize: bool = False,
+    hidden: Callable | None = None,
 ) -> list[np.ndarray] | np.ndarray:
-    """(N, D) float32 for mean/cls pooling; a list of (T_i, D) arrays for `tokens`."""
+    """(N, D) float32 for mean/cls pooling (L2-normalised if `normalize`); a list of (T_i, D)
+    arrays for `tokens`. `hidden` replaces hidden_fn(encoder), e.g. a compiled one."""
+    if pooling not in ("mean", "cls", "tokens"):
+        raise ValueError(f"pooling must be mean, cls or tokens, not {pooling!r}")
     encoder.eval()
+    hidden = hidden or hidden_fn(encoder)
+    device = next(encoder.parameters()).device
     max_len = min(max_len or encoder.max_len, encoder.max_len)
-    lengths = [len(ids) for ids in tok.encode_plain(sentences)]
-    order = np.argsort(lengths, kind="stable")
-    out: list = [None] * len(sentences)
-    for s in range(0, len(order), batch_size):
-        idx = order[s : s + batch_size]
-        batch = tok([sentences[i] for i in idx], max_len=max_len)
-        h = encoder(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])["hidden"]
-        m = batch["attention_mask"].unsqueeze(-1).to(h.dtype)  # (B, T, 1)
-        if pooling == "mean":
-            vecs = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
-        elif pooling == "cls":
-            vecs = h[:, 0]
-        else:
-            vecs = [h[j, : int(batch["attention_mask"][j].sum())] for j in range(len(idx))]
-        for j, i in enumerate(idx):
-            out[i] = vecs[j].float().numpy()
+    ids = tokenize(tok, sentences, max_len)
+    lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
     if pooling == "tokens":
-        return out
-    return np.stack(out) if out else np.zeros((0, encoder.dim), dtype=np.float32)
+        out: list | np.ndarray = [None] * len(sentences)
+    else:
+        out = np.empty((len(sentences), encoder.dim), dtype=np.float32)
+    for idx in length_batches(lengths, batch_size):
+        input_ids = torch.tensor([ids[i] for i in idx], device=device)  # (B, T), no padding
+        h = hidden(input_ids)  # (B, T, D)
+        if pooling == "tokens":
+            for j, i in enumerate(idx):
+                out[i] = h[j].float().cpu().numpy()
+            continue
+        vecs = h.mean(1) if pooling == "mean" else h[:, 0]  # (B, D)
+        if normalize:
+            vecs = F.normalize(vecs, p=2, dim=1)
+        out[idx] = vecs.float().cpu().numpy()
+    return out
+
+
+def sentence_transformers_settings(folder: str | os.PathLike) -> dict:
+    """Pooling, normalisation and max length declared by a sentence-transformers folder
+    (modules.json, 1_Pooling/config.json, sentence_bert_config.json); {} for other folders."""
+    p = Path(folder)
+    settings: dict = {}
+    try:
+        modules = json.loads((p / "modules.json").read_text())
+    except (OSError, json.JSONDecodeError):
+        return settings
+    types = {m.get("type", "").rsplit(".", 1)[-1]: m.get("path", "") for m in modules}
+    settings["normalize"] = "Normalize" in types
+    if "Pooling" in types:
+        pool = json.loads((p / types["Pooling"] / "config.json").read_text())
+        on = [k[len("pooling_mode_") :] for k, v in pool.items() if k.startswith("pooling_mode_")
+              and v is True]  # fmt: skip
+        if isinstance(pool.get("pooling_mode"), str):  # newer sentence-transformers configs
+            on = [pool["pooling_mode"]]
+        mode = "+".join(on) or "none"
+        settings["pooling"] = {"mean_tokens": "mean", "cls_token": "cls"}.get(mode, mode)
+    sbert = p / "sentence_bert_config.json"
+    if sbert.exists() and json.loads(sbert.read_text()).get("max_seq_length"):
+        settings["max_len"] = int(json.loads(sbert.read_text())["max_seq_length"])
+    return settings
 
 
 def embed_file(
     model: str,
     input_path: str,
     out_path: str,
-    pooling: str = "mean",
-    batch_size: int = 64,
+    pooling: str | None = None,
+    batch_size: int | None = None,
     max_len: int | None = None,
-    normalize: bool = False,
+    normalize: bool | None = None,
+    compile: bool = False,
 ):
+    """Embed one sentence per line to a .npy file. pooling, max_len and normalize left as None
+    follow the model folder's sentence-transformers settings when it has them (all-MiniLM-L6-v2:
+    mean, 256, normalised), else mean pooling, the model's max_len, no normalisation."""
     src = Path(input_path)
     if not src.is_file():
         raise ConfigError(f"no such input file: {input_path}")
@@ -72,6 +149,7 @@ def embed_file(
     sentences = [ln for ln in lines if ln]
     if not sentences:
         raise ConfigError(f"{input_path} has no sentences")
+    batch_size = BATCH_SIZE if batch_size is None else batch_size
     if batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
     if max_len is not None and max_len < 2:
@@ -80,16 +158,26 @@ def embed_file(
     if out.is_dir():
         raise ConfigError(f"{out_path} is a folder; --out takes a file name such as vectors.npy")
     loaded = load_model(model)
+    st = sentence_transformers_settings(model)
+    pooling = pooling or st.get("pooling", "mean")
+    if pooling not in ("mean", "cls", "tokens"):
+        raise ConfigError(f"{model} asks for {pooling} pooling; pass --pooling mean|cls|tokens")
+    normalize = st.get("normalize", False) if normalize is None else normalize
     vecs = embed_sentences(
-        loaded.encoder, loaded.tokenizer, sentences, pooling, batch_size, max_len
+        loaded.encoder,
+        loaded.tokenizer,
+        sentences,
+        pooling,
+        batch_size,
+        max_len or st.get("max_len"),
+        normalize,
+        hidden_fn(loaded.encoder, compile),
     )
     if pooling == "tokens":
         arr = np.empty(len(vecs), dtype=object)
         arr[:] = vecs
     else:
         arr = vecs
-        if normalize:
-            arr = arr / np.linalg.norm(arr, axis=1, keepdims=True).clip(min=1e-12)
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:

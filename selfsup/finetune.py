@@ -241,16 +241,18 @@ def predict(
     qa: per-example best (score, char_start, char_end)."""
     was = model.training
     model.eval()
+    device = next(model.parameters()).device
     n = len(feats)
     if kind == "qa":
         best: dict[int, tuple[float, int, int]] = {}
     else:
         out: list = [None] * n
     for idx, batch in eval_batches(feats, batch_size, pad_id, kind):
+        batch = {k: v.to(device) for k, v in batch.items()}
         if kind == "tag":
             batch.pop("labels", None)
             logits = model(batch)["logits"]  # (B, T, n_tags)
-            preds = logits.argmax(-1)
+            preds = logits.argmax(-1).cpu()
             for r, i in enumerate(idx):
                 lab = feats.labels[i]
                 out[i] = [int(preds[r, t]) for t in range(len(lab)) if lab[t] != IGNORE]
@@ -258,8 +260,8 @@ def predict(
             for key in ("start_positions", "end_positions"):
                 batch.pop(key, None)
             res = model(batch)
-            s_log, e_log = res["start_logits"], res["end_logits"]
-            cm = batch["context_mask"].bool()
+            s_log, e_log = res["start_logits"].cpu(), res["end_logits"].cpu()
+            cm = batch["context_mask"].bool().cpu()
             for r, i in enumerate(idx):
                 cand = _best_span(s_log[r], e_log[r], cm[r], max_answer_len)
                 if cand is None:
@@ -344,6 +346,7 @@ class FinetuneConfig:
     max_answer_len: int = 30
     article_holdout: float = 0.0  # QA with a single file: hold out this share of articles
     train_limit: int = 0  # use at most N training examples (0 = all)
+    device: str = "auto"  # auto: the GPU when there is one
     options: dict = field(default_factory=dict)  # task reader options (columns, tagset...)
 
 
@@ -509,7 +512,7 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
     """Fine-tune and evaluate on dev; returns {"dev": metrics, "history": [...], ...}."""
     from selfsup.config import TrainConfig
     from selfsup.data.tasks import check_labels, get_task, task_labels
-    from selfsup.train import train
+    from selfsup.train import resolve_device, train
 
     spec = get_task(cfg.task)
     kind = spec.kind
@@ -541,6 +544,7 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
     torch.manual_seed(cfg.seed)
     model = build_task_model(kind, encoder, len(labels) if labels else None, cfg.dropout)
     set_dropout(model.encoder, cfg.dropout)
+    model.to(resolve_device(cfg.device))
     train_feats = make_features(kind, tok, train_ex, max_len, labels, cfg)
     dev_feats = make_features(kind, tok, dev_ex, max_len if kind != "tag" else mcfg.max_len,
                               labels, cfg)  # fmt: skip
@@ -619,12 +623,20 @@ def load_finetuned(path: str | Path):
 
 
 def evaluate_finetuned(
-    path: str, task: str, data: str, split: str = "dev", options: dict | None = None, log=print
+    path: str,
+    task: str,
+    data: str,
+    split: str = "dev",
+    options: dict | None = None,
+    log=print,
+    device: str = "auto",
 ) -> dict:
     """Predict `split` of `task` from `data` with a fine-tuned folder; write predictions."""
     from selfsup.data.tasks import check_labels, get_task, load_task
+    from selfsup.train import resolve_device
 
     model, tok, config = load_finetuned(path)
+    model.to(resolve_device(device))
     spec = get_task(task)
     if spec.kind != config["kind"]:
         raise ConfigError(f"{path} was fine-tuned for a {config['kind']} task, not {spec.kind}")

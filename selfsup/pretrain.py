@@ -2,6 +2,9 @@
 
 Everything that can fail on bad input (paths, corpus, settings) is checked before the run folder
 is created, so a failed start never leaves a half-written run behind.
+
+Under torchrun every rank runs this recipe; rank 0 alone trains the tokenizer and fills the data
+cache (the others wait, then read them) and writes the run folder.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from selfsup import distributed
 from selfsup.checkpoint import (
     RUN_FORMAT,
     atomic_write_text,
@@ -92,7 +96,9 @@ def prepare_data(cfg: RunConfig, encoding: str = "utf-8", log=print) -> Pretrain
     builder = PairBuilder(corpus, chunks, tok, cfg.data.max_len, pair_task)
     masker = Masker(tok, cfg.mask)
     seed = cfg.train.seed
-    batches = PretrainBatches(builder, masker, train_ids, cfg.train.batch_size, seed)
+    batches = PretrainBatches(
+        builder, masker, train_ids, cfg.train.batch_size, seed, pack=cfg.data.pack
+    )
     eval_batches, baseline = [], float("nan")
     if len(held_ids):
         # Each held-out chunk exactly once (a batch index past the end would wrap around).
@@ -124,15 +130,33 @@ def pretrain(
     progress: bool = True,
     log=print,
     steps: int | None = None,
+    fsdp: bool | None = None,
 ) -> dict:
     """Pretrain per `cfg` into the run folder `out`. With `resume`, the run's own saved config
-    is used (only `steps` may be raised) and training continues from its latest checkpoint."""
+    is used (only `steps` may be raised, and `fsdp` chosen again) and training continues from its
+    latest checkpoint, with any number of processes.
+
+    Launched by torchrun, this process joins the process group first (and leaves it at the end).
+    """
+    device = distributed.setup(cfg.train.device)  # one process: no process group
+    try:
+        return _pretrain(cfg, out, resume, encoding, progress, log, steps, fsdp, device)
+    finally:
+        distributed.teardown()
+
+
+def _pretrain(cfg, out, resume, encoding, progress, log, steps, fsdp, device) -> dict:
+    main = distributed.is_main()
+    if not main:
+        log, progress = _quiet, False
     if resume:
         if not is_run(out):
             raise ConfigError(f"cannot resume: {out} is not a selfsup run folder")
         cfg = run_config(out)
         if steps is not None:
             cfg.train.steps = steps
+        if fsdp is not None:
+            cfg.train.fsdp = fsdp
     elif out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
     elif out.exists() and any(out.iterdir()):
@@ -146,24 +170,27 @@ def pretrain(
     if resume and not cfg.data.tokenizer:
         cfg.data.tokenizer = str(out / "tokenizer")  # the run's own, even if the cache is gone
 
-    data = prepare_data(cfg, encoding, log)
+    with distributed.main_first():  # no two ranks train the tokenizer or write the cache
+        data = prepare_data(cfg, encoding, log)
     cfg.model.vocab_size = data.tokenizer.vocab_size
     cfg.model.pad_id = data.tokenizer.pad_id
-    torch.manual_seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     objective = OBJECTIVES[cfg.train.objective]
     model = objective(build_encoder(cfg.model), cfg.model.vocab_size, cfg.model.norm_eps)
+    model = model.to(device)
 
     created = not out.exists()
-    out.mkdir(parents=True, exist_ok=True)
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     try:
-        if not resume:
+        if not resume and main:
             data.tokenizer.save(out / "tokenizer")
             atomic_write_text(
                 out / "config.json", json.dumps({"format": RUN_FORMAT, **cfg.to_dict()}, indent=2)
             )
         final, minutes = _train(cfg, model, data, out, resume, progress, log)
     except BaseException:
-        if created and latest_checkpoint(out) is None:  # nothing to resume from: no run at all
+        if main and created and latest_checkpoint(out) is None:  # nothing to resume: no run
             shutil.rmtree(out, ignore_errors=True)
         raise
     summary = {
@@ -176,7 +203,7 @@ def pretrain(
         **{k: v for k, v in final.items() if k.startswith("eval_") and "mlm" not in k},
         **data.stats,
     }
-    if final:
+    if final and main:
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
     if final.get("eval_mlm_acc") is not None:
         acc, loss = final["eval_mlm_acc"], final["eval_mlm_loss"]
@@ -199,6 +226,12 @@ def _train(cfg: RunConfig, model, data: PretrainData, out: Path, resume, progres
         f"{n_params / 1e6:.2f}M parameters; objective {cfg.train.objective}; "
         f"{cfg.train.steps} steps of {cfg.train.batch_size} x {cfg.train.grad_accum}"
     )
+    if distributed.active():
+        world = distributed.world_size()
+        log(
+            f"distributed: {world} processes ({'FSDP2' if cfg.train.fsdp else 'DDP'}), "
+            f"{cfg.train.batch_size // world} sequences of each batch per process"
+        )
     t0 = time.perf_counter()
     final = train(
         model,
@@ -227,5 +260,17 @@ def _check_run_settings(cfg: RunConfig) -> None:
     for name, (value, low) in lowest.items():
         if value < low:
             raise ConfigError(f"{name} must be >= {low}, got {value}")
+    world = distributed.world_size()
+    if t.batch_size % world:
+        raise ConfigError(
+            f"batch size {t.batch_size} is not divisible by the {world} processes: each takes an "
+            "equal share of every batch"
+        )
+    if world > 1 and d.pack:
+        raise ConfigError("packed batches (--pack) cannot be split across processes yet")
     if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
         raise ConfigError(f"train.betas must be two numbers in [0, 1), got {t.betas}")
+
+
+def _quiet(_: str) -> None:
+    pass

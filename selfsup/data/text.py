@@ -34,6 +34,7 @@ import torch
 from selfsup import IGNORE
 from selfsup.config import ConfigError, DataConfig, MaskConfig
 from selfsup.corrupt.tokens import mask_tokens, word_starts
+from selfsup.data.packing import collate_packed
 from selfsup.data.tokenizer import Tokenizer
 
 TEXT_SUFFIXES = {".txt", ".text", ".md", ".jsonl", ".json", ".csv", ".tsv", ""}
@@ -504,7 +505,10 @@ def seed_for(*parts: int) -> int:
 
 class PretrainBatches(torch.utils.data.Dataset):
     """Batch number k (a micro-batch) is a pure function of (seed, k): epoch permutations,
-    pair building and masking are all seeded from it, so resuming is exact."""
+    pair building and masking are all seeded from it, so resuming is exact.
+
+    With `pack`, the batch's `batch_size` examples are packed into as few rows as they fit
+    (selfsup.data.packing): the same examples, no padding between them."""
 
     def __init__(
         self,
@@ -514,10 +518,11 @@ class PretrainBatches(torch.utils.data.Dataset):
         batch_size: int,
         seed: int,
         shuffle: bool = True,
+        pack: bool = False,
     ):
         self.builder, self.masker = builder, masker
         self.chunk_ids, self.batch_size = chunk_ids, batch_size
-        self.seed, self.shuffle = seed, shuffle
+        self.seed, self.shuffle, self.pack = seed, shuffle, pack
         self._perm: tuple[int, np.ndarray] | None = None
 
     def __len__(self) -> int:  # batches per epoch (the sampler decides how many are drawn)
@@ -539,7 +544,11 @@ class PretrainBatches(torch.utils.data.Dataset):
             chunk = int(self._order(pos // n)[pos % n])
             rng = np.random.default_rng(seed_for(self.seed, pos, 2))
             examples.append(self.builder.example(chunk, rng))
-        batch = collate(examples, self.builder.tok.pad_id)
+        pad = self.builder.tok.pad_id
+        if self.pack:
+            batch = collate_packed(examples, pad, self.builder.max_len)
+        else:
+            batch = collate(examples, pad)
         g = torch.Generator().manual_seed(seed_for(self.seed, k, 3))
         return self.masker(batch, g)
 

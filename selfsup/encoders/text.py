@@ -6,12 +6,16 @@ import torch
 from torch import nn
 
 from selfsup.config import ModelConfig
-from selfsup.encoders.transformer import Transformer, padding_attn_mask
+from selfsup.encoders.transformer import Transformer, block_attn_mask, padding_attn_mask
 from selfsup.layers.embed import TextEmbedding
 
 
 class BertEncoder(nn.Module):
     """BERT (arXiv:1810.04805). Returns {"hidden": (B, T, D), "pooled": (B, D)}.
+
+    Packed rows (selfsup.data.packing) pass `position_ids` restarting per example, `seq_ids`
+    (attention stays inside each example) and `cls_index` (E,): then "pooled" is (E, D), one
+    vector per example.
 
     The pooler (dense + tanh on [CLS]) is kept here, as in BERT, so pretrained checkpoints carry it.
     """
@@ -48,13 +52,17 @@ class BertEncoder(nn.Module):
         token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
         return_all: bool = False,
+        seq_ids: torch.Tensor | None = None,
+        cls_index: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         if input_ids.shape[1] > self.max_len:
             raise ValueError(f"sequence length {input_ids.shape[1]} > max_len {self.max_len}")
         x = self.embed(input_ids, token_type_ids, position_ids)  # (B, T, D)
-        out = self.transformer(x, padding_attn_mask(attention_mask), return_all=return_all)
+        mask = padding_attn_mask(attention_mask) if seq_ids is None else block_attn_mask(seq_ids)
+        out = self.transformer(x, mask, return_all=return_all)
         h = out[-1] if return_all else out
-        result = {"hidden": h, "pooled": torch.tanh(self.pooler(h[:, 0]))}
+        cls = h[:, 0] if cls_index is None else h.reshape(-1, self.dim)[cls_index]  # (B|E, D)
+        result = {"hidden": h, "pooled": torch.tanh(self.pooler(cls))}
         if return_all:
             result["all_hidden"] = out
         return result

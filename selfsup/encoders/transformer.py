@@ -67,3 +67,10 @@ def padding_attn_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | Non
     if attention_mask is None or bool(attention_mask.all()):
         return None
     return attention_mask.bool()[:, None, None, :]
+
+
+def block_attn_mask(seq_ids: torch.Tensor) -> torch.Tensor:
+    """(B, T) ids of packed examples -> (B, 1, T, T) boolean mask: a token attends only to the
+    tokens of its own example. Padding (-1) attends to padding, which keeps every softmax row
+    finite."""
+    return (seq_ids[:, :, None] == seq_ids[:, None, :])[:, None]

@@ -34,8 +34,10 @@ class MLM(nn.Module):
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         out = self.encoder(
-            batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids")
-        )
+            batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"),
+            batch.get("position_ids"), seq_ids=batch.get("seq_ids"),
+            cls_index=batch.get("cls_index"),
+        )  # fmt: skip
         labels = batch["labels"]
         keep = labels != IGNORE  # (B, T)
         h = out["hidden"][keep]  # (M, D): only the masked positions are scored

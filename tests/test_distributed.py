@@ -1,0 +1,187 @@
+"""Several processes (torchrun, gloo on CPU) train like one process on the same global batch:
+the same per-step losses up to float rounding, with DDP and with FSDP2, and a checkpoint written
+by two processes resumes in one."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+from safetensors.torch import load_file
+
+from selfsup import IGNORE
+from selfsup.checkpoint import run_config
+from selfsup.config import ConfigError
+from selfsup.distributed import RankShard
+from selfsup.pretrain import prepare_data
+
+TIMING_KEYS = {"tokens_per_s", "data_share"}  # wall-clock figures: never equal between runs
+STEPS, BATCH = 6, 8
+
+pytestmark = pytest.mark.skipif(
+    not (dist.is_available() and dist.is_gloo_available()), reason="no gloo backend"
+)
+
+
+# --------------------------------------------------------------------------------------------
+# Each rank's rows of a batch
+# --------------------------------------------------------------------------------------------
+
+
+def _batch(B: int = 6, T: int = 5) -> dict:
+    ids = torch.arange(B * T).reshape(B, T)
+    return {"input_ids": ids, "labels": -ids, "pair_labels": torch.arange(B), "T": torch.ones(T)}
+
+
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_rank_shards_tile_the_global_batch(world):
+    full = _batch()
+    shards = [RankShard([full], r, world)[0] for r in range(world)]
+    for key in ("input_ids", "labels", "pair_labels"):
+        assert torch.equal(torch.cat([s[key] for s in shards]), full[key])
+        assert all(len(s[key]) == 6 // world for s in shards)
+    assert all(s["T"] is full["T"] for s in shards)  # not a per-example tensor: unchanged
+
+
+def test_rank_shard_refuses_what_it_cannot_split():
+    with pytest.raises(ConfigError, match="not divisible by the 4 processes"):
+        RankShard([_batch(B=6)], 0, 4)[0]
+    packed = {**_batch(), "seq_ids": torch.zeros(6, 5), "cls_index": torch.arange(9)}
+    with pytest.raises(NotImplementedError, match="packed batches"):
+        RankShard([packed], 0, 2)[0]
+
+
+# --------------------------------------------------------------------------------------------
+# Two processes == one process
+# --------------------------------------------------------------------------------------------
+
+WORDS = "Anna Boris Clara opened painted found the door a red boat at dawn slowly".split()
+
+
+def _write_corpus(path: Path) -> Path:
+    rng = random.Random(0)
+    docs = [
+        " ".join(" ".join(rng.choice(WORDS) for _ in range(6)) + "." for _ in range(12))
+        for _ in range(30)
+    ]
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    return path
+
+
+def _selfsup(processes: int, *args: str) -> str:
+    """`selfsup ARGS` in one process, or under torchrun in `processes`; returns stdout."""
+    launcher = [sys.executable, "-m", "selfsup"]
+    if processes > 1:
+        launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+                    "--nproc_per_node", str(processes), "-m", "selfsup"]  # fmt: skip
+    # gloo on the CPU, also where there are GPUs (NCCL needs one GPU per process)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "SELFSUP_CACHE": "/nonexistent",
+           "CUDA_VISIBLE_DEVICES": ""}  # fmt: skip
+    done = subprocess.run([*launcher, *args], env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done.stdout
+
+
+def _pretrain(folder: Path, out: Path, processes: int, *extra: str) -> str:
+    return _selfsup(
+        processes, "pretrain", "--data", str(folder / "corpus.jsonl"), "--objective", "mlm+nsp",
+        "--max-len", "32", "--vocab-size", "200", "--batch-size", str(BATCH), "--grad-accum",
+        "2", "--steps", str(STEPS), "--save-every", "3", "--eval-every", "3", "--seed", "3",
+        "--set", "train.log_every=1", "--cache-dir", str(folder / "cache"), "--no-progress",
+        "--out", str(out), *extra,
+    )  # fmt: skip
+
+
+def rows(run: Path) -> list[dict]:
+    return [json.loads(r) for r in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_rows(a: list[dict], b: list[dict]) -> None:
+    """Equal up to float rounding (values are logged with 5 decimals, grad_norm with 4)."""
+    assert [r["step"] for r in a] == [r["step"] for r in b]
+    for ra, rb in zip(a, b, strict=True):
+        assert ra.keys() == rb.keys()
+        for k in ra.keys() - TIMING_KEYS:
+            tol = 1.5e-4 if k == "grad_norm" else 1.5e-5
+            assert rb[k] == pytest.approx(ra[k], rel=1e-5, abs=tol), (ra["step"], k)
+
+
+@pytest.fixture(scope="module")
+def folder(tmp_path_factory) -> Path:
+    folder = tmp_path_factory.mktemp("distributed")
+    _write_corpus(folder / "corpus.jsonl")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def one(folder) -> Path:
+    """The reference: one process (it also fills the tokenizer and data caches)."""
+    _pretrain(folder, folder / "one", 1)
+    return folder / "one"
+
+
+@pytest.fixture(scope="module")
+def ddp(folder, one) -> Path:
+    _pretrain(folder, folder / "ddp", 2)
+    return folder / "ddp"
+
+
+def test_ranks_hold_unequal_masked_tokens(one):
+    """What makes the comparison a test: without weighting each rank's loss by its share of the
+    masked tokens, two processes would train differently from one."""
+    cfg = run_config(one)
+    cfg.data.tokenizer = str(one / "tokenizer")
+    batches = prepare_data(cfg, log=lambda _: None).batches
+    halves = [
+        [int((batches[k]["labels"][half] != IGNORE).sum()) for half in (slice(0, 4), slice(4, 8))]
+        for k in range(2 * STEPS)
+    ]
+    assert sum(a != b for a, b in halves) >= STEPS, halves
+
+
+def test_two_processes_ddp_train_like_one(one, ddp):
+    assert_same_rows(rows(one), rows(ddp))  # train and eval rows, written once
+    a, b = load_file(str(one / "model.safetensors")), load_file(str(ddp / "model.safetensors"))
+    assert a.keys() == b.keys()
+    assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-5) for k in a)
+    trainer = torch.load(ddp / "checkpoints" / "step_00000006" / "trainer.pt", weights_only=False)
+    reference = torch.load(one / "checkpoints" / "step_00000006" / "trainer.pt", weights_only=False)
+    assert trainer["optimizer"]["param_groups"] == reference["optimizer"]["param_groups"]
+    assert trainer["optimizer"]["state"].keys() == reference["optimizer"]["state"].keys()
+
+
+def test_two_processes_fsdp_train_like_one(folder, one):
+    fsdp = folder / "fsdp"
+    _pretrain(folder, fsdp, 2, "--fsdp")
+    assert_same_rows(rows(one), rows(fsdp))
+    # Gathered whole: the same names and shapes as one process's checkpoint.
+    a = load_file(str(one / "checkpoints" / "step_00000003" / "model.safetensors"))
+    b = load_file(str(fsdp / "checkpoints" / "step_00000003" / "model.safetensors"))
+    assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
+    state, reference = (
+        torch.load(run / "checkpoints" / "step_00000003" / "trainer.pt", weights_only=False)
+        for run in (fsdp, one)
+    )
+    assert state["optimizer"]["param_groups"] == reference["optimizer"]["param_groups"]
+    assert state["optimizer"]["state"].keys() == reference["optimizer"]["state"].keys()
+
+
+def test_two_process_checkpoint_resumes_in_one_process(folder, one, ddp):
+    """As if the two-process run had been stopped after step 3: one process takes over."""
+    run = folder / "ddp_resumed"
+    shutil.copytree(ddp, run)
+    (run / "checkpoints" / "LATEST").write_text("step_00000003")
+    (run / "model.safetensors").unlink()
+    out = _selfsup(1, "pretrain", "--resume", str(run), "--no-progress")
+    assert "resumed from step_00000003" in out
+    assert_same_rows(rows(one), rows(run))
+    a, b = load_file(str(one / "model.safetensors")), load_file(str(run / "model.safetensors"))
+    assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-5) for k in a)
