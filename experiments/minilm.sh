@@ -12,12 +12,13 @@ M=$1 D=$2 O=$3
 SELFSUP=${SELFSUP:-selfsup}
 EXTRA=${EXTRA:-}
 mkdir -p "$O"
-run() { echo "+ $*" >&2; "$@" | tee -a "$O/results.jsonl" | tail -1; }
+# each command's log goes to log.txt, its last line (the metrics as JSON) to results.jsonl
+run() { echo "+ $*" >&2; "$@" | tee -a "$O/log.txt" | tail -1 | tee -a "$O/results.jsonl"; }
 
 # Case 1: SST-2, 2 epochs, batch 32, lr 1e-4, dev accuracy after each epoch
 run $SELFSUP finetune --task sst2 --data "$D/glue/SST-2" --init "$M" --out "$O/sst2" \
   --epochs 2 --lr 1e-4 --batch-size 32 $EXTRA
-# Case 2: EWT UPOS, trained on train, model chosen by nothing (last epoch), scored on test
+# Case 2: EWT UPOS, trained on train, the last epoch's model scored on test
 run $SELFSUP finetune --task pos --data "$D/ud-english-ewt" --init "$M" --out "$O/pos" \
   --epochs 3 --lr 1e-4 --batch-size 32 $EXTRA
 run $SELFSUP evaluate "$O/pos" --task pos --data "$D/ud-english-ewt" --split test

@@ -74,6 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=None, help="data worker processes (0)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--device", default=None, help="auto (GPU when present) | cpu | cuda")
+    p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--out", default=None, help="run folder (default runs/PRESET-OBJ-TIME)")
     p.add_argument(
         "--resume",
@@ -242,6 +243,8 @@ def _run_config(args):
             t.bf16 = True
         if args.fsdp:
             t.fsdp = True
+        if args.compile:
+            t.compile = True
     for obj, name, value in pairs:
         if value is not None:
             setattr(obj, name, value)

@@ -98,6 +98,7 @@ class TrainConfig:
     log_every: int = 10
     threads: int = 0  # 0 = torch default
     device: str = "auto"  # auto: the GPU when there is one (one process; torchrun: LOCAL_RANK)
+    compile: bool = False  # torch.compile the model (in place: checkpoints keep their keys)
     # Several processes (torchrun): shard parameters, gradients and optimizer state with FSDP2
     # instead of replicating the model on every rank (DDP), for models too big for one device.
     fsdp: bool = False

@@ -25,8 +25,8 @@ from selfsup.config import ConfigError
 from selfsup.data.tokenizer import Tokenizer
 from selfsup.encoders.text import BertEncoder
 
-# Sentences per batch. Measured on SST-2 dev with all-MiniLM-L6-v2, 2 CPU cores
-# (benchmarks/RESULTS.md).
+# Sentences per batch (of one token length). Not yet measured: compare 32/64/128 with
+# `benchmarks/inference.py --selfsup-batch-size N` on an idle machine.
 BATCH_SIZE = 64
 TOKENIZE_CHUNK = 16_384  # sentences per tokenizer call: bounds the tokenizer's per-call memory
 

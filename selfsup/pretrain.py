@@ -178,6 +178,8 @@ def _pretrain(cfg, out, resume, encoding, progress, log, steps, fsdp, device) ->
     objective = OBJECTIVES[cfg.train.objective]
     model = objective(build_encoder(cfg.model), cfg.model.vocab_size, cfg.model.norm_eps)
     model = model.to(device)
+    if cfg.train.compile:
+        model.compile(dynamic=True)  # in place, so state_dict keys and checkpoints are unchanged
 
     created = not out.exists()
     if main:
