@@ -198,6 +198,7 @@ BAD = {
     "embed max-len": ("embed {run} --input {run}/config.json --out {out}/x.npy --max-len -1",
                       "--max-len"),
     "fill-mask no mask": ('fill-mask {run} "no mask here"', "no [MASK]"),
+    "unknown device": ("pretrain --device tpu --out {out}", "unknown device"),
     "fill-mask mask cut off": ('fill-mask {run} "' + "word " * 600 + '[MASK] ."', "beyond"),
 }  # fmt: skip
 
@@ -228,6 +229,14 @@ def test_bad_input_in_a_real_process(argv, tmp_path):
     (tmp_path / "latin1.txt").write_bytes(LATIN1)
     code, _, err = cli_process(tmp_path, *argv)
     assert_clean_error(code, err, tmp_path / "out")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_one_line(tmp_path, capsys, corpus):
+    out = tmp_path / "out"
+    code, _, err = cli(capsys, "pretrain", *FAST, "--data", *corpus, "--device", "cuda",
+                       "--out", str(out))  # fmt: skip
+    assert_clean_error(code, err, out, "no CUDA GPU")
 
 
 def test_diverging_run_is_one_line(tmp_path, capsys, corpus):
