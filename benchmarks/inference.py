@@ -31,6 +31,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from machine import cpu_name  # benchmarks/machine.py, beside this script
 
 from selfsup.checkpoint import load_model
 from selfsup.embed import BATCH_SIZE, embed_sentences, hidden_fn
@@ -143,14 +144,7 @@ def selfsup_embed(model_dir: str, batch_size: int, compile: bool = False) -> Cal
 
 
 def machine() -> str:
-    cpu = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    cpu = cpu_name()
     versions = [f"torch {torch.__version__}"]
     for name in ("transformers", "sentence_transformers", "onnxruntime", "tokenizers"):
         try:

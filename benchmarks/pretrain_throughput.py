@@ -40,6 +40,8 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine import cpu_name  # noqa: E402  (benchmarks/machine.py, beside this script)
+
 from selfsup.config import MaskConfig  # noqa: E402
 from selfsup.data.packing import collate_packed  # noqa: E402
 from selfsup.data.text import Masker, collate, read_documents, split_sentences  # noqa: E402
@@ -305,15 +307,7 @@ def _tokenizer():
 def versions() -> str:
     import transformers
 
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return (f"{cpu}, {os.cpu_count()} cores, torch {torch.__version__} "
+    return (f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
             f"({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
             f"Python {platform.python_version()}")  # fmt: skip
 

@@ -116,3 +116,14 @@ def minilm_dir() -> Path:
     if not (folder / "config.json").exists():
         pytest.skip(f"no config.json in {folder}")
     return folder
+
+
+@pytest.fixture
+def one_thread(monkeypatch, tmp_path):
+    """One torch thread (on a busy 2-core machine two can run 10x slower) and a fresh data
+    cache in tmp_path; the thread count is restored afterwards."""
+    monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -5,42 +5,18 @@ task, GLUE average of the medians), on tiny synthetic tasks and tiny models."""
 from __future__ import annotations
 
 import csv
-import json
 import random
 import statistics
 from pathlib import Path
 
 import pytest
-import torch
-
-from selfsup.cli import main
+from helpers import cli, strict_json
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FILLER = "the a river stone light house garden music runs over quickly".split()
 
 
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch, tmp_path):
-    """One torch thread (two are far slower on a busy 2-core machine); restored afterwards."""
-    monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def strict_json(text: str):
-    return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def sentences(n: int, seed: int, labels=("pos", "neg")) -> list[tuple[str, str]]:

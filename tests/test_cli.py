@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from helpers import cli
 
 from selfsup.cli import main
 
@@ -74,17 +75,6 @@ def write_corpus(folder: Path) -> list[Path]:
 # Small, fast settings shared by every pretraining call.
 FAST = ["--preset", "tiny", "--max-len", "32", "--vocab-size", "300", "--batch-size", "8"]
 FAST += ["--threads", "1", "--no-progress"]
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    """Run `selfsup argv` in this process: (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
 
 
 def cli_process(tmp_path: Path, *argv) -> tuple[int, str, str]:

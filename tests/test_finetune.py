@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import os
 import random
 import weakref
 from collections import defaultdict
@@ -17,10 +16,10 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import SHARED, cli, strict_json
 from torch import nn
 
 from selfsup import IGNORE
-from selfsup.cli import main
 from selfsup.config import ConfigError
 from selfsup.data.tasks import QAExample, TaggedSentence, TextExample
 from selfsup.encoders.text import build_encoder
@@ -44,37 +43,7 @@ from selfsup.objectives.supervised import (
 )
 from selfsup.presets import preset
 
-SHARED = Path(
-    os.environ.get("SELFSUP_SHARED_DATA")
-    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
-)
-
-
-@pytest.fixture(autouse=True)
-def _one_thread(monkeypatch, tmp_path):
-    """One torch thread: on a busy 2-core machine two threads can run 10x slower. Caches go to
-    tmp_path; the thread count is restored afterwards."""
-    monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def cli(capsys, *argv) -> tuple[int, str, str]:
-    """Run `selfsup argv` in this process: (exit code, stdout, stderr)."""
-    try:
-        main([str(a) for a in argv])
-        code = 0
-    except SystemExit as e:
-        code = e.code
-    out = capsys.readouterr()
-    return code, out.out, out.err
-
-
-def strict_json(text: str):
-    """json.loads that refuses NaN and Infinity (not JSON)."""
-    return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def last_json(stdout: str) -> dict:

@@ -4,12 +4,12 @@ skipped when absent) and every error path on tiny files."""
 from __future__ import annotations
 
 import json
-import os
 import zipfile
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from helpers import shared
 
 from selfsup.config import ConfigError
 from selfsup.data.tasks import (
@@ -25,20 +25,6 @@ from selfsup.data.tasks import (
     read_squad,
     task_labels,
 )
-
-# tests/data/test_tasks.py -> parents[2] is the repository root; the data sits beside it.
-SHARED = Path(
-    os.environ.get("SELFSUP_SHARED_DATA")
-    or Path(__file__).resolve().parents[2].parent / "shared" / "data"
-)
-
-
-def shared(sub: str) -> Path:
-    p = SHARED / sub
-    if not p.exists():
-        pytest.skip(f"{p} is absent (set SELFSUP_SHARED_DATA to the shared data folder)")
-    return p
-
 
 # --------------------------------------------------------------------------------------------
 # Real data: the counts in ../shared/data/README.md and each folder's SOURCE.txt

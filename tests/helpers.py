@@ -1,0 +1,42 @@
+"""Helpers shared by the test modules (importable as `helpers`: tests/ is on sys.path through
+its conftest)."""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from selfsup.cli import main
+
+# The shared data sits beside the repository (../shared/data), or where SELFSUP_SHARED_DATA says.
+SHARED = Path(
+    os.environ.get("SELFSUP_SHARED_DATA")
+    or Path(__file__).resolve().parents[1].parent / "shared" / "data"
+)
+
+
+def shared(sub: str) -> Path:
+    """SHARED / sub, or skip the test with the reason when it is absent."""
+    p = SHARED / sub
+    if not p.exists():
+        pytest.skip(f"{p} is absent (set SELFSUP_SHARED_DATA to the shared data folder)")
+    return p
+
+
+def cli(capsys, *argv) -> tuple[int, str, str]:
+    """Run `selfsup argv` in this process: (exit code, stdout, stderr)."""
+    try:
+        main([str(a) for a in argv])
+        code = 0
+    except SystemExit as e:
+        code = e.code
+    out = capsys.readouterr()
+    return code, out.out, out.err
+
+
+def strict_json(text: str):
+    """json.loads that refuses NaN and Infinity (not JSON)."""
+    return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
