@@ -37,6 +37,19 @@ def cli(capsys, *argv) -> tuple[int, str, str]:
     return code, out.out, out.err
 
 
+def assert_clean_error(code: int, err: str, out: Path | None = None, says: str = "") -> None:
+    """The CLI's contract for bad input: exit 2, one `selfsup: error: ...` line holding `says`,
+    no traceback, and no output folder left behind."""
+    lines = err.strip().splitlines()
+    assert code == 2, err
+    assert "Traceback" not in err
+    assert len(lines) == 1, err
+    assert lines[0].startswith("selfsup: error: ") and len(lines[0]) > len("selfsup: error: ")
+    assert says in lines[0], lines[0]
+    if out is not None:
+        assert not out.exists(), f"{out} was left behind"
+
+
 def strict_json(text: str):
     """json.loads that refuses NaN and Infinity (not JSON)."""
     return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))

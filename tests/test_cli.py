@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from helpers import cli
+from helpers import assert_clean_error, cli
 
 from selfsup.cli import main
 
@@ -89,17 +89,6 @@ def cli_process(tmp_path: Path, *argv) -> tuple[int, str, str]:
         timeout=300,
     )
     return p.returncode, p.stdout, p.stderr
-
-
-def assert_clean_error(code: int, err: str, out: Path | None = None, says: str = "") -> None:
-    lines = err.strip().splitlines()
-    assert code == 2, err
-    assert "Traceback" not in err
-    assert len(lines) == 1, err
-    assert lines[0].startswith("selfsup: error: ") and len(lines[0]) > len("selfsup: error: ")
-    assert says in lines[0]
-    if out is not None:
-        assert not out.exists(), f"{out} was left behind"
 
 
 def strict_json(text: str):

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from helpers import SHARED, cli, strict_json
+from helpers import SHARED, assert_clean_error, cli, strict_json
 from torch import nn
 
 from selfsup import IGNORE
@@ -50,17 +50,6 @@ def last_json(stdout: str) -> dict:
     lines = stdout.strip().splitlines()
     assert lines, "no output"
     return strict_json(lines[-1])
-
-
-def assert_clean_error(code: int, err: str, out: Path | None = None, says: str = "") -> None:
-    lines = err.strip().splitlines()
-    assert code == 2, err
-    assert "Traceback" not in err
-    assert len(lines) == 1, err
-    assert lines[0].startswith("selfsup: error: ") and len(lines[0]) > len("selfsup: error: ")
-    assert says in lines[0], lines[0]
-    if out is not None:
-        assert not out.exists(), f"{out} was left behind"
 
 
 # --------------------------------------------------------------------------------------------
