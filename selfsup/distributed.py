@@ -8,8 +8,8 @@ one-process identity; under torchrun the distributed path runs even with one pro
 
 W ranks reproduce one process training on the same global batch:
 - data: global micro-batch k is a pure function of (seed, k), whatever W is; rank r trains on
-  rows [r B/W, (r+1) B/W) of it (`RankShard`). So a checkpoint's step is its data position at
-  any W, and a run can resume with another number of processes.
+  its examples [r B/W, (r+1) B/W) (`RankShard`), padded or packed. So a checkpoint's step is its
+  data position at any W, and a run can resume with another number of processes.
 - loss: the MLM loss is a mean over masked tokens, and ranks hold different numbers of them;
   `MaskedTokenWeight` weighs each rank's share so that the averaged gradient and the logged
   loss are the global mean (pair losses are means over examples, which ranks hold equally).
@@ -126,17 +126,20 @@ def all_reduce_sum(value: float) -> float:
 
 
 class RankShard(torch.utils.data.Dataset):
-    """Rank r's rows of global micro-batch k: rows [r B/W, (r+1) B/W) of every tensor whose
-    first dimension is the batch size B (other values pass unchanged).
+    """Rank r's share of global micro-batch k: its examples [r B/W, (r+1) B/W).
 
-    Each rank builds the whole global batch and keeps its slice: W times the data work of
-    building only its rows, but masking draws from one generator per batch, so slicing the
+    A dataset with a `rank_batch(k, rank, world_size)` method builds the share itself: so does
+    `PretrainBatches`, which masks the whole batch padded, cuts out the share and, with packing,
+    packs only those examples into rows. Otherwise the share is rows [r B/W, (r+1) B/W) of every
+    tensor whose first dimension is the batch size B (other values pass unchanged).
+
+    Each rank builds the whole global batch and keeps its share: W times the data work of
+    building only its examples, but masking draws from one generator per batch, so cutting the
     built batch is what gives W ranks exactly the examples and masks of one process. The cost
-    is small next to the model at the sizes run so far; build per-rank rows when it is not."""
+    is small next to the model at the sizes run so far; build per-rank examples when it is not."""
 
-    # Packed rows hold several examples each (data.packing): cutting by rows would split the
-    # batch differently from one process, and per-example tensors are not rows.
-    UNSPLITTABLE = ("seq_ids", "cls_index")
+    # Packed rows hold several examples each (data.packing): a packed batch cannot be cut by rows.
+    PACKED = ("seq_ids", "cls_index")
 
     def __init__(self, batches: torch.utils.data.Dataset, rank: int, world_size: int):
         self.batches, self.rank, self.world_size = batches, rank, world_size
@@ -145,14 +148,16 @@ class RankShard(torch.utils.data.Dataset):
         return len(self.batches)
 
     def __getitem__(self, k: int) -> dict:
-        batch = self.batches[k]
         if self.world_size == 1:
-            return batch
-        packed = [key for key in self.UNSPLITTABLE if key in batch]
+            return self.batches[k]
+        if hasattr(self.batches, "rank_batch"):
+            return self.batches.rank_batch(k, self.rank, self.world_size)
+        batch = self.batches[k]
+        packed = [key for key in self.PACKED if key in batch]
         if packed:
             raise NotImplementedError(
-                f"packed batches ({', '.join(packed)}) cannot be split across {self.world_size} "
-                "processes yet; train them in one process"
+                f"packed batches ({', '.join(packed)}) cannot be cut by rows: the dataset must "
+                "pack each rank's examples itself (a rank_batch method)"
             )
         B = batch["input_ids"].shape[0]
         if B % self.world_size:

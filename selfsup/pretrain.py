@@ -268,8 +268,6 @@ def _check_run_settings(cfg: RunConfig) -> None:
             f"batch size {t.batch_size} is not divisible by the {world} processes: each takes an "
             "equal share of every batch"
         )
-    if world > 1 and d.pack:
-        raise ConfigError("packed batches (--pack) cannot be split across processes yet")
     if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
         raise ConfigError(f"train.betas must be two numbers in [0, 1), got {t.betas}")
 

@@ -1,6 +1,6 @@
 """Several processes (torchrun, gloo on CPU) train like one process on the same global batch:
-the same per-step losses up to float rounding, with DDP and with FSDP2, and a checkpoint written
-by two processes resumes in one."""
+the same per-step losses up to float rounding, with DDP and with FSDP2, padded or packed, and a
+checkpoint written by two processes resumes in one."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
@@ -19,7 +20,9 @@ from safetensors.torch import load_file
 
 from selfsup import IGNORE
 from selfsup.checkpoint import run_config
-from selfsup.config import ConfigError
+from selfsup.config import ConfigError, DataConfig, MaskConfig
+from selfsup.data.packing import unpack
+from selfsup.data.text import Masker, PairBuilder, PretrainBatches, build_corpus, make_chunks
 from selfsup.distributed import RankShard
 from selfsup.pretrain import prepare_data
 
@@ -59,6 +62,52 @@ def test_rank_shard_refuses_what_it_cannot_split():
         RankShard([packed], 0, 2)[0]
 
 
+@pytest.fixture(scope="module")
+def tiny_batches(tmp_path_factory, texts, tiny_tokenizer):
+    """make(pack) -> PretrainBatches of 16 sentence pairs (NSP) from the synthetic corpus, of
+    up to 24 tokens in rows of 64, so that packing has examples to pack."""
+    folder = tmp_path_factory.mktemp("shards")
+    path = folder / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[:200]))
+    cfg = DataConfig(max_len=64, cache_dir=str(folder / "cache"))
+    corpus = build_corpus([str(path)], tiny_tokenizer, cfg, log=lambda s: None)
+    chunks = make_chunks(corpus, 24)
+    builder = PairBuilder(corpus, chunks, tiny_tokenizer, 64, "nsp")
+    masker = Masker(tiny_tokenizer, MaskConfig())
+    chunk_ids = np.arange(len(chunks))
+    return lambda pack: PretrainBatches(builder, masker, chunk_ids, 16, seed=5, pack=pack)
+
+
+PER_TOKEN = ("input_ids", "token_type_ids", "labels", "position_ids")
+
+
+def _examples(batch: dict) -> list[tuple[list, int]]:
+    """Each example of a padded or a packed batch, in order: its (n, 4) per-token values (input
+    ids after masking, token types, labels, positions) and its pair label."""
+    B, T = batch["input_ids"].shape
+    batch = {"position_ids": torch.arange(T).expand(B, T), **batch}  # padded rows start at 0
+    per_token = torch.stack([batch[key] for key in PER_TOKEN], -1)  # (B, T, 4)
+    if "cls_index" in batch:
+        tokens = unpack(per_token, batch["seq_ids"], batch["cls_index"])
+    else:
+        tokens = [per_token[i, :n] for i, n in enumerate(batch["attention_mask"].sum(1).tolist())]
+    return [(t.tolist(), int(lab)) for t, lab in zip(tokens, batch["pair_labels"], strict=True)]
+
+
+@pytest.mark.parametrize("world", [1, 2, 4])
+def test_packed_rank_shards_hold_the_global_examples_and_masks(tiny_batches, world):
+    """Rank r packs examples [r B/W, (r+1) B/W) of the global batch, masked as one process masks
+    them (padded or packed: the masks do not depend on the layout)."""
+    padded, packed = tiny_batches(pack=False), tiny_batches(pack=True)
+    for k in range(3):
+        shards = [RankShard(packed, r, world)[k] for r in range(world)]
+        assert all(len(s["cls_index"]) == 16 // world for s in shards)
+        assert [e for s in shards for e in _examples(s)] == _examples(padded[k])
+        assert any(len(s["input_ids"]) < 16 // world for s in shards)  # they did pack
+    with pytest.raises(ConfigError, match="not divisible by the 3 processes"):
+        RankShard(packed, 0, 3)[0]
+
+
 # --------------------------------------------------------------------------------------------
 # Two processes == one process
 # --------------------------------------------------------------------------------------------
@@ -68,9 +117,10 @@ WORDS = "Anna Boris Clara opened painted found the door a red boat at dawn slowl
 
 def _write_corpus(path: Path) -> Path:
     rng = random.Random(0)
+    # Documents of 1 to 12 sentences: their last chunks are short, so rows have room to pack.
     docs = [
-        " ".join(" ".join(rng.choice(WORDS) for _ in range(6)) + "." for _ in range(12))
-        for _ in range(30)
+        " ".join(" ".join(rng.choice(WORDS) for _ in range(6)) + "." for _ in range(n))
+        for n in [rng.randint(1, 12) for _ in range(50)]
     ]
     path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
     return path
@@ -185,3 +235,27 @@ def test_two_process_checkpoint_resumes_in_one_process(folder, one, ddp):
     assert_same_rows(rows(one), rows(run))
     a, b = load_file(str(one / "model.safetensors")), load_file(str(run / "model.safetensors"))
     assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-5) for k in a)
+
+
+@pytest.fixture(scope="module")
+def one_packed(folder, one) -> Path:
+    _pretrain(folder, folder / "one_packed", 1, "--pack")
+    return folder / "one_packed"
+
+
+def test_packed_one_process_trains_like_padded(one, one_packed):
+    """Packing changes the layout, never the examples, their masks or what each token sees."""
+    assert_same_rows(rows(one), rows(one_packed))
+    cfg = run_config(one_packed)
+    cfg.data.tokenizer = str(one_packed / "tokenizer")
+    batches = prepare_data(cfg, log=lambda _: None).batches
+    shards = [RankShard(batches, r, 2)[k] for k in range(2 * STEPS) for r in range(2)]
+    assert sum(len(s["input_ids"]) < BATCH // 2 for s in shards) >= STEPS  # the ranks do pack
+
+
+@pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
+def test_two_processes_packed_train_like_one(folder, one_packed, sharding):
+    run = folder / f"{sharding}_packed"
+    out = _pretrain(folder, run, 2, "--pack", *(["--fsdp"] if sharding == "fsdp" else []))
+    assert "2 processes" in out
+    assert_same_rows(rows(one_packed), rows(run))

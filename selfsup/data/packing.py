@@ -8,11 +8,17 @@ A packed batch is a normal batch plus three keys:
   [CLS] vector of example e is read for the sentence-pair head; `pair_labels` is (E,) as usual.
 Rows are filled first-fit by decreasing length (a deterministic function of the lengths), the
 idea of Krell et al., "Efficient Sequence Packing without Cross-contamination" (arXiv:2107.02027).
+
+Pretraining batches are masked padded and packed afterwards (`pack_batch`): the masks are then
+those of the padded batch, whatever the layout, and a share of a batch's examples can be packed
+on its own (each process of a run packs its own examples).
 """
 
 from __future__ import annotations
 
 import torch
+
+from selfsup import IGNORE
 
 
 def pack_rows(lengths: list[int], max_len: int) -> list[list[int]]:
@@ -37,14 +43,19 @@ def pack_rows(lengths: list[int], max_len: int) -> list[list[int]]:
 
 
 def collate_packed(
-    examples: list[tuple[list[int], list[int], int]], pad_id: int, max_len: int
+    examples: list[tuple[list[int], list[int], int]],
+    pad_id: int,
+    max_len: int,
+    labels: list[list[int]] | None = None,
 ) -> dict[str, torch.Tensor]:
     """Pack (ids, token_type_ids, pair_label) examples into rows of up to `max_len` tokens; the
-    row length is the fullest row's, so a batch of short examples is not padded to max_len."""
+    row length is the fullest row's, so a batch of short examples is not padded to max_len.
+    `labels`, one list per example (MLM targets, IGNORE elsewhere), are packed with the tokens."""
     rows = pack_rows([len(ids) for ids, _, _ in examples], max_len)
     R = len(rows)
     T = max(sum(len(examples[i][0]) for i in row) for row in rows)
     input_ids = torch.full((R, T), pad_id, dtype=torch.long)
+    packed_labels = torch.full((R, T), IGNORE, dtype=torch.long)
     token_type_ids = torch.zeros((R, T), dtype=torch.long)
     attention_mask = torch.zeros((R, T), dtype=torch.long)
     position_ids = torch.zeros((R, T), dtype=torch.long)
@@ -61,9 +72,11 @@ def collate_packed(
             position_ids[r, at : at + n] = torch.arange(n)
             seq_ids[r, at : at + n] = j
             cls_index[i] = r * T + at
+            if labels is not None:
+                packed_labels[r, at : at + n] = torch.tensor(labels[i])
             at += n
     pair_labels = torch.tensor([lab for _, _, lab in examples], dtype=torch.long)
-    return {
+    batch = {
         "input_ids": input_ids,
         "token_type_ids": token_type_ids,
         "attention_mask": attention_mask,
@@ -72,6 +85,22 @@ def collate_packed(
         "cls_index": cls_index,
         "pair_labels": pair_labels,
     }
+    return batch if labels is None else {**batch, "labels": packed_labels}
+
+
+def pack_batch(
+    batch: dict[str, torch.Tensor], pad_id: int, max_len: int
+) -> dict[str, torch.Tensor]:
+    """The examples of a padded, masked batch (B, T) packed into rows (`collate_packed`), each
+    with its own tokens after masking, token types, labels and pair label."""
+    lengths = batch["attention_mask"].sum(1).tolist()
+
+    def unpadded(key: str) -> list[list[int]]:
+        return [batch[key][i, :n].tolist() for i, n in enumerate(lengths)]
+
+    ids, types = unpadded("input_ids"), unpadded("token_type_ids")
+    examples = list(zip(ids, types, batch["pair_labels"].tolist(), strict=True))
+    return collate_packed(examples, pad_id, max_len, labels=unpadded("labels"))
 
 
 def unpack(hidden: torch.Tensor, seq_ids: torch.Tensor, cls_index: torch.Tensor) -> list:

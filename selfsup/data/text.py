@@ -34,7 +34,7 @@ import torch
 from selfsup import IGNORE
 from selfsup.config import ConfigError, DataConfig, MaskConfig
 from selfsup.corrupt.tokens import mask_tokens, word_starts
-from selfsup.data.packing import collate_packed
+from selfsup.data.packing import pack_batch
 from selfsup.data.tokenizer import Tokenizer
 
 TEXT_SUFFIXES = {".txt", ".text", ".md", ".jsonl", ".json", ".csv", ".tsv", ""}
@@ -508,7 +508,8 @@ class PretrainBatches(torch.utils.data.Dataset):
     pair building and masking are all seeded from it, so resuming is exact.
 
     With `pack`, the batch's `batch_size` examples are packed into as few rows as they fit
-    (selfsup.data.packing): the same examples, no padding between them."""
+    (selfsup.data.packing): the same examples with the same masks, no padding between them.
+    `rank_batch` gives one process's share of a batch (distributed.RankShard)."""
 
     def __init__(
         self,
@@ -537,20 +538,31 @@ class PretrainBatches(torch.utils.data.Dataset):
         return self._perm[1]
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        return self.rank_batch(k, 0, 1)
+
+    def rank_batch(self, k: int, rank: int, world_size: int) -> dict[str, torch.Tensor]:
+        """Examples [rank B/W, (rank+1) B/W) of batch k, for process `rank` of `world_size`.
+
+        The whole batch is built and masked padded, with its one generator, before this share is
+        cut out (padded rows keep the whole batch's length) and, with `pack`, packed on its own:
+        so W processes hold exactly the examples and masks of one, packed or not."""
+        B = self.batch_size
+        if B % world_size:
+            raise ConfigError(f"batch size {B} is not divisible by the {world_size} processes")
         n = len(self.chunk_ids)
         examples = []
-        for j in range(self.batch_size):
-            pos = k * self.batch_size + j
+        for j in range(B):
+            pos = k * B + j
             chunk = int(self._order(pos // n)[pos % n])
             rng = np.random.default_rng(seed_for(self.seed, pos, 2))
             examples.append(self.builder.example(chunk, rng))
         pad = self.builder.tok.pad_id
-        if self.pack:
-            batch = collate_packed(examples, pad, self.builder.max_len)
-        else:
-            batch = collate(examples, pad)
         g = torch.Generator().manual_seed(seed_for(self.seed, k, 3))
-        return self.masker(batch, g)
+        batch = self.masker(collate(examples, pad), g)  # (B, T)
+        share = B // world_size
+        mine = slice(rank * share, (rank + 1) * share)
+        batch = {key: v[mine] for key, v in batch.items()}  # (B/W, T)
+        return pack_batch(batch, pad, self.builder.max_len) if self.pack else batch
 
 
 def split_chunks(n_chunks: int, every: int, at_most: int) -> tuple[np.ndarray, np.ndarray]:

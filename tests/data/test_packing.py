@@ -145,3 +145,9 @@ def test_pretrain_batches_pack_the_same_examples(tiny_run_data):
     assert packed["pair_labels"].tolist() == plain["pair_labels"].tolist()
     # every example's [CLS] opens its block
     assert (packed["input_ids"].reshape(-1)[packed["cls_index"]] == builder.tok.cls_id).all()
+    # masking comes before packing: the same tokens after masking and the same labels
+    lengths = plain["attention_mask"].sum(1).tolist()
+    for key in ("input_ids", "token_type_ids", "labels"):
+        flat = packed[key].reshape(-1)
+        for i, (start, n) in enumerate(zip(packed["cls_index"].tolist(), lengths, strict=True)):
+            assert flat[start : start + n].tolist() == plain[key][i, :n].tolist(), (key, i)
