@@ -10,7 +10,9 @@ Every method does the same work: tokenize, encode, mean-pool over real tokens, L
   sentence-transformers  SentenceTransformer(folder).encode, which sorts by character length
   onnxruntime            the BertModel exported by torch.onnx.export (dynamic batch and length),
                          fed like sentence-transformers (sorted by character length), numpy pooling
-  selfsup                selfsup.embed.embed_sentences: batches of equal token length, no padding
+  selfsup                selfsup.embed.embed_sentences: batches of equal token length, no padding,
+                         one worker thread per core (each with one intra-op thread)
+  selfsup (1 worker)     the same, one batch at a time on all the threads (as the others run)
 Each method runs once to warm up, then `--repeats` times, interleaved; the table gives the median
 sentences per second and the ratios. All outputs are checked against sentence-transformers'.
 Results, machine and command go to benchmarks/RESULTS.md (a section this script replaces).
@@ -130,12 +132,15 @@ def onnxruntime_sorted(model_dir: str, batch_size: int, threads: int, tmp: str) 
     return run
 
 
-def selfsup_embed(model_dir: str, batch_size: int, compile: bool = False) -> Callable:
+def selfsup_embed(
+    model_dir: str, batch_size: int, compile: bool = False, workers: int | None = None
+) -> Callable:
     loaded = load_model(model_dir)
     hidden = hidden_fn(loaded.encoder, compile)
     return lambda sentences: embed_sentences(
-        loaded.encoder, loaded.tokenizer, sentences, "mean", batch_size, MAX_LEN, True, hidden
-    )
+        loaded.encoder, loaded.tokenizer, sentences, "mean", batch_size, MAX_LEN, True, hidden,
+        workers,
+    )  # fmt: skip
 
 
 # --------------------------------------------------------------------------------------------
@@ -204,10 +209,12 @@ def main(argv: list[str] | None = None) -> None:
         "sentence-transformers": lambda: sentence_transformers(args.model, bs),
         "onnxruntime": lambda: onnxruntime_sorted(args.model, bs, args.threads, tmp.name),
         "selfsup": lambda: selfsup_embed(args.model, sbs),
+        # the same, one batch at a time on all threads: what the per-core workers are worth
+        "selfsup (1 worker)": lambda: selfsup_embed(args.model, sbs, workers=1),
     }
     if args.compile:
         makers["selfsup (compiled)"] = lambda: selfsup_embed(args.model, sbs, compile=True)
-    batches = {n: bs for n in makers} | {"selfsup": sbs, "selfsup (compiled)": sbs}
+    batches = {n: sbs if n.startswith("selfsup") else bs for n in makers}
     methods, setup = {}, {}
     for name, make in makers.items():
         if args.only and name not in args.only:

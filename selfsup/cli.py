@@ -140,6 +140,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="torch.compile the encoder (pays off on large inputs)",
     )
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=None,
+        help="batches encoded at once, one CPU thread each (default: one per thread on CPU)",
+    )
 
     p = sub.add_parser("inspect-masking", help="realised masking statistics for a corpus")
     _add_data_args(p)
@@ -355,6 +361,7 @@ def cmd_embed(args) -> None:
         args.max_len,
         args.normalize,
         args.compile,
+        args.workers,
     )
     print(f"embedded {n} sentences -> {args.out} {shape}")
 

@@ -176,6 +176,8 @@ BAD = {
     "embed out is a folder": ("embed {run} --input {run}/config.json --out {run}", "is a folder"),
     "embed max-len": ("embed {run} --input {run}/config.json --out {out}/x.npy --max-len -1",
                       "--max-len"),
+    "embed workers 0": ("embed {run} --input {run}/config.json --out {out}/x.npy --workers 0",
+                        "--workers"),
     "fill-mask no mask": ('fill-mask {run} "no mask here"', "no [MASK]"),
     "unknown device": ("pretrain --device tpu --out {out}", "unknown device"),
     "fill-mask mask cut off": ('fill-mask {run} "' + "word " * 600 + '[MASK] ."', "beyond"),

@@ -11,6 +11,7 @@ import torch
 from selfsup.checkpoint import load_model
 from selfsup.cli import main
 from selfsup.embed import (
+    batch_workers,
     embed_sentences,
     hidden_fn,
     length_batches,
@@ -39,13 +40,14 @@ def minilm(minilm_dir):
     return load_model(minilm_dir)
 
 
-@pytest.mark.parametrize("batch_size", [1, 2, 64])
-def test_equals_sentence_transformers(minilm_dir, minilm, batch_size):
+@pytest.mark.parametrize("batch_size,workers", [(1, 1), (2, 1), (64, 1), (1, 3), (2, 2)])
+def test_equals_sentence_transformers(minilm_dir, minilm, batch_size, workers):
     st = pytest.importorskip("sentence_transformers", reason="sentence-transformers not installed")
     ref = st.SentenceTransformer(str(minilm_dir), device="cpu").encode(SENTENCES, batch_size=3)
     ours = embed_sentences(
-        minilm.encoder, minilm.tokenizer, SENTENCES, batch_size=batch_size, normalize=True
-    )
+        minilm.encoder, minilm.tokenizer, SENTENCES, batch_size=batch_size, normalize=True,
+        workers=workers,
+    )  # fmt: skip
     assert ours.shape == ref.shape == (len(SENTENCES), 384) and ours.dtype == np.float32
     np.testing.assert_allclose(ours, ref, atol=1e-5, rtol=0)
 
@@ -77,8 +79,8 @@ def test_cls_and_tokens_match_the_padded_encoder(tiny_run):
     with torch.no_grad():
         h = enc(batch["input_ids"], batch["attention_mask"], batch["token_type_ids"])["hidden"]
     lengths = batch["attention_mask"].sum(1).tolist()
-    tokens = embed_sentences(enc, tok, SENTENCES, pooling="tokens", batch_size=2)
-    cls = embed_sentences(enc, tok, SENTENCES, pooling="cls", batch_size=2)
+    tokens = embed_sentences(enc, tok, SENTENCES, pooling="tokens", batch_size=2, workers=2)
+    cls = embed_sentences(enc, tok, SENTENCES, pooling="cls", batch_size=2, workers=3)
     for i, n in enumerate(lengths):
         np.testing.assert_allclose(tokens[i], h[i, :n].numpy(), atol=1e-5, rtol=0)
     np.testing.assert_allclose(cls, h[:, 0].numpy(), atol=1e-5, rtol=0)
@@ -90,6 +92,23 @@ def test_compiled_equals_eager(tiny_run):
     eager = embed_sentences(*args, batch_size=2)
     compiled = embed_sentences(*args, batch_size=2, hidden=hidden_fn(loaded.encoder, True))
     np.testing.assert_allclose(compiled, eager, atol=1e-5, rtol=0)
+    hidden = hidden_fn(loaded.encoder, True)  # one compiled function shared by two workers
+    shared = embed_sentences(*args, batch_size=1, hidden=hidden, workers=2)
+    np.testing.assert_allclose(shared, eager, atol=1e-5, rtol=0)
+
+
+def test_workers_run_one_intra_op_thread_each_and_restore_the_count():
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with batch_workers(2) as run:
+            seen = list(run(lambda i: (i, torch.get_num_threads()), range(6)))
+        assert seen == [(i, 1) for i in range(6)]  # in order, one thread each
+        assert torch.get_num_threads() == 2
+        with batch_workers(1) as run:
+            assert list(run(lambda i: torch.get_num_threads(), range(2))) == [2, 2]
+    finally:
+        torch.set_num_threads(before)
 
 
 def test_length_batches_are_unpadded_and_cover_every_index_once():

@@ -25,7 +25,10 @@ class SelfAttention(nn.Module):
         B, T, D = x.shape
         H = self.n_heads
         qkv = self.qkv(x).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D/H)
+        # unbind, not qkv[0], qkv[1], qkv[2]: its backward stacks the three gradients once,
+        # where three selects would each zero-fill and add a gradient the size of all of qkv.
+        q, k, v = qkv.unbind(0)  # (B, H, T, D/H) each
         p = self.attn_dropout if self.training else 0.0
-        y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], attn_mask=attn_mask, dropout_p=p)
+        y = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask, dropout_p=p)
         y = y.transpose(1, 2).reshape(B, T, D)  # (B, T, D)
         return self.out(y)
