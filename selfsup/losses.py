@@ -17,11 +17,14 @@ def masked_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
 
 
 def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Share of rows whose argmax equals the target, IGNORE rows excluded."""
+    """Share of rows whose target logit is the row's maximum (the argmax, but a tie for the top
+    counts as a hit), IGNORE rows excluded. A max reduction instead of argmax: on CPU, argmax
+    over (M, 30522) MLM logits cost 9 ms a step here, the max 1 ms."""
     keep = targets != IGNORE
     if not bool(keep.any()):
         return logits.new_zeros(())
-    return (logits.argmax(-1)[keep] == targets[keep]).float().mean()
+    target_logit = logits.gather(-1, targets.clamp(min=0)[:, None]).squeeze(-1)  # (M,)
+    return (target_logit >= logits.amax(-1))[keep].float().mean()
 
 
 def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
