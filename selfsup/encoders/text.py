@@ -54,10 +54,11 @@ class BertEncoder(nn.Module):
         return_all: bool = False,
         seq_ids: torch.Tensor | None = None,
         cls_index: torch.Tensor | None = None,
+        sparse_grad: bool = False,
     ) -> dict[str, torch.Tensor]:
         if input_ids.shape[1] > self.max_len:
             raise ValueError(f"sequence length {input_ids.shape[1]} > max_len {self.max_len}")
-        x = self.embed(input_ids, token_type_ids, position_ids)  # (B, T, D)
+        x = self.embed(input_ids, token_type_ids, position_ids, sparse_grad)  # (B, T, D)
         mask = padding_attn_mask(attention_mask) if seq_ids is None else block_attn_mask(seq_ids)
         out = self.transformer(x, mask, return_all=return_all)
         h = out[-1] if return_all else out

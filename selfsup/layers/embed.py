@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -29,11 +30,17 @@ class TextEmbedding(nn.Module):
         input_ids: torch.Tensor,
         token_type_ids: torch.Tensor | None = None,
         position_ids: torch.Tensor | None = None,
+        sparse_grad: bool = False,
     ) -> torch.Tensor:
+        """sparse_grad: the token lookup's gradient holds only the batch's rows. Right only where
+        something else adds a dense gradient to the same weight (the tied MLM decoder), which
+        then absorbs it; the optimizers and gradient clipping expect a dense gradient."""
         T = input_ids.shape[1]
         if position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device)[None]  # (1, T)
-        x = self.tokens(input_ids) + self.positions(position_ids)  # (B, T, D)
+        tok = F.embedding(input_ids, self.tokens.weight, self.tokens.padding_idx,
+                          sparse=sparse_grad)  # fmt: skip
+        x = tok + self.positions(position_ids)  # (B, T, D)
         if token_type_ids is not None:
             x = x + self.segments(token_type_ids)
         else:
