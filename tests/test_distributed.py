@@ -8,6 +8,7 @@ import json
 import os
 import random
 import shutil
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -140,14 +141,18 @@ def _selfsup(processes: int, *args: str) -> str:
     return done.stdout
 
 
-def _pretrain(folder: Path, out: Path, processes: int, *extra: str) -> str:
-    return _selfsup(
-        processes, "pretrain", "--data", str(folder / "corpus.jsonl"), "--objective", "mlm+nsp",
+def _pretrain_args(folder: Path, out: Path, *extra: str) -> list[str]:
+    return [
+        "pretrain", "--data", str(folder / "corpus.jsonl"), "--objective", "mlm+nsp",
         "--max-len", "32", "--vocab-size", "200", "--batch-size", str(BATCH), "--grad-accum",
         "2", "--steps", str(STEPS), "--save-every", "3", "--eval-every", "3", "--seed", "3",
         "--set", "train.log_every=1", "--cache-dir", str(folder / "cache"), "--no-progress",
         "--out", str(out), *extra,
-    )  # fmt: skip
+    ]  # fmt: skip
+
+
+def _pretrain(folder: Path, out: Path, processes: int, *extra: str) -> str:
+    return _selfsup(processes, *_pretrain_args(folder, out, *extra))
 
 
 def rows(run: Path) -> list[dict]:
@@ -259,3 +264,35 @@ def test_two_processes_packed_train_like_one(folder, one_packed, sharding):
     out = _pretrain(folder, run, 2, "--pack", *(["--fsdp"] if sharding == "fsdp" else []))
     assert "2 processes" in out
     assert_same_rows(rows(one_packed), rows(run))
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_two_machines_train_like_one(folder, one):
+    """Two torchrun launches meeting through the c10d rendezvous, as two machines would (here on
+    one host, one process each): the same run as one process."""
+    run = folder / "two_nodes"
+    endpoint = f"127.0.0.1:{_free_port()}"
+    rdzv = ["--nnodes", "2", "--nproc_per_node", "1", "--rdzv_backend", "c10d",
+            "--rdzv_endpoint", endpoint, "--rdzv_id", "selfsup-test"]  # fmt: skip
+    args = _pretrain_args(folder, run)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    nodes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "torch.distributed.run", *rdzv, "-m", "selfsup", *args],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for _ in range(2)
+    ]
+    outs = [node.communicate(timeout=180) for node in nodes]
+    for node, (_, err) in zip(nodes, outs, strict=True):
+        assert node.returncode == 0, err[-3000:]
+    assert any("2 processes" in out for out, _ in outs)
+    assert_same_rows(rows(one), rows(run))
