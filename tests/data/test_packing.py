@@ -11,7 +11,7 @@ import torch
 
 from selfsup import IGNORE
 from selfsup.config import ModelConfig
-from selfsup.data.packing import collate_packed, pack_rows, unpack
+from selfsup.data.packing import collate_packed, pack_batch, pack_rows, unpack
 from selfsup.data.text import collate
 from selfsup.encoders.text import build_encoder
 from selfsup.objectives import OBJECTIVES
@@ -151,3 +151,19 @@ def test_pretrain_batches_pack_the_same_examples(tiny_run_data):
         flat = packed[key].reshape(-1)
         for i, (start, n) in enumerate(zip(packed["cls_index"].tolist(), lengths, strict=True)):
             assert flat[start : start + n].tolist() == plain[key][i, :n].tolist(), (key, i)
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_pack_batch_equals_collate_packed_of_its_examples(seed):
+    """The vectorised packing of a padded, masked batch == the per-example reference."""
+    rng = np.random.default_rng(seed)
+    ex = _examples(rng.integers(3, 40, 17).tolist(), seed=seed)
+    labels = [[int(t) if rng.random() < 0.2 else IGNORE for t in ids] for ids, _, _ in ex]
+    padded = collate(ex, pad_id=0)
+    padded["labels"] = collate([(lab, lab, 0) for lab in labels], pad_id=IGNORE)["input_ids"]
+    ours = pack_batch(padded, pad_id=0, max_len=48)
+    ref = collate_packed(ex, pad_id=0, max_len=48, labels=labels)
+    assert ours.keys() == ref.keys()
+    for key in ref:
+        assert torch.equal(ours[key], ref[key]), key
+    assert len(ours["input_ids"]) < len(ex)  # it did pack
