@@ -12,19 +12,60 @@ def masked_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Cross-entropy over the rows of (M, V) logits whose target is not IGNORE (mean over rows).
 
     With MLM the rows are already the masked positions only (BERT, arXiv:1810.04805, eq. in 3.1).
+    Wide rows (the MLM vocabulary) go through _SoftmaxCrossEntropy, the same value and gradient
+    as F.cross_entropy with half the passes over the (M, V) logits.
     """
+    if logits.shape[-1] >= WIDE_ROWS and logits.requires_grad:
+        return _SoftmaxCrossEntropy.apply(logits.float(), targets)
     return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE)
+
+
+WIDE_ROWS = 1024  # classes from which the fused softmax cross-entropy pays off
+
+
+class _SoftmaxCrossEntropy(torch.autograd.Function):
+    """mean over kept rows of logsumexp(x) - x[target]; its gradient is softmax(x) - onehot.
+
+    F.cross_entropy keeps log_softmax(x), then in backward zero-fills an (M, V) buffer for the
+    NLL gradient and makes a third (M, V) tensor for the log-softmax gradient. Here forward keeps
+    exp(x - max) only, and backward turns that buffer into the gradient in place: on CPU, with
+    M = 279 masked tokens and V = 30,522, 22-27 ms against 45-50 ms for forward + backward.
+    The buffer is consumed, so the graph can be run backward once (no retain_graph)."""
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        keep = targets != IGNORE  # (M,)
+        t = targets.clamp(min=0)[:, None]  # (M, 1)
+        top = logits.amax(-1, keepdim=True)  # (M, 1)
+        e = (logits - top).exp_()  # (M, V)
+        total = e.sum(-1, keepdim=True)  # (M, 1)
+        per_row = (total.log() + top - logits.gather(1, t)).squeeze(1)  # (M,)
+        n = keep.sum().clamp(min=1)
+        ctx.save_for_backward(e, total, t, keep, n)
+        ctx.consumed = False
+        return (per_row * keep).sum() / n
+
+    @staticmethod
+    def backward(ctx, grad_out: torch.Tensor):
+        if ctx.consumed:
+            raise RuntimeError("masked_ce's fused backward runs once (no retain_graph)")
+        ctx.consumed = True
+        e, total, t, keep, n = ctx.saved_tensors
+        grad = e.div_(total)  # softmax, in place
+        grad.scatter_add_(1, t, torch.full_like(t, -1, dtype=grad.dtype))  # - onehot
+        grad.mul_((keep * grad_out / n)[:, None].to(grad.dtype))
+        return grad, None
 
 
 def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     """Share of rows whose target logit is the row's maximum (the argmax, but a tie for the top
     counts as a hit), IGNORE rows excluded. A max reduction instead of argmax: on CPU, argmax
-    over (M, 30522) MLM logits cost 9 ms a step here, the max 1 ms."""
+    over (M, 30522) MLM logits cost 9 ms a step here, the max 1 ms. 0 when every row is IGNORE;
+    no host sync, so torch.compile need not break the graph here."""
     keep = targets != IGNORE
-    if not bool(keep.any()):
-        return logits.new_zeros(())
     target_logit = logits.gather(-1, targets.clamp(min=0)[:, None]).squeeze(-1)  # (M,)
-    return (target_logit >= logits.amax(-1))[keep].float().mean()
+    hits = ((target_logit >= logits.amax(-1)) & keep).sum()
+    return hits.float() / keep.sum().clamp(min=1)
 
 
 def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -30,3 +31,29 @@ def test_masked_ce_equals_cross_entropy_over_kept_rows():
     keep = targets != IGNORE
     want = F.cross_entropy(logits[keep], targets[keep])
     torch.testing.assert_close(masked_ce(logits, targets), want)
+
+
+@pytest.mark.parametrize("ignored", [0, 5])
+def test_fused_masked_ce_equals_cross_entropy_value_and_gradient(ignored):
+    """Wide rows take the fused path: the same loss and logits gradient as F.cross_entropy."""
+    g = torch.Generator().manual_seed(2)
+    logits = (3 * torch.randn(30, 2000, generator=g)).requires_grad_()
+    targets = torch.randint(0, 2000, (30,), generator=g)
+    targets[:ignored] = IGNORE
+    keep = targets != IGNORE
+    ours = masked_ce(logits, targets)
+    (grad,) = torch.autograd.grad(ours * 1.7, logits)
+    ref_logits = logits.detach().clone().requires_grad_()
+    ref = F.cross_entropy(ref_logits, targets, ignore_index=IGNORE)
+    (ref_grad,) = torch.autograd.grad(ref * 1.7, ref_logits)
+    torch.testing.assert_close(ours, ref)
+    torch.testing.assert_close(grad, ref_grad, atol=1e-7, rtol=1e-5)
+    assert not grad[~keep].any()
+
+
+def test_fused_masked_ce_refuses_a_second_backward():
+    logits = torch.randn(4, 1500, requires_grad=True)
+    loss = masked_ce(logits, torch.tensor([1, 2, 3, 4]))
+    loss.backward(retain_graph=True)
+    with pytest.raises(RuntimeError, match="runs once"):
+        loss.backward()

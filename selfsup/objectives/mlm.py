@@ -36,11 +36,12 @@ class MLM(nn.Module):
         out = self.encoder(
             batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"),
             batch.get("position_ids"), seq_ids=batch.get("seq_ids"),
-            cls_index=batch.get("cls_index"), sparse_grad=True,
+            cls_index=batch.get("cls_index"), sparse_grad=not torch.compiler.is_compiling(),
         )  # fmt: skip
         # sparse_grad: the decoder is the input embedding (tied), so a dense (V, D) gradient
         # reaches it anyway and the lookup's can be the batch's rows only, added into it: no
         # zero-filled (V, D) buffer and no second dense add per step (6% of a `mini` CPU step).
+        # Not under torch.compile: inductor cannot compile the sparse gradient (graph breaks).
         labels = batch["labels"]
         keep = labels != IGNORE  # (B, T)
         h = out["hidden"][keep]  # (M, D): only the masked positions are scored
