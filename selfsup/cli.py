@@ -20,6 +20,9 @@ class _Parser(argparse.ArgumentParser):
         raise ConfigError(message)
 
 
+DEVICE_HELP = "auto (GPU when present) | cpu | cuda"
+
+
 def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
@@ -73,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=None, help="data worker processes (0)")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
-    p.add_argument("--device", default=None, help="auto (GPU when present) | cpu | cuda")
+    p.add_argument("--device", default=None, help=DEVICE_HELP)
     p.add_argument("--compile", action="store_true", help="torch.compile the model")
     p.add_argument("--out", default=None, help="run folder (default runs/PRESET-OBJ-TIME)")
     p.add_argument(
@@ -183,7 +186,7 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--tagset", default=None, help="pos/tag: upos (default) or xpos")
     p.add_argument("--xpos", action="store_true", help="pos: predict XPOS instead of UPOS")
     p.add_argument("--lang", default=None, help="xquad: language (en, zh, ...)")
-    p.add_argument("--device", default="auto", help="auto (GPU when present) | cpu | cuda")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
 def _add_finetune_parsers(sub) -> None:
@@ -201,7 +204,7 @@ def _add_finetune_parsers(sub) -> None:
     for name in ("--text-column", "--text-pair-column", "--label-column", "--tagset", "--lang"):
         p.add_argument(name, default=None)
     p.add_argument("--xpos", action="store_true")
-    p.add_argument("--device", default="auto", help="auto (GPU when present) | cpu | cuda")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
     p = sub.add_parser("glue", help="every GLUE task found in a folder, several seeds: a table")
     p.add_argument("--init", required=True)
@@ -215,7 +218,7 @@ def _add_finetune_parsers(sub) -> None:
     p.add_argument("--train-limit", type=int, default=0)
     p.add_argument("--preset", default=None)
     p.add_argument("--tokenizer", default=None)
-    p.add_argument("--device", default="auto", help="auto (GPU when present) | cpu | cuda")
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--out", required=True)
 
     p = sub.add_parser("compare", help="fine-tune several inits with the same settings and seeds")

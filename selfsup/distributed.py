@@ -86,6 +86,10 @@ def is_main() -> bool:
     return rank() == 0
 
 
+def quiet(_: str) -> None:
+    """The log of ranks other than 0: only rank 0 prints."""
+
+
 def barrier() -> None:
     if active():
         dist.barrier()

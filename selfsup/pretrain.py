@@ -148,7 +148,7 @@ def pretrain(
 def _pretrain(cfg, out, resume, encoding, progress, log, steps, fsdp, device) -> dict:
     main = distributed.is_main()
     if not main:
-        log, progress = _quiet, False
+        log, progress = distributed.quiet, False
     if resume:
         if not is_run(out):
             raise ConfigError(f"cannot resume: {out} is not a selfsup run folder")
@@ -270,7 +270,3 @@ def _check_run_settings(cfg: RunConfig) -> None:
         )
     if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
         raise ConfigError(f"train.betas must be two numbers in [0, 1), got {t.betas}")
-
-
-def _quiet(_: str) -> None:
-    pass

@@ -111,12 +111,7 @@ def train(
     each rank trains on its B / W rows of it, and only rank 0 writes logs and checkpoints."""
     world, main = distributed.world_size(), distributed.is_main()
     if not main:
-        log = _quiet
-    if cfg.batch_size % world:
-        raise ConfigError(
-            f"batch size {cfg.batch_size} is not divisible by the {world} processes: each takes "
-            "an equal share of every batch"
-        )
+        log = distributed.quiet
     device = next(model.parameters()).device
     if cfg.bf16 and not bf16_supported(device):
         raise ConfigError(
@@ -265,10 +260,6 @@ def _save(run_dir, step, model, optimizer, scheduler) -> None:
     if distributed.is_main():
         save_checkpoint(run_dir, step, weights, state)
     distributed.barrier()
-
-
-def _quiet(_: str) -> None:
-    pass
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -7,6 +7,7 @@ import json
 import os
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from selfsup.cli import main
@@ -53,3 +54,18 @@ def assert_clean_error(code: int, err: str, out: Path | None = None, says: str =
 def strict_json(text: str):
     """json.loads that refuses NaN and Infinity (not JSON)."""
     return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
+
+
+def pair_data(folder: Path, texts: list[str], tok, chunk_len: int, max_len: int = 64):
+    """(PairBuilder of NSP pairs, Masker, training chunk ids) over `texts` written to a corpus in
+    `folder`: chunks of up to `chunk_len` tokens, pairs of up to `max_len`."""
+    from selfsup.config import DataConfig, MaskConfig
+    from selfsup.data.text import Masker, PairBuilder, build_corpus, make_chunks
+
+    path = folder / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
+    cfg = DataConfig(max_len=max_len, cache_dir=str(folder / "cache"))
+    corpus = build_corpus([str(path)], tok, cfg, log=lambda s: None)
+    chunks = make_chunks(corpus, chunk_len)
+    builder = PairBuilder(corpus, chunks, tok, max_len, "nsp")
+    return builder, Masker(tok, MaskConfig()), np.arange(len(chunks))

@@ -13,17 +13,17 @@ import subprocess
 import sys
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
+from helpers import pair_data
 from safetensors.torch import load_file
 
 from selfsup import IGNORE
 from selfsup.checkpoint import run_config
-from selfsup.config import ConfigError, DataConfig, MaskConfig
+from selfsup.config import ConfigError
 from selfsup.data.packing import unpack
-from selfsup.data.text import Masker, PairBuilder, PretrainBatches, build_corpus, make_chunks
+from selfsup.data.text import PretrainBatches
 from selfsup.distributed import RankShard
 from selfsup.pretrain import prepare_data
 
@@ -68,14 +68,7 @@ def tiny_batches(tmp_path_factory, texts, tiny_tokenizer):
     """make(pack) -> PretrainBatches of 16 sentence pairs (NSP) from the synthetic corpus, of
     up to 24 tokens in rows of 64, so that packing has examples to pack."""
     folder = tmp_path_factory.mktemp("shards")
-    path = folder / "docs.jsonl"
-    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[:200]))
-    cfg = DataConfig(max_len=64, cache_dir=str(folder / "cache"))
-    corpus = build_corpus([str(path)], tiny_tokenizer, cfg, log=lambda s: None)
-    chunks = make_chunks(corpus, 24)
-    builder = PairBuilder(corpus, chunks, tiny_tokenizer, 64, "nsp")
-    masker = Masker(tiny_tokenizer, MaskConfig())
-    chunk_ids = np.arange(len(chunks))
+    builder, masker, chunk_ids = pair_data(folder, texts[:200], tiny_tokenizer, 24)
     return lambda pack: PretrainBatches(builder, masker, chunk_ids, 16, seed=5, pack=pack)
 
 

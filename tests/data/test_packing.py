@@ -3,11 +3,10 @@ a packed batch gives the same outputs, losses and gradients as the padded one.""
 
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pytest
 import torch
+from helpers import pair_data
 
 from selfsup import IGNORE
 from selfsup.config import ModelConfig
@@ -120,17 +119,7 @@ def test_packed_loss_and_gradients_equal_padded(objective):
 
 @pytest.fixture(scope="module")
 def tiny_run_data(tmp_path_factory, texts, tiny_tokenizer):
-    from selfsup.config import DataConfig, MaskConfig
-    from selfsup.data.text import Masker, PairBuilder, build_corpus, make_chunks
-
-    folder = tmp_path_factory.mktemp("pack")
-    path = folder / "docs.jsonl"
-    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts[:200]))
-    cfg = DataConfig(max_len=64, cache_dir=str(folder / "cache"))
-    corpus = build_corpus([str(path)], tiny_tokenizer, cfg, log=lambda s: None)
-    chunks = make_chunks(corpus, 64)
-    builder = PairBuilder(corpus, chunks, tiny_tokenizer, 64, "nsp")
-    return builder, Masker(tiny_tokenizer, MaskConfig()), np.arange(len(chunks))
+    return pair_data(tmp_path_factory.mktemp("pack"), texts[:200], tiny_tokenizer, 64)
 
 
 def test_pretrain_batches_pack_the_same_examples(tiny_run_data):
