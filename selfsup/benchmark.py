@@ -8,7 +8,7 @@ import json
 import statistics
 from pathlib import Path
 
-from selfsup.config import ConfigError
+from selfsup.errors import ConfigError
 
 GLUE_FOLDERS = {
     "cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "stsb": "STS-B",

@@ -10,9 +10,7 @@ import dataclasses
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
-
-class ConfigError(ValueError):
-    """A bad setting given by the user (reported as a one-line error by the CLI)."""
+from selfsup.errors import ConfigError
 
 
 @dataclass

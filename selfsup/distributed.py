@@ -29,7 +29,7 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
-from selfsup.config import ConfigError
+from selfsup.errors import ConfigError
 
 _OWN_GROUP = False  # whether setup() started the process group (then teardown() ends it)
 

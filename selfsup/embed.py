@@ -26,9 +26,9 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.checkpoint import load_model
-from selfsup.config import ConfigError
 from selfsup.data.tokenizer import Tokenizer
 from selfsup.encoders.text import BertEncoder
+from selfsup.errors import ConfigError
 
 # Sentences per batch (of one token length). Not yet measured: compare 32/64/128 with
 # `benchmarks/inference.py --selfsup-batch-size N` on an idle machine.

@@ -21,9 +21,9 @@ import numpy as np
 import torch
 
 from selfsup import IGNORE
-from selfsup.config import ConfigError
 from selfsup.data.text import seed_for
 from selfsup.data.tokenizer import Tokenizer
+from selfsup.errors import ConfigError
 
 # --------------------------------------------------------------------------------------------
 # Features

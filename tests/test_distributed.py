@@ -21,10 +21,10 @@ from safetensors.torch import load_file
 
 from selfsup import IGNORE
 from selfsup.checkpoint import run_config
-from selfsup.config import ConfigError
 from selfsup.data.packing import unpack
 from selfsup.data.text import PretrainBatches
 from selfsup.distributed import RankShard
+from selfsup.errors import ConfigError
 from selfsup.pretrain import prepare_data
 
 TIMING_KEYS = {"tokens_per_s", "data_share"}  # wall-clock figures: never equal between runs

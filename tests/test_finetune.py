@@ -20,9 +20,9 @@ from helpers import SHARED, assert_clean_error, cli, strict_json
 from torch import nn
 
 from selfsup import IGNORE
-from selfsup.config import ConfigError
 from selfsup.data.tasks import QAExample, TaggedSentence, TextExample
 from selfsup.encoders.text import build_encoder
+from selfsup.errors import ConfigError
 from selfsup.finetune import (
     Features,
     FinetuneBatches,

@@ -22,9 +22,9 @@ from selfsup.checkpoint import (
     load_model,
     to_hf_state,
 )
-from selfsup.config import ConfigError
 from selfsup.data.tokenizer import load_tokenizer
 from selfsup.encoders.text import build_encoder
+from selfsup.errors import ConfigError
 from selfsup.objectives import MLM, MLMWithNSP
 
 transformers = pytest.importorskip("transformers")

@@ -8,8 +8,8 @@ import shutil
 import pytest
 import torch
 
-from selfsup.config import ConfigError
 from selfsup.data.tokenizer import SPECIALS, load_tokenizer, train_tokenizer
+from selfsup.errors import ConfigError
 
 SENTENCES = [
     "The river runs over the stone.",

@@ -58,7 +58,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from selfsup.config import ConfigError
+from selfsup.errors import ConfigError
 
 log = logging.getLogger(__name__)
 

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from helpers import shared
 
-from selfsup.config import ConfigError
 from selfsup.data.tasks import (
     TASKS,
     UPOS,
@@ -25,6 +24,7 @@ from selfsup.data.tasks import (
     read_squad,
     task_labels,
 )
+from selfsup.errors import ConfigError
 
 # --------------------------------------------------------------------------------------------
 # Real data: the counts in ../shared/data/README.md and each folder's SOURCE.txt
