@@ -35,7 +35,7 @@ import numpy as np
 import torch
 from machine import cpu_name  # benchmarks/machine.py, beside this script
 
-from selfsup.checkpoint import load_model
+from selfsup.models import load_model
 from selfsup.embed import BATCH_SIZE, embed_sentences, hidden_fn
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local folders only

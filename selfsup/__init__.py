@@ -1,5 +1,7 @@
 """selfsup: self-supervised pretraining the BERT way."""
 
+from selfsup.keys import IGNORE
+
 __version__ = "0.1.0"
 
-IGNORE = -100  # label value that losses skip; defined once, used everywhere
+__all__ = ["IGNORE", "__version__"]

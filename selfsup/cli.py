@@ -12,7 +12,8 @@ import sys
 from datetime import datetime
 from pathlib import Path
 
-from selfsup.config import ConfigError, apply_overrides
+from selfsup.config import apply_overrides
+from selfsup.errors import ConfigError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -56,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("pretrain", help="pretrain a BERT encoder on raw text")
     p.add_argument("--preset", default="tiny", help="tiny | mini | small | medium | base")
-    p.add_argument("--objective", default=None, help="mlm | mlm+nsp | mlm+sop")
+    p.add_argument("--objective", default=None, help="mlm | mlm+nsp (default) | mlm+sop")
     _add_data_args(p)
     _add_mask_args(p)
     p.add_argument("--steps", type=int, default=None)
@@ -92,7 +93,7 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         default=[],
         metavar="SECTION.KEY=VALUE",
-        help="any other setting, e.g. train.weight_decay=0.1 mask.random_prob=0",
+        help="any other setting, e.g. train.weight_decay=0.1 objective.random_prob=0",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
@@ -232,12 +233,13 @@ def _run_config(args):
     from selfsup.presets import preset
 
     cfg = preset(getattr(args, "preset", "tiny"))
-    d, m, t = cfg.data, cfg.mask, cfg.train
+    if args.objective is not None:
+        cfg.set_objective(args.objective)
+    d, t = cfg.data, cfg.train
     pairs = [
         (d, "paths", args.data), (d, "text_field", args.text_field), (d, "max_len", args.max_len),
-        (d, "tokenizer", args.tokenizer), (d, "vocab_size", args.vocab_size),
-        (d, "cache_dir", args.cache_dir), (m, "mask_prob", args.mask_prob),
-        (t, "objective", args.objective), (t, "seed", args.seed),
+        (d, "tokenizer", args.tokenizer), (cfg.model, "vocab_size", args.vocab_size),
+        (d, "cache_dir", args.cache_dir), (t, "seed", args.seed),
         (t, "batch_size", getattr(args, "batch_size", None)),
     ]  # fmt: skip
     if args.command == "pretrain":
@@ -259,13 +261,24 @@ def _run_config(args):
             setattr(obj, name, value)
     d.lowercase = not args.cased
     d.pack = d.pack or getattr(args, "pack", False)
-    m.whole_word = m.whole_word or args.whole_word
-    m.span = m.span or args.span
+    for flag, name, value in (
+        ("--mask-prob", "mask_prob", args.mask_prob),
+        ("--whole-word", "whole_word", args.whole_word or None),
+        ("--span", "span", args.span or None),
+    ):
+        if value is not None:
+            _set_objective_option(cfg, flag, name, value)
     apply_overrides(cfg, args.set)
     if t.warmup_steps >= t.steps:
         t.warmup_steps = max(0, t.steps // 10)
     cfg.validate()
     return cfg
+
+
+def _set_objective_option(cfg, flag: str, name: str, value) -> None:
+    if not hasattr(cfg.objective, name):
+        raise ConfigError(f"{flag} is not an option of objective {cfg.objective.name}")
+    setattr(cfg.objective, name, value)
 
 
 def cmd_pretrain(args) -> None:
@@ -278,7 +291,7 @@ def cmd_pretrain(args) -> None:
     cfg = _run_config(args)
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
-        out = f"runs/{cfg.preset}-{cfg.train.objective.replace('+', '-')}-{stamp}"
+        out = f"runs/{cfg.preset}-{cfg.objective.name.replace('+', '-')}-{stamp}"
     pretrain(
         cfg,
         Path(out),
@@ -308,7 +321,7 @@ def cmd_tokenizer(args) -> None:
 def cmd_fill_mask(args) -> None:
     import torch
 
-    from selfsup.checkpoint import load_model
+    from selfsup.models import load_model
 
     loaded = load_model(args.model)
     if loaded.model is None:
@@ -343,12 +356,12 @@ def cmd_fill_mask(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from selfsup.checkpoint import export_hf, load_model
+    from selfsup.models import export_hf_folder, load_model
 
     out = Path(args.out)
     if out.exists() and not out.is_dir():
         raise ConfigError(f"--out {out} is a file, not a folder")
-    export_hf(load_model(args.model), out)
+    export_hf_folder(load_model(args.model), out)
     print(f"exported to {args.out} (loads with transformers.BertForPreTraining.from_pretrained)")
 
 

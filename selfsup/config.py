@@ -1,85 +1,36 @@
-"""Dataclasses for every part of a run, and a small override parser.
+"""The run config: one dataclass per part, each owned by its part, composed here, plus an
+override parser that walks them.
+
+    model      the encoder's config (text: encoders/text.py BertConfig)
+    objective  the objective's own config (objectives/*.py), chosen by its `name`
+    data       the data pipeline's config (text: data/text.py TextDataConfig)
+    train      the loop's config (TrainConfig, below)
 
 The config is consumed once, in the builders (`build_encoder`, `build_objective`, ...); layers
-take plain int/float arguments.
+take plain int/float arguments. `--set section.key=value` reaches every field of every part.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import asdict, dataclass, field, fields
+import types
+import typing
+from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
+from selfsup.data.text import TextDataConfig
+from selfsup.encoders.text import BertConfig
 from selfsup.errors import ConfigError
-
-
-@dataclass
-class ModelConfig:
-    """A BERT encoder (Devlin et al., arXiv:1810.04805); defaults are BERT-base."""
-
-    vocab_size: int = 30522
-    dim: int = 768
-    n_layers: int = 12
-    n_heads: int = 12
-    ffn_dim: int = 3072
-    max_len: int = 512  # size of the learned position table
-    type_vocab_size: int = 2
-    dropout: float = 0.1
-    attn_dropout: float = 0.1
-    norm_eps: float = 1e-12
-    pad_id: int = 0
-
-    def validate(self) -> None:
-        if self.dim % self.n_heads:
-            raise ConfigError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
-        for name in ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_len"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
-
-
-@dataclass
-class MaskConfig:
-    """Masked-LM corruption: BERT's 15% with 80/10/10 (arXiv:1810.04805, section 3.1)."""
-
-    mask_prob: float = 0.15
-    replace_prob: float = 0.8  # of the chosen tokens, share replaced by [MASK]
-    random_prob: float = 0.1  # share replaced by a random token; the rest stay unchanged
-    whole_word: bool = False  # choose whole words (all their ##pieces) together
-    span: bool = False  # choose contiguous spans (SpanBERT, arXiv:1907.10529)
-    span_max: int = 10  # longest span, in words
-    span_p: float = 0.2  # geometric parameter of span lengths (SpanBERT uses 0.2)
-
-    def validate(self) -> None:
-        if not 0.0 < self.mask_prob < 1.0:
-            raise ConfigError(f"mask_prob must be in (0, 1), got {self.mask_prob}")
-        if self.replace_prob < 0 or self.random_prob < 0:
-            raise ConfigError("replace_prob and random_prob must be >= 0")
-        if self.replace_prob + self.random_prob > 1.0 + 1e-9:
-            raise ConfigError("replace_prob + random_prob must be <= 1")
-        if self.span_max < 1 or not 0.0 < self.span_p <= 1.0:
-            raise ConfigError("span_max must be >= 1 and span_p in (0, 1]")
-
-
-@dataclass
-class DataConfig:
-    paths: list[str] = field(default_factory=list)  # empty = the packaged default corpus
-    max_len: int = 128
-    lowercase: bool = True
-    vocab_size: int = 8192  # when a tokenizer is trained for the run
-    tokenizer: str | None = None  # a tokenizer folder, run or HF model folder
-    text_field: str = "text"  # column of .jsonl/.csv/datasets inputs
-    pack: bool = False  # pack each batch's examples into full rows (no padding FLOPs)
-    heldout_every: int = 50  # every Nth chunk is held out for evaluation
-    heldout_max: int = 512
-    num_workers: int = 0
-    cache_dir: str | None = None
+from selfsup.objectives import get_objective
+from selfsup.objectives.mlm import MLMConfig
 
 
 @dataclass
 class TrainConfig:
-    objective: str = "mlm+nsp"
+    """The training loop's settings (selfsup/train.py)."""
+
     steps: int = 1000
-    batch_size: int = 32
+    batch_size: int = 32  # the global batch of one optimizer step, before grad_accum
     grad_accum: int = 1
     lr: float = 1e-3
     weight_decay: float = 0.01
@@ -102,12 +53,6 @@ class TrainConfig:
     fsdp: bool = False
 
     def validate(self) -> None:
-        from selfsup.objectives import OBJECTIVES
-
-        if self.objective not in OBJECTIVES:
-            raise ConfigError(
-                f"unknown objective {self.objective!r}; choose from {', '.join(OBJECTIVES)}"
-            )
         if self.schedule not in ("linear", "cosine", "constant"):
             raise ConfigError(f"unknown schedule {self.schedule!r}; use linear, cosine, constant")
         for name in ("steps", "batch_size", "grad_accum"):
@@ -122,15 +67,24 @@ class TrainConfig:
 @dataclass
 class RunConfig:
     preset: str = "tiny"
-    model: ModelConfig = field(default_factory=ModelConfig)
-    mask: MaskConfig = field(default_factory=MaskConfig)
-    data: DataConfig = field(default_factory=DataConfig)
+    model: BertConfig = field(default_factory=BertConfig)
+    objective: Any = field(default_factory=MLMConfig)  # the objective's Config, by its name
+    data: TextDataConfig = field(default_factory=TextDataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
         self.model.validate()
-        self.mask.validate()
+        objective = get_objective(self.objective.name)
+        if not isinstance(self.objective, objective.Config):
+            raise ConfigError(f"objective section is not a {objective.Config.__name__}")
+        if hasattr(self.objective, "validate"):
+            self.objective.validate()
         self.train.validate()
+        if objective.batch_level and self.train.grad_accum > 1:
+            raise ConfigError(
+                f"{self.objective.name} is a batch-level objective (its loss depends on the whole "
+                "batch), so --grad-accum would train a different batch: use a larger --batch-size"
+            )
         if self.data.max_len > self.model.max_len:
             raise ConfigError(
                 f"max_len {self.data.max_len} is beyond the model's position table "
@@ -139,67 +93,111 @@ class RunConfig:
         if self.data.max_len < 8:
             raise ConfigError(f"max_len must be at least 8, got {self.data.max_len}")
 
+    def set_objective(self, name: str) -> None:
+        """Switch to objective `name`, keeping the settings its config shares with the old one."""
+        cls = get_objective(name).Config
+        old = asdict(self.objective)
+        self.objective = cls(**{f.name: old[f.name] for f in fields(cls) if f.name in old})
+        self.objective.name = name
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> RunConfig:
+        d = _upgrade(d)
+        obj = dict(d.get("objective", {}))
+        name = obj.get("name", MLMConfig.name)
         return cls(
             preset=d.get("preset", "custom"),
-            model=_build(ModelConfig, d.get("model", {})),
-            mask=_build(MaskConfig, d.get("mask", {})),
-            data=_build(DataConfig, d.get("data", {})),
-            train=_build(TrainConfig, d.get("train", {})),
+            model=build_section(BertConfig, d.get("model", {}), "model"),
+            objective=build_section(get_objective(name).Config, obj, "objective"),
+            data=build_section(TextDataConfig, d.get("data", {}), "data"),
+            train=build_section(TrainConfig, d.get("train", {}), "train"),
         )
 
 
-def _build(cls, d: dict[str, Any]):
-    names = {f.name for f in fields(cls)}
-    unknown = set(d) - names
+def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
+    """Run configs written before objectives owned their config: the objective's name was
+    `train.objective`, its masking settings the `mask` section, and `data.vocab_size` the size
+    of the tokenizer to train (now `model.vocab_size`, the one vocabulary size)."""
+    if "mask" not in d and "objective" not in d.get("train", {}):
+        return d
+    d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
+    train = d.setdefault("train", {})
+    d["objective"] = {"name": train.pop("objective", MLMConfig.name), **d.pop("mask", {})}
+    d.setdefault("data", {}).pop("vocab_size", None)
+    return d
+
+
+def build_section(cls, d: dict[str, Any], section: str):
+    """`cls(**d)` with unknown keys refused and JSON lists turned back into tuples."""
+    if not isinstance(d, dict):
+        raise ConfigError(f"config section {section!r} is not a mapping")
+    hints = typing.get_type_hints(cls)
+    unknown = set(d) - {f.name for f in fields(cls)}
     if unknown:
-        raise ConfigError(f"unknown {cls.__name__} keys: {', '.join(sorted(unknown))}")
-    out = cls(**d)
-    if "betas" in d and isinstance(out, TrainConfig):
-        out.betas = tuple(out.betas)
-    return out
+        raise ConfigError(f"unknown {section} keys: {', '.join(sorted(unknown))}")
+    values = {k: tuple(v) if _origin(hints[k]) is tuple else v for k, v in d.items()}
+    return cls(**values)
 
 
 def apply_overrides(cfg: RunConfig, overrides: list[str]) -> RunConfig:
-    """Apply `section.key=value` strings (e.g. `mask.whole_word=true`); unknown keys are errors."""
+    """Apply `section.key=value` strings (e.g. `objective.whole_word=true`, `model.dim=256`),
+    walking the dataclasses; unknown keys are errors, values are parsed by the field's type."""
     for item in overrides:
         if "=" not in item or "." not in item.split("=", 1)[0]:
             raise ConfigError(f"override {item!r} is not of the form section.key=value")
         key, raw = item.split("=", 1)
-        section, name = key.split(".", 1)
-        if section not in ("model", "mask", "data", "train"):
-            raise ConfigError(f"unknown config section {section!r} in {item!r}")
-        obj = getattr(cfg, section)
-        types = {f.name: f.type for f in fields(obj)}
-        if name not in types:
+        *path, name = key.split(".")
+        obj: Any = cfg
+        for part in path:
+            if not is_dataclass(obj) or part not in {f.name for f in fields(obj)}:
+                raise ConfigError(f"unknown config section {part!r} in {item!r}")
+            obj = getattr(obj, part)
+        if not is_dataclass(obj) or name not in {f.name for f in fields(obj)}:
             raise ConfigError(f"unknown option {key!r}")
-        setattr(obj, name, _parse_value(raw, getattr(obj, name), key))
+        if key == "objective.name":
+            raise ConfigError("choose the objective with --objective, not objective.name")
+        hint = typing.get_type_hints(type(obj))[name]
+        if is_dataclass(getattr(obj, name)):
+            raise ConfigError(f"{key!r} is a section; set one of its keys")
+        setattr(obj, name, parse_value(raw, hint, key))
     return cfg
 
 
-def _parse_value(raw: str, current: Any, key: str) -> Any:
+def _origin(hint) -> Any:
+    return typing.get_origin(hint) or hint
+
+
+def parse_value(raw: str, hint, key: str) -> Any:
+    """Parse `raw` as the annotated type: bool, int, float, str, tuples and lists of those
+    (comma-separated), optionally `| None` (the word `none`)."""
+    args = typing.get_args(hint)
+    if _origin(hint) in (typing.Union, types.UnionType):
+        if type(None) in args and raw.lower() == "none":
+            return None
+        (hint,) = [a for a in args if a is not type(None)]
+        args = typing.get_args(hint)
+    kind = _origin(hint)
     try:
-        if isinstance(current, bool):
+        if kind is bool:
             if raw.lower() in ("1", "true", "yes", "on"):
                 return True
             if raw.lower() in ("0", "false", "no", "off"):
                 return False
             raise ValueError
-        if isinstance(current, int):
-            return int(raw)
-        if isinstance(current, float):
-            return float(raw)
-        if isinstance(current, tuple):
-            return tuple(float(x) for x in raw.split(","))
-        if isinstance(current, list):
-            return [x for x in raw.split(",") if x]
+        if kind in (int, float, str):
+            return kind(raw)
+        if kind in (tuple, list):
+            item = args[0] if args else str
+            values = [parse_value(x, item, key) for x in raw.split(",") if x]
+            if kind is tuple and args and args[-1] is not Ellipsis and len(values) != len(args):
+                raise ValueError
+            return tuple(values) if kind is tuple else values
     except ValueError:
         raise ConfigError(f"bad value {raw!r} for {key}") from None
-    return None if raw.lower() == "none" else raw
+    return raw
 
 
 def replace(obj, **kw):

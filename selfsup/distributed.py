@@ -8,11 +8,13 @@ one-process identity; under torchrun the distributed path runs even with one pro
 
 W ranks reproduce one process training on the same global batch:
 - data: global micro-batch k is a pure function of (seed, k), whatever W is; rank r trains on
-  its examples [r B/W, (r+1) B/W) (`RankShard`), padded or packed. So a checkpoint's step is its
-  data position at any W, and a run can resume with another number of processes.
-- loss: the MLM loss is a mean over masked tokens, and ranks hold different numbers of them;
-  `MaskedTokenWeight` weighs each rank's share so that the averaged gradient and the logged
-  loss are the global mean (pair losses are means over examples, which ranks hold equally).
+  its share of it (`RankShard`: the dataset's own `shard`, else its rows [r B/W, (r+1) B/W)).
+  So a checkpoint's step is its data position at any W, and a run can resume with another
+  number of processes.
+- loss: objectives return sums and their counts; the loop all-reduces the counts once per step
+  (`all_reduce_sums`) and divides by them, so ranks holding different numbers of masked tokens
+  (frames, pairs) still train on the global mean. Batch-level objectives gather what they need
+  with `gather_with_grad`.
 - checkpoints: gathered whole (FSDP2 included) and written once, by rank 0, in the one-process
   format.
 - dropout: each rank draws its own masks (the presets use no dropout); with dropout, W ranks
@@ -29,7 +31,9 @@ import torch.distributed as dist
 from torch import nn
 from torch.nn.parallel import DistributedDataParallel
 
+from selfsup.device import resolve_device
 from selfsup.errors import ConfigError
+from selfsup.seeds import Stream, seed_for
 
 _OWN_GROUP = False  # whether setup() started the process group (then teardown() ends it)
 
@@ -40,8 +44,6 @@ def setup(device: str = "auto") -> torch.device:
     when there is one), no group."""
     global _OWN_GROUP
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
-        from selfsup.train import resolve_device
-
         return resolve_device(device)
     device = torch.device("cpu")
     if torch.cuda.is_available():
@@ -106,22 +108,24 @@ def main_first():
         barrier()
 
 
-def all_reduce_mean(values: dict[str, float]) -> dict[str, float]:
-    """Each key's mean over the ranks (every rank passes the same keys)."""
+def all_reduce_sums(values: dict[str, float]) -> dict[str, float]:
+    """Each key's sum over the ranks (every rank passes the same keys), in float64."""
     if not active():
-        return values
+        return {k: float(v) for k, v in values.items()}
     keys = sorted(values)
-    t = torch.tensor([values[k] for k in keys], dtype=torch.float64)
+    t = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64)
     dist.all_reduce(t)
-    return {k: float(v) / world_size() for k, v in zip(keys, t, strict=True)}
+    return {k: float(v) for k, v in zip(keys, t, strict=True)}
 
 
-def all_reduce_sum(value: float) -> float:
-    if not active():
-        return value
-    t = torch.tensor([value], dtype=torch.float64)
-    dist.all_reduce(t)
-    return float(t)
+def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
+    """Every rank's `x` concatenated along dim 0, in rank order, with the gradient flowing back
+    to each rank's own part (for negatives and batch statistics across ranks). One process: x."""
+    if not active() or world_size() == 1:
+        return x
+    from torch.distributed.nn.functional import all_gather
+
+    return torch.cat(all_gather(x), dim=0)
 
 
 # --------------------------------------------------------------------------------------------
@@ -130,20 +134,13 @@ def all_reduce_sum(value: float) -> float:
 
 
 class RankShard(torch.utils.data.Dataset):
-    """Rank r's share of global micro-batch k: its examples [r B/W, (r+1) B/W).
+    """Rank r's share of global micro-batch k.
 
-    A dataset with a `rank_batch(k, rank, world_size)` method builds the share itself: so does
-    `PretrainBatches`, which masks the whole batch padded, cuts out the share and, with packing,
-    packs only those examples into rows. Otherwise the share is rows [r B/W, (r+1) B/W) of every
-    tensor whose first dimension is the batch size B (other values pass unchanged).
-
-    Each rank builds the whole global batch and keeps its share: W times the data work of
-    building only its examples, but masking draws from one generator per batch, so cutting the
-    built batch is what gives W ranks exactly the examples and masks of one process. The cost
-    is small next to the model at the sizes run so far; build per-rank examples when it is not."""
-
-    # Packed rows hold several examples each (data.packing): a packed batch cannot be cut by rows.
-    PACKED = ("seq_ids", "cls_index")
+    A dataset with a `shard(k, rank, world_size)` method builds the share itself: so does the
+    text pipeline, which masks the whole batch padded, cuts out the share and, with packing,
+    packs only those examples into rows (packed rows hold several examples: they cannot be cut).
+    Otherwise every tensor of the batch must have the same first dimension B (the examples),
+    and rank r takes rows [r B/W, (r+1) B/W) of each."""
 
     def __init__(self, batches: torch.utils.data.Dataset, rank: int, world_size: int):
         self.batches, self.rank, self.world_size = batches, rank, world_size
@@ -154,22 +151,22 @@ class RankShard(torch.utils.data.Dataset):
     def __getitem__(self, k: int) -> dict:
         if self.world_size == 1:
             return self.batches[k]
-        if hasattr(self.batches, "rank_batch"):
-            return self.batches.rank_batch(k, self.rank, self.world_size)
+        if hasattr(self.batches, "shard"):
+            return self.batches.shard(k, self.rank, self.world_size)
         batch = self.batches[k]
-        packed = [key for key in self.PACKED if key in batch]
-        if packed:
+        sizes = {v.shape[0] for v in batch.values() if isinstance(v, torch.Tensor) and v.ndim}
+        if len(sizes) != 1:
             raise NotImplementedError(
-                f"packed batches ({', '.join(packed)}) cannot be cut by rows: the dataset must "
-                "pack each rank's examples itself (a rank_batch method)"
+                f"the batch's tensors have first dimensions {sorted(sizes)}, so it cannot be cut "
+                "by rows: give the dataset a shard(k, rank, world_size) method"
             )
-        B = batch["input_ids"].shape[0]
+        (B,) = sizes
         if B % self.world_size:
             raise ConfigError(f"batch size {B} is not divisible by the {self.world_size} processes")
         n = B // self.world_size
         rows = slice(self.rank * n, (self.rank + 1) * n)
         return {
-            key: v[rows] if isinstance(v, torch.Tensor) and v.ndim and v.shape[0] == B else v
+            key: v[rows] if isinstance(v, torch.Tensor) and v.ndim else v
             for key, v in batch.items()
         }
 
@@ -183,17 +180,17 @@ def wrap(model: nn.Module, fsdp: bool = False) -> nn.Module:
     """DDP (every rank holds the whole model) or, with `fsdp`, FSDP2 (each Transformer block and
     the rest shard their parameters over the ranks). No process group: the model as it is.
 
-    The MLM decoder is the input embedding passed in at call time (heads/mlm.py), not a second
+    A tied decoder takes the input embedding at call time (heads/mlm.py), not a second
     parameter, so the tie holds under both: with FSDP2 the embedding belongs to the root group,
     which is gathered for the whole root forward, head included."""
     if not active():
         return model
     if not fsdp:
         device = next(model.parameters()).device
-        # The MLM-only objective never uses the encoder's pooler: DDP must then search the graph
-        # for unused parameters every step (it fails without, and warns when there are none).
+        # An objective that leaves parameters unused (says so): DDP must then search the graph
+        # for them every step (it fails without, and warns when there are none).
         # (static_graph=True would find them once, but fails with no_sync accumulation.)
-        unused = getattr(model, "pair_task", None) is None
+        unused = getattr(model, "unused_parameters", False)
         return DistributedDataParallel(
             model,
             device_ids=[device] if device.type == "cuda" else None,
@@ -227,61 +224,6 @@ def grad_sync(model: nn.Module, last: bool):
     if last or not isinstance(model, DistributedDataParallel):
         return nullcontext()
     return model.no_sync()
-
-
-class MaskedTokenWeight:
-    """Makes the gradient and the logged metrics of W ranks those of one process on the global
-    batch, for objectives whose MLM loss is a mean over the masked tokens.
-
-    Rank r averages its loss over its own n_r masked tokens, and DDP/FSDP average gradients over
-    ranks, which weighs every rank alike: that equals the mean over all N masked tokens only when
-    every n_r is N / W. Scaling rank r's MLM gradient by s_r = n_r W / N makes it exact:
-    mean_r(s_r sum_r / n_r) = sum / N. Pair-task losses (NSP, SOP) are means over examples,
-    which every rank holds B / W of: they need no weight.
-
-    The objective returns its MLM loss only inside the total `loss`, so the weight is applied
-    where nothing else flows: to the gradient of the MLM head's logits (a hook), leaving the
-    loss functions untouched. Logged values follow `train.evaluate`'s convention: keys starting
-    with "mlm" are per masked token, the others per example."""
-
-    def __init__(self, model: nn.Module):
-        head = getattr(unwrap(model), "mlm_head", None)
-        if head is None:
-            raise NotImplementedError(
-                f"{type(unwrap(model)).__name__} has no mlm_head: weighting its loss across "
-                "processes is not implemented"
-            )
-        self.scale = 1.0
-        self._handle = head.register_forward_hook(self._hook)
-
-    def _hook(self, module, args, logits):
-        if logits.requires_grad:  # not under no_grad (evaluation, predictions)
-            logits.register_hook(lambda grad: grad * self.scale)  # scale is set after forward
-
-    def __call__(self, out: dict[str, torch.Tensor]) -> dict[str, float]:
-        """Set this micro-batch's MLM gradient weight from the objective's output (call between
-        forward and backward); return this rank's share of its scalar metrics, whose mean over
-        the ranks is the global value."""
-        n_local = out["n_masked"].detach().to(torch.float64).reshape(1)
-        n_total = n_local.clone()
-        dist.all_reduce(n_total)
-        n, total = float(n_local), float(n_total)
-        self.scale = n * world_size() / total if total else 1.0
-        values = {k: float(v.detach()) for k, v in out.items() if k != "n_masked" and v.ndim == 0}
-        share = {}
-        for k, v in values.items():
-            if k.startswith("mlm"):
-                share[k] = v * self.scale if n else 0.0  # no masked tokens here: NaN means
-            elif k != "loss":
-                share[k] = v
-        if n:
-            share["loss"] = values["loss"] + (self.scale - 1.0) * values["mlm_loss"]
-        else:  # the total is NaN (an empty MLM mean): rebuild it from its other terms
-            share["loss"] = sum(v for k, v in share.items() if k.endswith("_loss"))
-        return share
-
-    def remove(self) -> None:
-        self._handle.remove()
 
 
 # --------------------------------------------------------------------------------------------
@@ -374,9 +316,7 @@ def set_rng_state(state: dict, seed: int, step: int) -> None:
 def seed_ranks(seed: int, step: int) -> None:
     """Ranks other than 0 draw dropout from their own stream (rank 0 keeps the one it has)."""
     if rank() > 0:
-        from selfsup.data.text import seed_for
-
-        torch.manual_seed(seed_for(seed, rank(), step, 4))
+        torch.manual_seed(seed_for(seed, Stream.DROPOUT, rank(), step))
 
 
 def _cuda() -> bool:

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from selfsup.checkpoint import load_model
 from selfsup.data.tokenizer import Tokenizer
 from selfsup.encoders.text import BertEncoder
 from selfsup.errors import ConfigError
+from selfsup.models import load_model
 
 # Sentences per batch (of one token length). Not yet measured: compare 32/64/128 with
 # `benchmarks/inference.py --selfsup-batch-size N` on an idle machine.

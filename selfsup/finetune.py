@@ -20,10 +20,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from selfsup import IGNORE
-from selfsup.data.text import seed_for
 from selfsup.data.tokenizer import Tokenizer
 from selfsup.errors import ConfigError
+from selfsup.keys import IGNORE
+from selfsup.models import FINETUNE_FORMAT
+from selfsup.seeds import Stream, seed_for
 
 # --------------------------------------------------------------------------------------------
 # Features
@@ -215,7 +216,7 @@ class FinetuneBatches(torch.utils.data.Dataset):
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         epoch, j = divmod(k, self.per_epoch)
         if self._epoch is None or self._epoch[0] != epoch:
-            rng = np.random.default_rng(seed_for(self.seed, epoch, 11))
+            rng = np.random.default_rng(seed_for(self.seed, Stream.FINETUNE_ORDER, epoch))
             self._epoch = (epoch, bucketed_order(self.lengths, self.batch_size, rng))
         return pad_batch(self.feats, self._epoch[1][j], self.pad_id, self.kind)
 
@@ -250,16 +251,13 @@ def predict(
     for idx, batch in eval_batches(feats, batch_size, pad_id, kind):
         batch = {k: v.to(device) for k, v in batch.items()}
         if kind == "tag":
-            batch.pop("labels", None)
-            logits = model(batch)["logits"]  # (B, T, n_tags)
+            logits = model.predict(batch)["logits"]  # (B, T, n_tags)
             preds = logits.argmax(-1).cpu()
             for r, i in enumerate(idx):
                 lab = feats.labels[i]
                 out[i] = [int(preds[r, t]) for t in range(len(lab)) if lab[t] != IGNORE]
         elif kind == "qa":
-            for key in ("start_positions", "end_positions"):
-                batch.pop(key, None)
-            res = model(batch)
+            res = model.predict(batch)
             s_log, e_log = res["start_logits"].cpu(), res["end_logits"].cpu()
             cm = batch["context_mask"].bool().cpu()
             for r, i in enumerate(idx):
@@ -272,8 +270,7 @@ def predict(
                 if ex not in best or score > best[ex][0]:
                     best[ex] = (score, off[ts][0], off[te][1])
         else:
-            batch.pop("labels", None)
-            logits = model(batch)["logits"]
+            logits = model.predict(batch)["logits"]
             vals = logits.tolist() if kind == "regress" else logits.argmax(-1).tolist()
             for r, i in enumerate(idx):
                 out[i] = vals[r]
@@ -321,8 +318,6 @@ def save_json(path: Path, obj) -> None:
 # --------------------------------------------------------------------------------------------
 # The recipe
 # --------------------------------------------------------------------------------------------
-
-FINETUNE_FORMAT = "selfsup-finetuned"
 
 
 @dataclass
@@ -380,9 +375,10 @@ def set_dropout(module: torch.nn.Module, p: float) -> None:
 
 def init_encoder(cfg: FinetuneConfig, log=print):
     """(encoder, tokenizer, model config) from a run/HF folder, or a fresh one for `scratch`."""
-    from selfsup.checkpoint import is_run, load_model, run_config
+    from selfsup.checkpoint import is_run
     from selfsup.data.tokenizer import load_tokenizer
     from selfsup.encoders.text import build_encoder
+    from selfsup.models import load_model, run_config
     from selfsup.presets import preset
 
     if cfg.init != "scratch":
@@ -427,7 +423,7 @@ def split_by_article(examples, holdout: float, seed: int):
     titles = sorted({e.title for e in examples})
     if len(titles) < 2:
         raise ConfigError("the QA file has fewer than 2 articles; cannot split by article")
-    rng = np.random.default_rng(seed_for(seed, 17))
+    rng = np.random.default_rng(seed_for(seed, Stream.ARTICLE_SPLIT))
     n_dev = max(1, round(holdout * len(titles)))
     dev_titles = set(rng.permutation(titles)[:n_dev].tolist())
     return [e for e in examples if e.title not in dev_titles], [
@@ -512,7 +508,8 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
     """Fine-tune and evaluate on dev; returns {"dev": metrics, "history": [...], ...}."""
     from selfsup.config import TrainConfig
     from selfsup.data.tasks import check_labels, get_task, task_labels
-    from selfsup.train import resolve_device, train
+    from selfsup.device import resolve_device
+    from selfsup.train import train
 
     spec = get_task(cfg.task)
     kind = spec.kind
@@ -529,7 +526,7 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0")
     train_ex, dev_ex = load_splits(cfg, log)
     if cfg.train_limit:
-        rng = np.random.default_rng(seed_for(cfg.seed, 23))
+        rng = np.random.default_rng(seed_for(cfg.seed, Stream.TRAIN_LIMIT))
         keep = sorted(rng.permutation(len(train_ex))[: cfg.train_limit].tolist())
         train_ex = [train_ex[i] for i in keep]
     if not len(train_ex):
@@ -560,7 +557,7 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
         return {metric: res.get(metric, math.nan)}
 
     tcfg = TrainConfig(
-        objective="mlm", steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
+        steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
         weight_decay=cfg.weight_decay, betas=(0.9, 0.999), eps=1e-8,
         warmup_steps=round(cfg.warmup_ratio * steps), schedule="linear", clip_norm=1.0,
         seed=cfg.seed, save_every=0, eval_every=cfg.eval_every or batches.per_epoch,
@@ -596,9 +593,8 @@ def load_finetuned(path: str | Path):
     """(model, tokenizer, config dict) of a `selfsup finetune` output folder."""
     from safetensors.torch import load_file
 
-    from selfsup.config import ModelConfig
     from selfsup.data.tokenizer import load_tokenizer
-    from selfsup.encoders.text import build_encoder
+    from selfsup.encoders.text import BertConfig, build_encoder
 
     p = Path(path)
     cfg_file = p / "config.json"
@@ -612,7 +608,7 @@ def load_finetuned(path: str | Path):
         raise ConfigError(f"{path} is not a fine-tuned model folder (run `selfsup finetune`)")
     if not (p / "model.safetensors").is_file():
         raise ConfigError(f"{path} has no model.safetensors (the fine-tuning did not finish)")
-    mcfg = ModelConfig(**config["model"])
+    mcfg = BertConfig(**config["model"])
     labels = config["labels"]
     model = build_task_model(
         config["kind"], build_encoder(mcfg), len(labels) if labels else None, 0.0
@@ -633,7 +629,7 @@ def evaluate_finetuned(
 ) -> dict:
     """Predict `split` of `task` from `data` with a fine-tuned folder; write predictions."""
     from selfsup.data.tasks import check_labels, get_task, load_task
-    from selfsup.train import resolve_device
+    from selfsup.device import resolve_device
 
     model, tok, config = load_finetuned(path)
     model.to(resolve_device(device))

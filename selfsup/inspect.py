@@ -5,9 +5,9 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from selfsup import IGNORE
 from selfsup.config import RunConfig
 from selfsup.corrupt.tokens import expected_span_words, word_bounds, word_starts
+from selfsup.keys import IGNORE
 
 
 def inspect_masking(cfg: RunConfig, n_batches: int = 50, encoding: str = "utf-8") -> dict:
@@ -15,7 +15,7 @@ def inspect_masking(cfg: RunConfig, n_batches: int = 50, encoding: str = "utf-8"
 
     data = prepare_data(cfg, encoding, log=lambda s: None)
     tok = data.tokenizer
-    masker = data.batches.masker
+    masker, obj = data.batches.corrupt, cfg.objective
     n_real = n_chosen = n_mask = n_random = n_same = n_special_chosen = 0
     words = words_whole = run_words = 0
     run_lengths: list[torch.Tensor] = []
@@ -55,7 +55,7 @@ def inspect_masking(cfg: RunConfig, n_batches: int = 50, encoding: str = "utf-8"
         "batches": n_batches,
         "real_tokens": n_real,
         "chosen_rate": round(n_chosen / max(n_real, 1), 5),
-        "target_mask_prob": cfg.mask.mask_prob,
+        "target_mask_prob": cfg.objective.mask_prob,
         "mask_share": round(n_mask / c, 4),
         "random_share": round(n_random / c, 4),
         "unchanged_share": round(n_same / c, 4),
@@ -65,10 +65,10 @@ def inspect_masking(cfg: RunConfig, n_batches: int = 50, encoding: str = "utf-8"
         "mean_chosen_run_tokens": round(n_chosen / max(n_runs, 1), 3),
         "mean_chosen_run_words": round(run_words / max(n_runs, 1), 3),
         "max_chosen_run_tokens": int(runs.max()) if n_runs else 0,
-        "mode": "span" if cfg.mask.span else "whole-word" if cfg.mask.whole_word else "token",
+        "mode": "span" if obj.span else "whole-word" if obj.whole_word else "token",
     }
-    if cfg.mask.span:
-        expected = expected_span_words(cfg.mask.span_p, cfg.mask.span_max)
+    if cfg.objective.span:
+        expected = expected_span_words(cfg.objective.span_p, cfg.objective.span_max)
         stats["expected_span_words"] = round(expected, 3)
     if data.batches.builder.pair_task:
         stats[f"{data.batches.builder.pair_task}_positive_share"] = round(pair_pos / pair_n, 4)

@@ -5,19 +5,22 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from selfsup import IGNORE
+from selfsup.keys import IGNORE
 
 
-def masked_ce(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Cross-entropy over the rows of (M, V) logits whose target is not IGNORE (mean over rows).
+def masked_ce(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Cross-entropy over the rows of (M, V) logits whose target is not IGNORE: their mean, or
+    with `reduction="sum"` their sum (objectives return sums; the loop divides by the counts).
 
     With MLM the rows are already the masked positions only (BERT, arXiv:1810.04805, eq. in 3.1).
     Wide rows (the MLM vocabulary) go through _SoftmaxCrossEntropy, the same value and gradient
     as F.cross_entropy with half the passes over the (M, V) logits.
     """
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"reduction must be mean or sum, got {reduction!r}")
     if logits.shape[-1] >= WIDE_ROWS and logits.requires_grad:
-        return _SoftmaxCrossEntropy.apply(logits.float(), targets)
-    return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE)
+        return _SoftmaxCrossEntropy.apply(logits.float(), targets, reduction == "sum")
+    return F.cross_entropy(logits.float(), targets, ignore_index=IGNORE, reduction=reduction)
 
 
 WIDE_ROWS = 1024  # classes from which the fused softmax cross-entropy pays off
@@ -33,14 +36,14 @@ class _SoftmaxCrossEntropy(torch.autograd.Function):
     The buffer is consumed, so the graph can be run backward once (no retain_graph)."""
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, summed: bool) -> torch.Tensor:
         keep = targets != IGNORE  # (M,)
         t = targets.clamp(min=0)[:, None]  # (M, 1)
         top = logits.amax(-1, keepdim=True)  # (M, 1)
         e = (logits - top).exp_()  # (M, V)
         total = e.sum(-1, keepdim=True)  # (M, 1)
         per_row = (total.log() + top - logits.gather(1, t)).squeeze(1)  # (M,)
-        n = keep.sum().clamp(min=1)
+        n = torch.ones((), dtype=logits.dtype) if summed else keep.sum().clamp(min=1)
         ctx.save_for_backward(e, total, t, keep, n)
         ctx.consumed = False
         return (per_row * keep).sum() / n
@@ -54,23 +57,27 @@ class _SoftmaxCrossEntropy(torch.autograd.Function):
         grad = e.div_(total)  # softmax, in place
         grad.scatter_add_(1, t, torch.full_like(t, -1, dtype=grad.dtype))  # - onehot
         grad.mul_((keep * grad_out / n)[:, None].to(grad.dtype))
-        return grad, None
+        return grad, None, None
+
+
+def hits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Number of rows whose target logit is the row's maximum (the argmax, but a tie for the top
+    counts as a hit), IGNORE rows excluded. A max reduction instead of argmax: on CPU, argmax
+    over (M, 30522) MLM logits cost 9 ms a step here, the max 1 ms. No host sync, so
+    torch.compile need not break the graph here."""
+    keep = targets != IGNORE
+    target_logit = logits.gather(-1, targets.clamp(min=0)[:, None]).squeeze(-1)  # (M,)
+    return ((target_logit >= logits.amax(-1)) & keep).sum().float()
 
 
 def accuracy(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Share of rows whose target logit is the row's maximum (the argmax, but a tie for the top
-    counts as a hit), IGNORE rows excluded. A max reduction instead of argmax: on CPU, argmax
-    over (M, 30522) MLM logits cost 9 ms a step here, the max 1 ms. 0 when every row is IGNORE;
-    no host sync, so torch.compile need not break the graph here."""
-    keep = targets != IGNORE
-    target_logit = logits.gather(-1, targets.clamp(min=0)[:, None]).squeeze(-1)  # (M,)
-    hits = ((target_logit >= logits.amax(-1)) & keep).sum()
-    return hits.float() / keep.sum().clamp(min=1)
+    """Share of `hits` among the rows not IGNORE; 0 when every row is IGNORE."""
+    return hits(logits, targets) / (targets != IGNORE).sum().clamp(min=1)
 
 
-def mse(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """Mean squared error (regression fine-tuning, e.g. STS-B)."""
-    return F.mse_loss(pred.float(), target.float())
+def mse(pred: torch.Tensor, target: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
+    """Squared error, mean or sum (regression fine-tuning, e.g. STS-B)."""
+    return F.mse_loss(pred.float(), target.float(), reduction=reduction)
 
 
 def span_ce(
@@ -79,14 +86,14 @@ def span_ce(
     start: torch.Tensor,
     end: torch.Tensor,
     valid: torch.Tensor | None = None,
+    reduction: str = "mean",
 ) -> torch.Tensor:
-    """Extractive QA loss: mean of the start and end cross-entropies over positions (BERT,
-    arXiv:1810.04805, 4.2). `valid` (B, T) excludes positions (question, padding) from the
-    softmax by setting their logits to -inf."""
+    """Extractive QA loss: the average of the start and end cross-entropies over positions
+    (BERT, arXiv:1810.04805, 4.2), mean or sum over examples. `valid` (B, T) excludes positions
+    (question, padding) from the softmax by setting their logits to -inf."""
     if valid is not None:
         neg = torch.finfo(torch.float32).min
         start_logits = start_logits.float().masked_fill(~valid, neg)
         end_logits = end_logits.float().masked_fill(~valid, neg)
-    return 0.5 * (
-        F.cross_entropy(start_logits.float(), start) + F.cross_entropy(end_logits.float(), end)
-    )
+    ce_start = F.cross_entropy(start_logits.float(), start, reduction=reduction)
+    return 0.5 * (ce_start + F.cross_entropy(end_logits.float(), end, reduction=reduction))

@@ -14,25 +14,19 @@ import json
 import math
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
 import torch
 
 from selfsup import distributed
-from selfsup.checkpoint import (
-    RUN_FORMAT,
-    atomic_write_text,
-    is_run,
-    latest_checkpoint,
-    run_config,
-)
-from selfsup.config import ConfigError, RunConfig
+from selfsup.checkpoint import RUN_FORMAT, atomic_write_text, is_run, latest_checkpoint
+from selfsup.config import RunConfig
 from selfsup.data.text import (
-    Masker,
     PairBuilder,
     PretrainBatches,
+    TextNeeds,
     build_corpus,
     default_cache_dir,
     files_fingerprint,
@@ -43,8 +37,10 @@ from selfsup.data.text import (
     unigram_baseline,
 )
 from selfsup.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
-from selfsup.encoders.text import build_encoder
-from selfsup.objectives import OBJECTIVES
+from selfsup.errors import ConfigError
+from selfsup.models import run_config
+from selfsup.objectives import build_objective
+from selfsup.seeds import HELDOUT_OFFSET
 from selfsup.train import evaluate, train
 
 
@@ -64,7 +60,7 @@ def tokenizer_for(cfg: RunConfig, encoding: str, log=print) -> Tokenizer:
     files = resolve_files(cfg.data.paths)
     h = hashlib.sha256(files_fingerprint(files).encode())
     h.update(
-        f"{cfg.data.vocab_size}|{cfg.data.lowercase}|{cfg.data.text_field}|{encoding}|v1".encode()
+        f"{cfg.model.vocab_size}|{cfg.data.lowercase}|{cfg.data.text_field}|{encoding}|v1".encode()
     )
     folder = Path(cfg.data.cache_dir or default_cache_dir()) / "tokenizer" / h.hexdigest()[:20]
     if (folder / "tokenizer.json").exists():
@@ -72,7 +68,7 @@ def tokenizer_for(cfg: RunConfig, encoding: str, log=print) -> Tokenizer:
         return load_tokenizer(folder)
     t0 = time.perf_counter()
     texts = read_paragraphs(cfg.data.paths, cfg.data.text_field, encoding)
-    tok = train_tokenizer(texts, cfg.data.vocab_size, cfg.data.lowercase)
+    tok = train_tokenizer(texts, cfg.model.vocab_size, cfg.data.lowercase)
     tmp = folder.with_name(folder.name + f".tmp{int(time.time() * 1e6)}")
     tok.save(tmp)
     try:
@@ -85,26 +81,37 @@ def tokenizer_for(cfg: RunConfig, encoding: str, log=print) -> Tokenizer:
     return tok
 
 
-def prepare_data(cfg: RunConfig, encoding: str = "utf-8", log=print) -> PretrainData:
-    tok = tokenizer_for(cfg, encoding, log)
+def prepare_data(
+    cfg: RunConfig,
+    encoding: str = "utf-8",
+    log=print,
+    tok: Tokenizer | None = None,
+    needs: TextNeeds | None = None,
+) -> PretrainData:
+    """The run's batches, held-out batches and baseline, as the objective's `needs` say (by
+    default: what the objective of `cfg` asks of the data, with the run's tokenizer)."""
+    tok = tok or tokenizer_for(cfg, encoding, log)
+    if needs is None:
+        model_cfg = replace(cfg.model, vocab_size=tok.vocab_size, pad_id=tok.pad_id)
+        needs = build_objective(cfg.objective, model_cfg).text_needs(tok)
     corpus = build_corpus(cfg.data.paths, tok, cfg.data, encoding, log=log)
     chunks = make_chunks(corpus, cfg.data.max_len)
     train_ids, held_ids = split_chunks(len(chunks), cfg.data.heldout_every, cfg.data.heldout_max)
     if len(train_ids) < 2:
         raise ConfigError("the corpus is too small: it makes fewer than 2 training sequences")
-    pair_task = OBJECTIVES[cfg.train.objective].pair_task
-    builder = PairBuilder(corpus, chunks, tok, cfg.data.max_len, pair_task)
-    masker = Masker(tok, cfg.mask)
+    builder = PairBuilder(corpus, chunks, tok, cfg.data.max_len, needs.pair_task)
+    corrupt = needs.corrupt
     seed = cfg.train.seed
     batches = PretrainBatches(
-        builder, masker, train_ids, cfg.train.batch_size, seed, pack=cfg.data.pack
+        builder, corrupt, train_ids, cfg.train.batch_size, seed, pack=cfg.data.pack
     )
     eval_batches, baseline = [], float("nan")
     if len(held_ids):
         # Each held-out chunk exactly once (a batch index past the end would wrap around).
         parts = [held_ids[s : s + 64] for s in range(0, len(held_ids), 64)]
+        held_seed = seed + HELDOUT_OFFSET
         eval_batches = [
-            PretrainBatches(builder, masker, ids, len(ids), seed + 1_000_003, shuffle=False)[k]
+            PretrainBatches(builder, corrupt, ids, len(ids), held_seed, shuffle=False)[k]
             for k, ids in enumerate(parts)
         ]
         counts = unigram_baseline(corpus, train_ids, chunks, tok.vocab_size, tok.special_ids)
@@ -171,12 +178,13 @@ def _pretrain(cfg, out, resume, encoding, progress, log, steps, fsdp, device) ->
         cfg.data.tokenizer = str(out / "tokenizer")  # the run's own, even if the cache is gone
 
     with distributed.main_first():  # no two ranks train the tokenizer or write the cache
-        data = prepare_data(cfg, encoding, log)
-    cfg.model.vocab_size = data.tokenizer.vocab_size
-    cfg.model.pad_id = data.tokenizer.pad_id
+        tok = tokenizer_for(cfg, encoding, log)
+    cfg.model.vocab_size = tok.vocab_size
+    cfg.model.pad_id = tok.pad_id
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
-    objective = OBJECTIVES[cfg.train.objective]
-    model = objective(build_encoder(cfg.model), cfg.model.vocab_size, cfg.model.norm_eps)
+    model = build_objective(cfg.objective, cfg.model)
+    with distributed.main_first():
+        data = prepare_data(cfg, encoding, log, tok, model.text_needs(tok))
     model = model.to(device)
     if cfg.train.compile:
         model.compile(dynamic=True)  # in place, so state_dict keys and checkpoints are unchanged
@@ -225,7 +233,7 @@ def _train(cfg: RunConfig, model, data: PretrainData, out: Path, resume, progres
     )
     log(
         f"model: preset {cfg.preset}, {cfg.model.n_layers} layers x {cfg.model.dim}, "
-        f"{n_params / 1e6:.2f}M parameters; objective {cfg.train.objective}; "
+        f"{n_params / 1e6:.2f}M parameters; objective {cfg.objective.name}; "
         f"{cfg.train.steps} steps of {cfg.train.batch_size} x {cfg.train.grad_accum}"
     )
     if distributed.active():
@@ -252,8 +260,8 @@ def _train(cfg: RunConfig, model, data: PretrainData, out: Path, resume, progres
 def _check_run_settings(cfg: RunConfig) -> None:
     """Settings that would otherwise fail only once the run folder exists."""
     d, t = cfg.data, cfg.train
-    if not d.tokenizer and d.vocab_size < 16:
-        raise ConfigError(f"vocab size {d.vocab_size} is too small")
+    if not d.tokenizer and cfg.model.vocab_size < 16:
+        raise ConfigError(f"vocab size {cfg.model.vocab_size} is too small")
     lowest = {
         "data.heldout_every": (d.heldout_every, 1), "data.heldout_max": (d.heldout_max, 0),
         "data.num_workers": (d.num_workers, 0), "train.warmup_steps": (t.warmup_steps, 0),

@@ -1,6 +1,11 @@
 """One readable training loop: AdamW, warm-up + decay, accumulation, clipping, optional bf16,
 held-out evaluation, atomic checkpoints and exact resume; the same loop on W processes under
-torchrun (DDP or FSDP2, see selfsup/distributed.py), equal to one process up to rounding."""
+torchrun (DDP or FSDP2, see selfsup/distributed.py), equal to one process up to rounding.
+
+The loop knows objectives only through their contract (selfsup/objectives/base.py): a forward
+returns sums, `counts(batch)` says what they are sums over, `work` which count is throughput.
+Per optimizer step it adds the counts of all micro-batches and ranks (one all-reduce) and trains
+on each sum over its global count, so any split of one global batch trains the same."""
 
 from __future__ import annotations
 
@@ -14,8 +19,11 @@ import torch
 from torch import nn
 
 from selfsup import distributed
-from selfsup.checkpoint import latest_checkpoint, save_checkpoint, save_final
-from selfsup.config import ConfigError, TrainConfig
+from selfsup.checkpoint import load_checkpoint, save_checkpoint, save_final
+from selfsup.config import TrainConfig
+from selfsup.device import bf16_supported
+from selfsup.errors import ConfigError
+from selfsup.objectives.base import normalise, total_loss
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
@@ -43,53 +51,32 @@ def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: floa
     return min_ratio + (1 - min_ratio) * (1 - progress)
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """`auto`: the GPU when there is one, else the CPU; `cpu`, `cuda`, `cuda:1` as named."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"unknown device {name!r}; use auto, cpu or cuda") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("--device cuda but no CUDA GPU is available")
-    if device.type not in ("cpu", "cuda"):
-        raise ConfigError(f"unsupported device {name!r}; use auto, cpu or cuda")
-    return device
-
-
-def bf16_supported(device: torch.device) -> bool:
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    cpu = torch.cpu
-    return bool(
-        getattr(cpu, "_is_amx_tile_supported", lambda: False)()
-        or getattr(cpu, "_is_avx512_bf16_supported", lambda: False)()
-    )
+def add_counts(total: dict[str, float], counts: dict[str, float]) -> dict[str, float]:
+    for k, v in counts.items():
+        total[k] = total.get(k, 0) + v
+    return total
 
 
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: list[dict], bf16: bool = False) -> dict:
-    """Held-out metrics, weighted by the number of masked tokens (MLM) or examples (pair)."""
+    """Held-out metrics: every value the objective returns, summed over the batches and divided
+    by its count over the batches, and `loss`, the sum of the loss terms' means."""
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()
     sums: dict[str, float] = {}
-    weights: dict[str, float] = {}
+    counts: dict[str, float] = {}
     for batch in batches:
+        add_counts(counts, model.counts(batch))
         batch = {k: v.to(device) for k, v in batch.items()}
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
             out = model(batch)
-        n_mask = float(out["n_masked"])
-        n_ex = float(batch["input_ids"].shape[0])
-        for k, v in out.items():
-            if k in ("loss", "n_masked"):
-                continue
-            w = n_mask if k.startswith("mlm") else n_ex
-            sums[k] = sums.get(k, 0.0) + float(v) * w
-            weights[k] = weights.get(k, 0.0) + w
+        add_counts(sums, {k: float(v) for k, v in out.items()})
     model.train(was_training)
-    return {k: sums[k] / weights[k] for k in sums if weights[k]}
+    if not batches:
+        return {}
+    means = normalise(sums, counts, model.terms)
+    return {"loss": total_loss(means, model.loss_terms), **means}
 
 
 def train(
@@ -104,25 +91,33 @@ def train(
     progress: bool = True,
     stop_after: int | None = None,
 ) -> dict:
-    """Train `model` (an objective returning {"loss": ...}) on `batches[k]`, k = micro-batch
+    """Train `model` (an objective, see objectives/base.py) on `batches[k]`, k = micro-batch
     index. Returns the final held-out metrics (or the last training metrics).
 
     Under torchrun (a process group of W ranks), `batches[k]` is still the global micro-batch:
-    each rank trains on its B / W rows of it, and only rank 0 writes logs and checkpoints."""
+    each rank trains on its share of it, and only rank 0 writes logs and checkpoints."""
     world, main = distributed.world_size(), distributed.is_main()
     if not main:
         log = distributed.quiet
+    objective = model  # the module that declares terms and counts (unwrapped)
     device = next(model.parameters()).device
-    if cfg.bf16 and not bf16_supported(device):
+    accum = cfg.grad_accum
+    if objective.batch_level and accum > 1:
+        raise ConfigError(
+            f"{type(objective).__name__} is a batch-level objective: --grad-accum would train "
+            "on a different batch; use a larger --batch-size"
+        )
+    found = load_checkpoint(run_dir, log) if resume else None
+    bf16 = cfg.bf16
+    if found is not None:
+        ckpt, weights, state = found
+        model.load_state_dict(weights)  # whole, then sharded
+        bf16 = state.get("precision", "bf16" if cfg.bf16 else "fp32") == "bf16"  # the run's own
+    if bf16 and not bf16_supported(device):
         raise ConfigError(
             "bf16 was requested but this hardware has no bf16 support (it would run ~20x slower); "
             "drop --bf16"
         )
-    ckpt = latest_checkpoint(run_dir) if resume else None
-    if ckpt is not None:
-        from safetensors.torch import load_file
-
-        model.load_state_dict(load_file(str(ckpt / "model.safetensors")))  # whole, then sharded
     model = distributed.wrap(model, cfg.fsdp)  # under torchrun: DDP or FSDP2; else as it is
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.weight_decay),
@@ -136,8 +131,7 @@ def train(
         lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.schedule, cfg.min_lr_ratio),
     )
     start = 0
-    if ckpt is not None:
-        state = torch.load(ckpt / "trainer.pt", map_location="cpu", weights_only=False)
+    if found is not None:
         distributed.load_optimizer_state(model, optimizer, state["optimizer"])
         scheduler.load_state_dict(state["scheduler"])
         distributed.set_rng_state(state, cfg.seed, state["step"])  # dropout's
@@ -151,11 +145,8 @@ def train(
         log(f"already trained for {start} steps")
         return {}
 
-    accum = cfg.grad_accum
-    weight = None
     if distributed.active():
         batches = distributed.RankShard(batches, distributed.rank(), world)
-        weight = distributed.MaskedTokenWeight(model)  # each rank's share of the masked tokens
     loader = torch.utils.data.DataLoader(
         batches,
         batch_size=None,
@@ -171,26 +162,30 @@ def train(
     model.train()
     data_iter = iter(loader)
     last: dict = {}
-    tokens_seen, t0, data_time = 0, time.perf_counter(), 0.0
+    work, work_seen, t0, data_time = objective.work, 0.0, time.perf_counter(), 0.0
     for step in range(start, cfg.steps):
+        td = time.perf_counter()
+        micro = [next(data_iter) for _ in range(accum)]
+        counts: dict[str, float] = {}
+        for batch in micro:
+            add_counts(counts, objective.counts(batch))
+        micro = [{k: v.to(device, non_blocking=True) for k, v in b.items()} for b in micro]
+        data_time += time.perf_counter() - td
+        work_seen += counts[work]
+        # One all-reduce: the global batch's counts. Gradients are averaged over the W ranks
+        # (DDP, FSDP2), so each rank's sums are scaled by W / global count.
+        counts = distributed.all_reduce_sums(counts)
+        scale = {k: world / n if n else 0.0 for k, n in counts.items()}
         sums: dict[str, float] = {}
-        for i in range(accum):
-            td = time.perf_counter()
-            batch = {k: v.to(device, non_blocking=True) for k, v in next(data_iter).items()}
-            data_time += time.perf_counter() - td
-            tokens_seen += int(batch["attention_mask"].sum())
+        for i, batch in enumerate(micro):
             with distributed.grad_sync(model, last=i == accum - 1):
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.bf16):
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     out = model(batch)
-                if weight is None:
-                    values = {k: float(v.detach()) for k, v in out.items()
-                              if k != "n_masked" and v.ndim == 0}  # fmt: skip
-                else:
-                    values = weight(out)  # this rank's share; sets its MLM gradient weight
-                (out["loss"] / accum).backward()
-            for k, v in values.items():
-                sums[k] = sums.get(k, 0.0) + v / accum
-        sums = distributed.all_reduce_mean(sums)  # the global batch's metrics on every rank
+                loss = sum(out[k] * scale[objective.terms[k]] for k in objective.loss_terms)
+                loss.backward()
+            add_counts(sums, {k: v.detach() for k, v in out.items()})
+        means = normalise(distributed.all_reduce_sums(sums), counts, objective.terms)
+        means = {"loss": total_loss(means, objective.loss_terms), **means}
         grad_norm = torch.nn.utils.clip_grad_norm_(
             model.parameters(), cfg.clip_norm if cfg.clip_norm > 0 else float("inf")
         )
@@ -200,20 +195,25 @@ def train(
         optimizer.step()
         scheduler.step()
         optimizer.zero_grad(set_to_none=True)
+        objective.after_step()
         done = step + 1
-        if not math.isfinite(sums["loss"]):
-            raise FloatingPointError(f"loss became {sums['loss']} at step {done}")
+        if not math.isfinite(means["loss"]):
+            raise FloatingPointError(f"loss became {means['loss']} at step {done}")
 
         if done % cfg.log_every == 0 or done == cfg.steps:
             elapsed = time.perf_counter() - t0
-            tokens = distributed.all_reduce_sum(tokens_seen)  # all ranks' (data_share: rank 0's)
-            row = {"step": done, **{k: round(v, 5) for k, v in sums.items()},
-                   "lr": lr, "grad_norm": round(float(grad_norm), 4),
-                   "tokens_per_s": round(tokens / elapsed, 1),
-                   "data_share": round(data_time / elapsed, 4)}  # fmt: skip
+            rate = distributed.all_reduce_sums({"w": work_seen})["w"] / elapsed  # all ranks'
+            row = {
+                "step": done,
+                **{k: round(v, 5) for k, v in means.items()},
+                "lr": lr,
+                "grad_norm": round(float(grad_norm), 4),
+                f"{work}_per_s": round(rate, 1),
+                "data_share": round(data_time / elapsed, 4),
+            }  # fmt: skip  (rank 0's share)
             if main:
                 _write(metrics_file, writer, row, "train")
-            bar.set_postfix(loss=f"{sums['loss']:.3f}", tok_s=f"{row['tokens_per_s']:.0f}")
+            bar.set_postfix(loss=f"{means['loss']:.3f}", **{f"{work}_s": f"{rate:.0f}"})
             last = row
         bar.update(1)
 
@@ -228,7 +228,7 @@ def train(
             last = {**last, **row}
 
         if cfg.save_every and (done % cfg.save_every == 0) and done < cfg.steps:
-            _save(run_dir, done, model, optimizer, scheduler)
+            _save(run_dir, done, model, optimizer, scheduler, bf16)
         if stop_after is not None and done >= stop_after:
             break
     bar.close()
@@ -236,11 +236,9 @@ def train(
         metrics_file.close()
     if writer:
         writer.close()
-    if weight is not None:
-        weight.remove()
     if done == cfg.steps:
         if cfg.save_every:
-            _save(run_dir, done, model, optimizer, scheduler)
+            _save(run_dir, done, model, optimizer, scheduler, bf16)
         weights = distributed.model_state(model)  # gathered whole on rank 0
         if main:
             save_final(run_dir, weights)
@@ -248,11 +246,12 @@ def train(
     return last
 
 
-def _save(run_dir, step, model, optimizer, scheduler) -> None:
+def _save(run_dir, step, model, optimizer, scheduler, bf16: bool) -> None:
     """Every rank takes part (FSDP2 gathers the shards); rank 0 writes; the others wait."""
     weights = distributed.model_state(model)
     state = {
         "step": step,
+        "precision": "bf16" if bf16 else "fp32",
         "optimizer": distributed.optimizer_state(model, optimizer),
         "scheduler": scheduler.state_dict(),
         **distributed.rng_state(),

@@ -14,8 +14,7 @@ from torch import nn
 
 from selfsup.checkpoint import RUN_FORMAT, save_final
 from selfsup.data.tokenizer import Tokenizer, train_tokenizer
-from selfsup.encoders.text import build_encoder
-from selfsup.objectives import OBJECTIVES
+from selfsup.objectives import build_objective
 from selfsup.presets import preset
 
 # Tests never download: transformers only reads local folders. Set before any test module
@@ -56,16 +55,14 @@ def make_run(
     """A selfsup run folder laid out as selfsup.pretrain writes it, with perturbed random weights
     instead of trained ones."""
     cfg = preset("tiny")
-    cfg.train.objective = objective
+    cfg.set_objective(objective)
     cfg.model.vocab_size = tokenizer.vocab_size
     cfg.model.pad_id = tokenizer.pad_id
     cfg.model.max_len = max_len
     cfg.data.max_len = min(cfg.data.max_len, max_len)
     cfg.validate()
     torch.manual_seed(seed)
-    model = OBJECTIVES[objective](
-        build_encoder(cfg.model), cfg.model.vocab_size, cfg.model.norm_eps
-    )
+    model = build_objective(cfg.objective, cfg.model)
     perturb_(model, seed=seed)
     folder.mkdir(parents=True)
     tokenizer.save(folder / "tokenizer")

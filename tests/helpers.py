@@ -57,15 +57,15 @@ def strict_json(text: str):
 
 
 def pair_data(folder: Path, texts: list[str], tok, chunk_len: int, max_len: int = 64):
-    """(PairBuilder of NSP pairs, Masker, training chunk ids) over `texts` written to a corpus in
+    """(PairBuilder of NSP pairs, MLM masker, training chunk ids) over `texts` written to a corpus in
     `folder`: chunks of up to `chunk_len` tokens, pairs of up to `max_len`."""
-    from selfsup.config import DataConfig, MaskConfig
-    from selfsup.data.text import Masker, PairBuilder, build_corpus, make_chunks
+    from selfsup.data.text import PairBuilder, TextDataConfig, build_corpus, make_chunks
+    from selfsup.objectives.mlm import MLMConfig, token_masker
 
     path = folder / "docs.jsonl"
     path.write_text("".join(json.dumps({"text": t}) + "\n" for t in texts))
-    cfg = DataConfig(max_len=max_len, cache_dir=str(folder / "cache"))
+    cfg = TextDataConfig(max_len=max_len, cache_dir=str(folder / "cache"))
     corpus = build_corpus([str(path)], tok, cfg, log=lambda s: None)
     chunks = make_chunks(corpus, chunk_len)
     builder = PairBuilder(corpus, chunks, tok, max_len, "nsp")
-    return builder, Masker(tok, MaskConfig()), np.arange(len(chunks))
+    return builder, token_masker(tok, MLMConfig()), np.arange(len(chunks))

@@ -253,7 +253,7 @@ def test_latin1_works_with_encoding(tmp_path, capsys):
 def test_pretrain_writes_the_run_layout(objective, runs):
     run = runs(objective)
     config = strict_json((run / "config.json").read_text())
-    assert config["format"] == "selfsup-run" and config["train"]["objective"] == objective
+    assert config["format"] == "selfsup-run" and config["objective"]["name"] == objective
     assert config["model"]["vocab_size"] == len(
         (run / "tokenizer" / "vocab.txt").read_text().split()
     )

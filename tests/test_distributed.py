@@ -19,8 +19,8 @@ import torch.distributed as dist
 from helpers import pair_data
 from safetensors.torch import load_file
 
-from selfsup import IGNORE
-from selfsup.checkpoint import run_config
+from selfsup.keys import IGNORE
+from selfsup.models import run_config
 from selfsup.data.packing import unpack
 from selfsup.data.text import PretrainBatches
 from selfsup.distributed import RankShard
@@ -42,7 +42,7 @@ pytestmark = pytest.mark.skipif(
 
 def _batch(B: int = 6, T: int = 5) -> dict:
     ids = torch.arange(B * T).reshape(B, T)
-    return {"input_ids": ids, "labels": -ids, "pair_labels": torch.arange(B), "T": torch.ones(T)}
+    return {"input_ids": ids, "labels": -ids, "pair_labels": torch.arange(B), "T": torch.tensor(T)}
 
 
 @pytest.mark.parametrize("world", [1, 2, 3])
@@ -52,14 +52,15 @@ def test_rank_shards_tile_the_global_batch(world):
     for key in ("input_ids", "labels", "pair_labels"):
         assert torch.equal(torch.cat([s[key] for s in shards]), full[key])
         assert all(len(s[key]) == 6 // world for s in shards)
-    assert all(s["T"] is full["T"] for s in shards)  # not a per-example tensor: unchanged
+    assert all(s["T"] is full["T"] for s in shards)  # a number, not per example: unchanged
 
 
 def test_rank_shard_refuses_what_it_cannot_split():
     with pytest.raises(ConfigError, match="not divisible by the 4 processes"):
         RankShard([_batch(B=6)], 0, 4)[0]
+    # packed rows hold several examples: rows (6) and examples (9) differ, so no cut by rows
     packed = {**_batch(), "seq_ids": torch.zeros(6, 5), "cls_index": torch.arange(9)}
-    with pytest.raises(NotImplementedError, match="packed batches"):
+    with pytest.raises(NotImplementedError, match="shard"):
         RankShard([packed], 0, 2)[0]
 
 

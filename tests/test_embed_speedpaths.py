@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from selfsup.checkpoint import load_model
+from selfsup.models import load_model
 from selfsup.cli import main
 from selfsup.embed import (
     batch_workers,

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from helpers import SHARED, assert_clean_error, cli, strict_json
 from torch import nn
 
-from selfsup import IGNORE
+from selfsup.keys import IGNORE
 from selfsup.data.tasks import QAExample, TaggedSentence, TextExample
 from selfsup.encoders.text import build_encoder
 from selfsup.errors import ConfigError
@@ -35,6 +35,7 @@ from selfsup.finetune import (
     score,
     split_by_article,
 )
+from selfsup.objectives.base import batch_loss
 from selfsup.objectives.supervised import (
     Regression,
     SequenceClassification,
@@ -451,7 +452,8 @@ def test_span_qa_loss_by_hand():
     batch["start_positions"] = torch.tensor([5, 0, 7, 4])  # row 1: no answer -> [CLS]
     batch["end_positions"] = torch.tensor([6, 0, 10, 4])
     kept = ctx.clone()
-    out = model(batch)
+    out = model.predict(batch)
+    loss = batch_loss(model, batch)
     assert torch.equal(batch["context_mask"], kept)  # the batch's mask is left alone
 
     def ce(logits, target, valid):
@@ -467,32 +469,39 @@ def test_span_qa_loss_by_hand():
             ce(s[r], batch["start_positions"][r], valid)
             + ce(e[r], batch["end_positions"][r], valid)
         )
-    assert float(out["loss"].detach()) == pytest.approx(want / 4, rel=1e-5)
+    assert float(loss.detach()) == pytest.approx(want / 4, rel=1e-5)
+    assert float(model(batch)["span_loss"]) == pytest.approx(want, rel=1e-5)  # the sum
     # The unmasked softmax gives another value: the mask matters.
     plain = 0.5 * (
         F.cross_entropy(s, batch["start_positions"]) + F.cross_entropy(e, batch["end_positions"])
     )
     assert float(plain) != pytest.approx(want / 4, rel=1e-3)
-    out["loss"].backward()
+    loss.backward()
     assert next(model.encoder.parameters()).grad is not None
 
 
 def test_regression_uses_mse():
     model = Regression(tiny_encoder(), dropout=0.0).eval()
     batch = {**toy_batch(), "labels": torch.tensor([0.0, 1.5, -2.0, 4.0])}
-    out = model(batch)
-    pred = out["logits"]
+    pred = model.predict(batch)["logits"]
+    loss = float(batch_loss(model, batch))
     assert pred.shape == (4,)
-    assert float(out["loss"]) == pytest.approx(float(((pred - batch["labels"]) ** 2).mean()))
-    assert float(out["loss"]) != pytest.approx(float((pred - batch["labels"]).abs().mean()))
+    assert loss == pytest.approx(float(((pred - batch["labels"]) ** 2).mean()))
+    assert loss != pytest.approx(float((pred - batch["labels"]).abs().mean()))
+    # a missing target (NaN) is left out of the sum and of the count
+    batch["labels"][1] = float("nan")
+    keep = [0, 2, 3]
+    want = float(((pred[keep] - batch["labels"][keep]) ** 2).mean())
+    assert float(batch_loss(model, batch)) == pytest.approx(want)
+    assert model.counts(batch)["examples"] == 3
 
 
 def test_sequence_classification_loss():
     model = SequenceClassification(tiny_encoder(), 3, dropout=0.0).eval()
     batch = {**toy_batch(), "labels": torch.tensor([0, 2, 1, 2])}
-    out = model(batch)
-    assert float(out["loss"]) == pytest.approx(
-        float(F.cross_entropy(out["logits"], batch["labels"]))
+    logits = model.predict(batch)["logits"]
+    assert float(batch_loss(model, batch)) == pytest.approx(
+        float(F.cross_entropy(logits, batch["labels"]))
     )
 
 
@@ -504,18 +513,18 @@ def test_token_tagging_scores_only_labelled_positions():
     labels[1, [1, 2]] = torch.tensor([1, 1])
     labels[3, 1] = 3
     keep = labels != IGNORE
-    full = model(batch)["logits"]  # (B, T, 5) without labels
+    full = model.predict(batch)["logits"]  # (B, T, 5) without labels
     seen = []
     hook = model.head.register_forward_hook(lambda m, i, o: seen.append(tuple(i[0].shape)))
-    out = model({**batch, "labels": labels})
+    loss = batch_loss(model, {**batch, "labels": labels})
     hook.remove()
     assert seen == [(int(keep.sum()), 32)]  # the head ran on the 6 labelled rows only
     want = F.cross_entropy(full[keep], labels[keep])
-    assert float(out["loss"]) == pytest.approx(float(want), rel=1e-5)
+    assert float(loss) == pytest.approx(float(want), rel=1e-5)
     # A batch with nothing labelled adds nothing (not a NaN mean over no rows).
-    none = model({**batch, "labels": torch.full((4, 12), IGNORE)})
-    assert float(none["loss"]) == 0.0
-    none["loss"].backward()
+    none = batch_loss(model, {**batch, "labels": torch.full((4, 12), IGNORE)})
+    assert float(none) == 0.0
+    none.backward()
 
 
 # --------------------------------------------------------------------------------------------
@@ -530,10 +539,10 @@ class Spy(nn.Module):
         super().__init__()
         self.inner, self.refs, self.alive, self.sizes = inner, [], [], []
 
-    def forward(self, batch):
+    def predict(self, batch):
         self.alive.append(sum(any(r() is not None for r in refs) for refs in self.refs))
         self.sizes.append(batch["input_ids"].shape[0])
-        out = self.inner(batch)
+        out = self.inner.predict(batch)
         self.refs.append([weakref.ref(v) for v in out.values()])
         return out
 

@@ -14,18 +14,14 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from selfsup import IGNORE
-from selfsup.checkpoint import (
-    export_hf,
-    from_hf_state,
-    hf_config_to_model,
-    load_model,
-    to_hf_state,
-)
+from selfsup.keys import IGNORE
+from selfsup.interop.hf_bert import from_hf_state, hf_config_to_model, to_hf_state
+from selfsup.models import export_hf_folder, load_model
 from selfsup.data.tokenizer import load_tokenizer
 from selfsup.encoders.text import build_encoder
 from selfsup.errors import ConfigError
 from selfsup.objectives import MLM, MLMWithNSP
+from selfsup.objectives.base import batch_loss
 
 transformers = pytest.importorskip("transformers")
 
@@ -114,10 +110,10 @@ def test_random_bert_matches_transformers(attn, perturb):
     labels[:, 1:4] = batch["input_ids"][:, 1:4]
     pair_labels = torch.tensor([0, 1, 1])
     r = ref(**batch, labels=labels, next_sentence_label=pair_labels)
-    o = ours({**batch, "labels": labels, "pair_labels": pair_labels})
-    close(o["loss"], r.loss)
+    loss = batch_loss(ours, {**batch, "labels": labels, "pair_labels": pair_labels})
+    close(loss, r.loss)
     r.loss.backward()
-    o["loss"].backward()
+    loss.backward()
     grads = to_hf_state({k: p.grad for k, p in ours.named_parameters()}, cfg.n_layers)
     ref_grads = {k: p.grad for k, p in ref.named_parameters()}
     assert set(grads) - {"cls.predictions.bias"} <= set(ref_grads)
@@ -154,7 +150,7 @@ def test_load_model_reads_transformers_folders(cls, objective, tiny_tokenizer, p
             logits = r.prediction_logits if objective is MLMWithNSP else r.logits
             close(loaded.model.predict_masked(batch, keep), torch.log_softmax(logits[keep], -1))
 
-    export_hf(loaded, tmp_path / "out")
+    export_hf_folder(loaded, tmp_path / "out")
     exported = load_file(str(tmp_path / "out" / "model.safetensors"))
     for k, v in ref.state_dict().items():
         if k.endswith("decoder.weight"):  # tied to the word embeddings, not stored
@@ -277,7 +273,7 @@ def test_export_round_trip(objective, run_factory, tmp_path):
     assert ours.source == "run"
     # Nothing left at its initial value: mapping mix-ups cannot hide behind zeros or ones.
     assert ours.model.mlm_head.bias.abs().min() > 0
-    export_hf(ours, tmp_path / "hf")
+    export_hf_folder(ours, tmp_path / "hf")
     hf_cfg = json.loads((tmp_path / "hf" / "config.json").read_text())
     arch = "BertForPreTraining" if objective == "mlm+nsp" else "BertForMaskedLM"
     assert hf_cfg["architectures"] == [arch]
@@ -330,7 +326,7 @@ def test_export_round_trip(objective, run_factory, tmp_path):
 def test_export_encoder_only_round_trip(minilm_dir, tmp_path):
     """An HF BertModel (no heads) exports as BertModel with unprefixed names."""
     loaded = load_model(minilm_dir)
-    export_hf(loaded, tmp_path / "out")
+    export_hf_folder(loaded, tmp_path / "out")
     hf_cfg = json.loads((tmp_path / "out" / "config.json").read_text())
     assert hf_cfg["architectures"] == ["BertModel"]
     want = load_file(str(minilm_dir / "model.safetensors"))
@@ -343,5 +339,5 @@ def test_export_encoder_only_round_trip(minilm_dir, tmp_path):
 def test_export_refuses_non_empty_folder(tiny_run, tmp_path):
     (tmp_path / "keep.txt").write_text("x")
     with pytest.raises(ConfigError):
-        export_hf(load_model(tiny_run), tmp_path)
+        export_hf_folder(load_model(tiny_run), tmp_path)
     assert (tmp_path / "keep.txt").read_text() == "x"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from selfsup import IGNORE
+from selfsup.keys import IGNORE
 from selfsup.corrupt.tokens import expected_span_words
 from selfsup.data.text import default_corpus
 from selfsup.inspect import inspect_masking
@@ -39,15 +39,15 @@ def config(corpus: Path, **mask):
     cfg = preset("tiny")  # objective mlm+nsp, batches of 32 rows of up to 128 tokens
     cfg.data.paths = [str(corpus)]
     cfg.data.cache_dir = str(corpus.parent / "cache")  # shared: the tokenizer is trained once
-    cfg.data.vocab_size = 500
+    cfg.model.vocab_size = 500
     for k, v in mask.items():
-        setattr(cfg.mask, k, v)
+        setattr(cfg.objective, k, v)
     return cfg
 
 
 @pytest.mark.parametrize("mode", ["token", "whole_word", "span"])
 def test_reported_rates(corpus, mode):
-    mask = {} if mode == "token" else {mode: True}  # MaskConfig.whole_word / .span
+    mask = {} if mode == "token" else {mode: True}  # MLMConfig.whole_word / .span
     stats = inspect_masking(config(corpus, **mask), N_BATCHES)
     assert stats["mode"] == mode.replace("_", "-")
     assert stats["batches"] == N_BATCHES and stats["real_tokens"] > 50_000

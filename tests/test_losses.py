@@ -6,7 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from selfsup import IGNORE
+from selfsup.keys import IGNORE
 from selfsup.losses import accuracy, masked_ce
 
 

@@ -14,7 +14,7 @@ import math
 
 import torch
 
-from selfsup import IGNORE
+from selfsup.keys import ATTENTION_MASK, IGNORE, INPUT_IDS, LABELS
 
 
 def word_starts(input_ids: torch.Tensor, continuation: torch.Tensor) -> torch.Tensor:
@@ -140,3 +140,39 @@ def expected_span_words(span_p: float, span_max: int) -> float:
     """Mean span length in words under the clipped geometric distribution."""
     w = [span_p * (1 - span_p) ** (k - 1) for k in range(1, span_max + 1)]
     return sum(k * x for k, x in zip(range(1, span_max + 1), w, strict=True)) / math.fsum(w)
+
+
+class TokenMasker:
+    """MLM corruption of a collated batch, as configured: `mask_tokens` with the vocabulary's
+    tables. `special` (V,) marks ids never chosen, `continuation` (V,) marks `##` pieces (for
+    whole-word and span masking), `random_ids` the ids a random replacement may take. Padding
+    (attention_mask 0) is never chosen. A callable (batch, generator) -> batch with `labels`."""
+
+    def __init__(
+        self,
+        special: torch.Tensor,
+        continuation: torch.Tensor,
+        random_ids: torch.Tensor,
+        mask_id: int,
+        mask_prob: float = 0.15,
+        replace_prob: float = 0.8,
+        random_prob: float = 0.1,
+        whole_word: bool = False,
+        span: bool = False,
+        span_max: int = 10,
+        span_p: float = 0.2,
+    ):
+        self.special, self.continuation, self.random_ids = special, continuation, random_ids
+        self.mask_id, self.mask_prob = mask_id, mask_prob
+        self.replace_prob, self.random_prob = replace_prob, random_prob
+        self.whole_word, self.span, self.span_max, self.span_p = whole_word, span, span_max, span_p
+
+    def __call__(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict:
+        ids = batch[INPUT_IDS]
+        special = self.special[ids] | (batch[ATTENTION_MASK] == 0)  # (B, T)
+        starts = word_starts(ids, self.continuation) if self.whole_word or self.span else None
+        corrupted, labels = mask_tokens(
+            ids, special, generator, self.mask_id, self.random_ids, self.mask_prob,
+            self.replace_prob, self.random_prob, starts, self.span, self.span_max, self.span_p,
+        )  # fmt: skip
+        return {**batch, INPUT_IDS: corrupted, LABELS: labels}

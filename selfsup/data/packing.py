@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from selfsup import IGNORE
+from selfsup.keys import IGNORE
 
 
 def pack_rows(lengths: list[int], max_len: int) -> list[list[int]]:

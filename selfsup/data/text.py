@@ -23,23 +23,49 @@ import os
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from selfsup import IGNORE
-from selfsup.config import ConfigError, DataConfig, MaskConfig
-from selfsup.corrupt.tokens import mask_tokens, word_starts
 from selfsup.data.packing import pack_batch
 from selfsup.data.tokenizer import Tokenizer
+from selfsup.errors import ConfigError
+from selfsup.keys import ATTENTION_MASK, INPUT_IDS, PAIR_LABELS, TOKEN_TYPE_IDS
+from selfsup.seeds import Stream, seed_for
 
 TEXT_SUFFIXES = {".txt", ".text", ".md", ".jsonl", ".json", ".csv", ".tsv", ""}
 COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 DEFAULT_CORPUS = "gutenberg.jsonl.gz"
+
+
+@dataclass
+class TextDataConfig:
+    """Text pretraining data: files, sequence length, tokenizer, packing, held-out share."""
+
+    paths: list[str] = field(default_factory=list)  # empty = the packaged default corpus
+    max_len: int = 128
+    lowercase: bool = True
+    tokenizer: str | None = None  # a tokenizer folder, run or HF model folder (else trained)
+    text_field: str = "text"  # column of .jsonl/.csv/datasets inputs
+    pack: bool = False  # pack each batch's examples into full rows (no padding FLOPs)
+    heldout_every: int = 50  # every Nth chunk is held out for evaluation
+    heldout_max: int = 512
+    num_workers: int = 0
+    cache_dir: str | None = None
+
+
+@dataclass(frozen=True)
+class TextNeeds:
+    """What an objective asks of the text pipeline (its `text_needs(tokenizer)`): segment pairs
+    with a pair task's labels ("nsp", "sop" or None), and a corruption applied to each collated
+    batch with the batch's generator, (batch, generator) -> batch."""
+
+    pair_task: str | None = None
+    corrupt: Callable[[dict, torch.Generator], dict] | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -254,7 +280,7 @@ def files_fingerprint(files: list[Path]) -> str:
     return h.hexdigest()
 
 
-def cache_key(files: list[Path], tok: Tokenizer, cfg: DataConfig, encoding: str) -> str:
+def cache_key(files: list[Path], tok: Tokenizer, cfg: TextDataConfig, encoding: str) -> str:
     h = hashlib.sha256(files_fingerprint(files).encode())
     h.update(f"{tok.fingerprint()}|{cfg.max_len}|{cfg.text_field}|{encoding}|v2".encode())
     return h.hexdigest()[:20]
@@ -270,7 +296,7 @@ def default_cache_dir() -> Path:
 def build_corpus(
     paths: list[str],
     tok: Tokenizer,
-    cfg: DataConfig,
+    cfg: TextDataConfig,
     encoding: str = "utf-8",
     cache_dir: str | None = None,
     log=print,
@@ -296,7 +322,9 @@ def build_corpus(
     return open_corpus(folder)
 
 
-def _write_corpus(files, tok: Tokenizer, cfg: DataConfig, encoding: str, out: Path, log) -> None:
+def _write_corpus(
+    files, tok: Tokenizer, cfg: TextDataConfig, encoding: str, out: Path, log
+) -> None:
     dtype = np.uint16 if tok.vocab_size <= 65535 else np.int32
     piece = cfg.max_len - 3  # longest sentence piece that fits a sequence alone
     sent_lens: list[int] = []
@@ -466,41 +494,11 @@ def collate(
         attention_mask[i, : len(ids)] = 1
     pair_labels = torch.tensor([lab for _, _, lab in examples], dtype=torch.long)
     return {
-        "input_ids": input_ids,
-        "token_type_ids": token_type_ids,
-        "attention_mask": attention_mask,
-        "pair_labels": pair_labels,
+        INPUT_IDS: input_ids,
+        TOKEN_TYPE_IDS: token_type_ids,
+        ATTENTION_MASK: attention_mask,
+        PAIR_LABELS: pair_labels,
     }
-
-
-class Masker:
-    """Applies MLM corruption to a collated batch with the tokenizer's special ids."""
-
-    def __init__(self, tok: Tokenizer, cfg: MaskConfig):
-        self.cfg = cfg
-        self.tok = tok
-        self.special = torch.zeros(tok.vocab_size, dtype=torch.bool)
-        self.special[tok.special_ids] = True
-        self.continuation = tok.continuation_table()
-        self.random_ids = tok.random_ids()
-
-    def __call__(self, batch: dict[str, torch.Tensor], generator: torch.Generator) -> dict:
-        ids = batch["input_ids"]
-        special = self.special[ids] | (batch["attention_mask"] == 0)  # (B, T)
-        need_words = self.cfg.whole_word or self.cfg.span
-        starts = word_starts(ids, self.continuation) if need_words else None
-        c = self.cfg
-        corrupted, labels = mask_tokens(
-            ids, special, generator, self.tok.mask_id, self.random_ids,
-            c.mask_prob, c.replace_prob, c.random_prob, starts, c.span, c.span_max, c.span_p,
-        )  # fmt: skip
-        return {**batch, "input_ids": corrupted, "labels": labels}
-
-
-def seed_for(*parts: int) -> int:
-    """A stable 63-bit seed from integers (independent of Python's hash randomisation)."""
-    h = hashlib.blake2b(",".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") & ((1 << 63) - 1)
 
 
 class PretrainBatches(torch.utils.data.Dataset):
@@ -509,19 +507,20 @@ class PretrainBatches(torch.utils.data.Dataset):
 
     With `pack`, the batch's `batch_size` examples are packed into as few rows as they fit
     (selfsup.data.packing): the same examples with the same masks, no padding between them.
-    `rank_batch` gives one process's share of a batch (distributed.RankShard)."""
+    `shard` gives one process's share of a batch (distributed.RankShard). `corrupt` (the
+    objective's, e.g. MLM masking) is applied to each collated batch with the batch's generator."""
 
     def __init__(
         self,
         builder: PairBuilder,
-        masker: Masker,
+        corrupt: Callable[[dict, torch.Generator], dict] | None,
         chunk_ids: np.ndarray,
         batch_size: int,
         seed: int,
         shuffle: bool = True,
         pack: bool = False,
     ):
-        self.builder, self.masker = builder, masker
+        self.builder, self.corrupt = builder, corrupt
         self.chunk_ids, self.batch_size = chunk_ids, batch_size
         self.seed, self.shuffle, self.pack = seed, shuffle, pack
         self._perm: tuple[int, np.ndarray] | None = None
@@ -533,14 +532,14 @@ class PretrainBatches(torch.utils.data.Dataset):
         if not self.shuffle:
             return self.chunk_ids
         if self._perm is None or self._perm[0] != epoch:
-            rng = np.random.default_rng(seed_for(self.seed, epoch, 1))
+            rng = np.random.default_rng(seed_for(self.seed, Stream.EPOCH_ORDER, epoch))
             self._perm = (epoch, self.chunk_ids[rng.permutation(len(self.chunk_ids))])
         return self._perm[1]
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        return self.rank_batch(k, 0, 1)
+        return self.shard(k, 0, 1)
 
-    def rank_batch(self, k: int, rank: int, world_size: int) -> dict[str, torch.Tensor]:
+    def shard(self, k: int, rank: int, world_size: int) -> dict[str, torch.Tensor]:
         """Examples [rank B/W, (rank+1) B/W) of batch k, for process `rank` of `world_size`.
 
         The whole batch is built and masked padded, with its one generator, before this share is
@@ -554,11 +553,13 @@ class PretrainBatches(torch.utils.data.Dataset):
         for j in range(B):
             pos = k * B + j
             chunk = int(self._order(pos // n)[pos % n])
-            rng = np.random.default_rng(seed_for(self.seed, pos, 2))
+            rng = np.random.default_rng(seed_for(self.seed, Stream.EXAMPLE, pos))
             examples.append(self.builder.example(chunk, rng))
         pad = self.builder.tok.pad_id
-        g = torch.Generator().manual_seed(seed_for(self.seed, k, 3))
-        batch = self.masker(collate(examples, pad), g)  # (B, T)
+        g = torch.Generator().manual_seed(seed_for(self.seed, Stream.CORRUPT, k))
+        batch = collate(examples, pad)  # (B, T)
+        if self.corrupt is not None:
+            batch = self.corrupt(batch, g)
         share = B // world_size
         mine = slice(rank * share, (rank + 1) * share)
         batch = {key: v[mine] for key, v in batch.items()}  # (B/W, T)
@@ -587,6 +588,3 @@ def unigram_baseline(
         counts += np.bincount(np.asarray(corpus.tokens[off[s] : off[e]]), minlength=vocab_size)
     counts[special_ids] = 0
     return counts
-
-
-__all__ = ["IGNORE"]

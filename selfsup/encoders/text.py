@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import nn
 
-from selfsup.config import ModelConfig
 from selfsup.encoders.transformer import Transformer, block_attn_mask, padding_attn_mask
+from selfsup.errors import ConfigError
 from selfsup.layers.embed import TextEmbedding
+
+
+@dataclass
+class BertConfig:
+    """A BERT encoder (Devlin et al., arXiv:1810.04805); defaults are BERT-base's shape with the
+    vocabulary size of a WordPiece vocabulary trained for the run."""
+
+    vocab_size: int = 8192  # a trained tokenizer's target size; else the tokenizer's own size
+    dim: int = 768
+    n_layers: int = 12
+    n_heads: int = 12
+    ffn_dim: int = 3072
+    max_len: int = 512  # size of the learned position table
+    type_vocab_size: int = 2
+    dropout: float = 0.1
+    attn_dropout: float = 0.1
+    norm_eps: float = 1e-12
+    pad_id: int = 0
+
+    def validate(self) -> None:
+        if self.dim % self.n_heads:
+            raise ConfigError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
+        for name in ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_len"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
 
 
 class BertEncoder(nn.Module):
@@ -69,7 +96,7 @@ class BertEncoder(nn.Module):
         return result
 
 
-def build_encoder(cfg: ModelConfig) -> BertEncoder:
+def build_encoder(cfg: BertConfig) -> BertEncoder:
     enc = BertEncoder(
         cfg.vocab_size,
         cfg.dim,

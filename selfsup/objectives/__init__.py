@@ -1,7 +1,57 @@
-"""Pretraining objectives: one file per method, collected in a plain dict."""
+"""Pretraining objectives: one file per method, collected in a plain dict.
 
-from selfsup.objectives.mlm import MLM, MLMWithNSP, MLMWithSOP
+Every entry is a class with a `Config` dataclass (its section of the run config, `name` first)
+and `build(cfg, model_cfg)`, following the contract of objectives/base.py. An objective from
+your own module joins with `register("name", MyObjective)`, or without importing selfsup first,
+through an entry point in your package's metadata:
 
-OBJECTIVES = {"mlm": MLM, "mlm+nsp": MLMWithNSP, "mlm+sop": MLMWithSOP}
+    [project.entry-points."selfsup.objectives"]
+    my-objective = "my_package.module:MyObjective"
+"""
 
-__all__ = ["OBJECTIVES", "MLM", "MLMWithNSP", "MLMWithSOP"]
+from __future__ import annotations
+
+from importlib.metadata import entry_points
+
+from selfsup.errors import ConfigError
+from selfsup.objectives.base import Objective
+from selfsup.objectives.mlm import MLM, MLMConfig, MLMWithNSP, MLMWithSOP
+
+OBJECTIVES: dict[str, type[Objective]] = {"mlm": MLM, "mlm+nsp": MLMWithNSP, "mlm+sop": MLMWithSOP}
+
+ENTRY_POINTS = "selfsup.objectives"
+_loaded_entry_points = False
+
+
+def register(name: str, objective: type[Objective]) -> None:
+    """Make `objective` available by `name` (to `selfsup pretrain --objective`, run configs and
+    checkpoint loading). It needs a `Config` dataclass whose first field is `name`, and a
+    `build(cfg, model_cfg)` class method."""
+    for attr in ("Config", "build"):
+        if not hasattr(objective, attr):
+            raise TypeError(f"objective {objective.__name__} has no {attr}")
+    OBJECTIVES[name] = objective
+
+
+def get_objective(name: str) -> type[Objective]:
+    """The objective class registered as `name` (the package's own, `register`ed ones, then
+    entry points); a one-line error naming the choices otherwise."""
+    global _loaded_entry_points
+    if name not in OBJECTIVES and not _loaded_entry_points:
+        _loaded_entry_points = True
+        for ep in entry_points(group=ENTRY_POINTS):
+            OBJECTIVES.setdefault(ep.name, ep.load())
+    if name not in OBJECTIVES:
+        raise ConfigError(f"unknown objective {name!r}; choose from {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[name]
+
+
+def build_objective(cfg, model_cfg) -> Objective:
+    """The objective named by `cfg.name`, with its encoder and heads built from `model_cfg`."""
+    return get_objective(cfg.name).build(cfg, model_cfg)
+
+
+__all__ = [
+    "OBJECTIVES", "MLM", "MLMConfig", "MLMWithNSP", "MLMWithSOP", "Objective", "build_objective",
+    "get_objective", "register",
+]  # fmt: skip

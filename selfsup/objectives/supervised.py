@@ -5,95 +5,147 @@ arXiv:1810.04805, figure 4), each an encoder plus a small head plus a pure loss.
 2. TokenTagging: one label per word on its first sub-token (POS);
 3. sentence pairs are case 1 with segments A/B (NLI, paraphrase);
 4. SpanQA: start and end vectors dotted with every token output (SQuAD).
+
+Like every objective (objectives/base.py), `forward` returns sums over the counts `counts`
+names; `predict` returns the logits for unlabelled batches.
 """
 
 from __future__ import annotations
 
 import torch
-from torch import nn
 
-from selfsup import IGNORE
 from selfsup.encoders.text import BertEncoder, init_bert_weights
 from selfsup.heads.classify import ClassifyHead
 from selfsup.heads.span import SpanHead
 from selfsup.heads.tag import TagHead
-from selfsup.losses import accuracy, masked_ce, mse, span_ce
+from selfsup.keys import (
+    ATTENTION_MASK,
+    CONTEXT_MASK,
+    END_POSITIONS,
+    IGNORE,
+    INPUT_IDS,
+    LABELS,
+    START_POSITIONS,
+    TOKEN_TYPE_IDS,
+)
+from selfsup.losses import hits, masked_ce, mse, span_ce
+from selfsup.objectives.base import Objective
+from selfsup.objectives.mlm import real_tokens
 
 
 def _encode(encoder: BertEncoder, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return encoder(batch["input_ids"], batch.get("attention_mask"), batch.get("token_type_ids"))
+    return encoder(batch[INPUT_IDS], batch.get(ATTENTION_MASK), batch.get(TOKEN_TYPE_IDS))
 
 
-class SequenceClassification(nn.Module):
-    def __init__(self, encoder: BertEncoder, n_classes: int, dropout: float = 0.1):
-        super().__init__()
-        self.encoder = encoder
-        self.head = ClassifyHead(encoder.dim, n_classes, dropout)
-        init_bert_weights(self.head)
+class _Supervised(Objective):
+    work = "tokens"
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        logits = self.head(_encode(self.encoder, batch)["pooled"])  # (B, C)
-        out = {"logits": logits}
-        if "labels" in batch:
-            out["loss"] = masked_ce(logits, batch["labels"])
-            out["acc"] = accuracy(logits.detach(), batch["labels"])
-        return out
-
-
-class Regression(nn.Module):
-    def __init__(self, encoder: BertEncoder, dropout: float = 0.1):
-        super().__init__()
-        self.encoder = encoder
-        self.head = ClassifyHead(encoder.dim, 1, dropout)
-        init_bert_weights(self.head)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        pred = self.head(_encode(self.encoder, batch)["pooled"]).squeeze(-1)  # (B,)
-        out = {"logits": pred}
-        if "labels" in batch:
-            out["loss"] = mse(pred, batch["labels"])
-        return out
-
-
-class TokenTagging(nn.Module):
-    """Labels sit on each word's first sub-token; other positions hold IGNORE."""
-
-    def __init__(self, encoder: BertEncoder, n_tags: int, dropout: float = 0.1):
-        super().__init__()
-        self.encoder = encoder
-        self.head = TagHead(encoder.dim, n_tags, dropout)
-        init_bert_weights(self.head)
-
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        h = _encode(self.encoder, batch)["hidden"]  # (B, T, D)
-        out = {}
-        if "labels" in batch:
-            keep = batch["labels"] != IGNORE  # (B, T)
-            logits = self.head(h[keep])  # (M, n_tags): only the scored positions
-            # a batch with no labelled word (M = 0) adds nothing, not a NaN mean over no rows
-            out["loss"] = masked_ce(logits, batch["labels"][keep]) if len(logits) else h.sum() * 0
-            out["acc"] = accuracy(logits.detach(), batch["labels"][keep])
-        else:
-            out["logits"] = self.head(h)  # (B, T, n_tags)
-        return out
-
-
-class SpanQA(nn.Module):
     def __init__(self, encoder: BertEncoder):
         super().__init__()
         self.encoder = encoder
+
+    def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        return {"examples": self._labelled(batch), "tokens": real_tokens(batch)}
+
+    def _labelled(self, batch) -> int:
+        return int((batch[LABELS] != IGNORE).sum())
+
+
+class SequenceClassification(_Supervised):
+    terms = {"ce_loss": "examples", "acc": "examples"}
+    loss_terms = ("ce_loss",)
+
+    def __init__(self, encoder: BertEncoder, n_classes: int, dropout: float = 0.1):
+        super().__init__(encoder)
+        self.head = ClassifyHead(encoder.dim, n_classes, dropout)
+        init_bert_weights(self.head)
+
+    def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"logits": self.head(_encode(self.encoder, batch)["pooled"])}  # (B, C)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        logits = self.predict(batch)["logits"]
+        labels = batch[LABELS]
+        return {"ce_loss": masked_ce(logits, labels, "sum"), "acc": hits(logits.detach(), labels)}
+
+
+class Regression(_Supervised):
+    """A NaN label marks a missing target (any float, -100.0 too, is a target)."""
+
+    terms = {"mse_loss": "examples"}
+    loss_terms = ("mse_loss",)
+
+    def __init__(self, encoder: BertEncoder, dropout: float = 0.1):
+        super().__init__(encoder)
+        self.head = ClassifyHead(encoder.dim, 1, dropout)
+        init_bert_weights(self.head)
+
+    def _labelled(self, batch) -> int:
+        return int((~batch[LABELS].isnan()).sum())
+
+    def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"logits": self.head(_encode(self.encoder, batch)["pooled"]).squeeze(-1)}  # (B,)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        pred, labels = self.predict(batch)["logits"], batch[LABELS]
+        keep = ~labels.isnan()
+        return {"mse_loss": mse(pred[keep], labels[keep], "sum")}
+
+
+class TokenTagging(_Supervised):
+    """Labels sit on each word's first sub-token; other positions hold IGNORE. The count is the
+    labelled words."""
+
+    terms = {"ce_loss": "words", "acc": "words"}
+    loss_terms = ("ce_loss",)
+
+    def __init__(self, encoder: BertEncoder, n_tags: int, dropout: float = 0.1):
+        super().__init__(encoder)
+        self.head = TagHead(encoder.dim, n_tags, dropout)
+        init_bert_weights(self.head)
+
+    def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        return {"words": self._labelled(batch), "tokens": real_tokens(batch)}
+
+    def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return {"logits": self.head(_encode(self.encoder, batch)["hidden"])}  # (B, T, n_tags)
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        h = _encode(self.encoder, batch)["hidden"]  # (B, T, D)
+        keep = batch[LABELS] != IGNORE  # (B, T)
+        logits = self.head(h[keep])  # (M, n_tags): only the scored positions
+        targets = batch[LABELS][keep]
+        # a batch with no labelled word (M = 0) adds nothing: a zero sum that keeps the graph
+        loss = masked_ce(logits, targets, "sum") if len(logits) else h.sum() * 0
+        return {"ce_loss": loss, "acc": hits(logits.detach(), targets)}
+
+
+class SpanQA(_Supervised):
+    """Every window is an example (a window without the answer points at [CLS])."""
+
+    terms = {"span_loss": "examples"}
+    loss_terms = ("span_loss",)
+
+    def __init__(self, encoder: BertEncoder):
+        super().__init__(encoder)
         self.head = SpanHead(encoder.dim)
         init_bert_weights(self.head)
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def _labelled(self, batch) -> int:
+        return int(batch[START_POSITIONS].numel())
+
+    def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         start, end = self.head(_encode(self.encoder, batch)["hidden"])  # (B, T) each
-        out = {"start_logits": start, "end_logits": end}
-        if "start_positions" in batch:
-            valid = batch.get("context_mask")
-            if valid is not None:
-                valid = valid.bool().clone()  # .bool() of a bool mask is the batch's own tensor
-                valid[:, 0] = True  # [CLS] stands for "no answer in this window"
-            out["loss"] = span_ce(
-                start, end, batch["start_positions"], batch["end_positions"], valid
-            )
-        return out
+        return {"start_logits": start, "end_logits": end}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        out = self.predict(batch)
+        valid = batch.get(CONTEXT_MASK)
+        if valid is not None:
+            valid = valid.bool().clone()  # .bool() of a bool mask is the batch's own tensor
+            valid[:, 0] = True  # [CLS] stands for "no answer in this window"
+        loss = span_ce(
+            out["start_logits"], out["end_logits"], batch[START_POSITIONS], batch[END_POSITIONS],
+            valid, reduction="sum",
+        )  # fmt: skip
+        return {"span_loss": loss}

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from selfsup import IGNORE
+from selfsup.keys import IGNORE
 from selfsup.corrupt.tokens import (
     choose_positions,
     expected_span_words,

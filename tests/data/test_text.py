@@ -15,10 +15,11 @@ import numpy as np
 import pytest
 import torch
 
-from selfsup.config import ConfigError, DataConfig, MaskConfig
+from selfsup.errors import ConfigError
+from selfsup.objectives.mlm import MLMConfig, token_masker
 from selfsup.data.text import (
-    Masker,
     PairBuilder,
+    TextDataConfig,
     PretrainBatches,
     build_corpus,
     make_chunks,
@@ -77,7 +78,7 @@ def tok(paths):
 
 @pytest.fixture(scope="module")
 def cfg(paths) -> DataConfig:
-    return DataConfig(max_len=MAX_LEN, cache_dir=str(paths[0].parent / "cache"))
+    return TextDataConfig(max_len=MAX_LEN, cache_dir=str(paths[0].parent / "cache"))
 
 
 @pytest.fixture(scope="module")
@@ -236,7 +237,7 @@ def test_chunks_stay_in_their_document(corpus, chunks):
 
 def test_cache_is_reused_and_keyed_on_the_files(tmp_path, tok):
     paths = [str(p) for p in write_docs(tmp_path / "docs")]
-    cfg = DataConfig(max_len=MAX_LEN, cache_dir=str(tmp_path / "cache"))
+    cfg = TextDataConfig(max_len=MAX_LEN, cache_dir=str(tmp_path / "cache"))
     logs: list[str] = []
     first = build_corpus(paths, tok, cfg, log=logs.append)
     assert "tokenized" in logs[-1]
@@ -250,7 +251,7 @@ def test_cache_is_reused_and_keyed_on_the_files(tmp_path, tok):
     third = build_corpus(paths, tok, cfg, log=logs.append)
     assert third.folder != first.folder and "tokenized" in logs[-1]
     assert third.n_tokens > first.n_tokens
-    other_len = build_corpus(paths, tok, DataConfig(max_len=32, cache_dir=cfg.cache_dir))
+    other_len = build_corpus(paths, tok, TextDataConfig(max_len=32, cache_dir=cfg.cache_dir))
     assert other_len.folder not in (first.folder, third.folder)
 
 
@@ -318,7 +319,7 @@ def test_sop_swaps_half(corpus, chunks, tok):
 def make_batches(corpus, chunks, tok, seed=7, pair_task="nsp"):
     builder = PairBuilder(corpus, chunks, tok, MAX_LEN, pair_task)
     ids = np.arange(len(chunks))
-    return PretrainBatches(builder, Masker(tok, MaskConfig()), ids, batch_size=8, seed=seed)
+    return PretrainBatches(builder, token_masker(tok, MLMConfig()), ids, batch_size=8, seed=seed)
 
 
 def assert_batches_equal(x: dict, y: dict) -> None:

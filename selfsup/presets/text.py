@@ -1,4 +1,4 @@
-"""Model presets, written in Python.
+"""Text presets: BERT shapes and their training defaults, written in Python.
 
 Shapes follow Turc et al., "Well-Read Students Learn Better" (arXiv:1908.08962): the BERT
 miniatures (L layers, H hidden, H/64 heads, 4H feed-forward), and BERT-base (arXiv:1810.04805).
@@ -6,19 +6,20 @@ miniatures (L layers, H hidden, H/64 heads, 4H feed-forward), and BERT-base (arX
 
 from __future__ import annotations
 
-from selfsup.config import ConfigError, ModelConfig, RunConfig, TrainConfig
+from selfsup.config import RunConfig, TrainConfig
+from selfsup.encoders.text import BertConfig
 
 
-def _bert(n_layers: int, dim: int) -> ModelConfig:
+def _bert(n_layers: int, dim: int) -> BertConfig:
     # Pretraining runs without dropout: on short budgets it trains faster and no worse (Cramming,
     # arXiv:2212.14034), and CPU dropout is costly. Fine-tuning sets its own dropout.
-    return ModelConfig(
+    return BertConfig(
         dim=dim, n_layers=n_layers, n_heads=max(1, dim // 64), ffn_dim=4 * dim,
         dropout=0.0, attn_dropout=0.0,
     )  # fmt: skip
 
 
-MODELS: dict[str, ModelConfig] = {
+MODELS: dict[str, BertConfig] = {
     "tiny": _bert(2, 128),  # BERT-Tiny
     "mini": _bert(4, 256),  # BERT-Mini
     "small": _bert(4, 512),  # BERT-Small
@@ -37,9 +38,7 @@ TRAIN: dict[str, TrainConfig] = {
 }
 
 
-def preset(name: str) -> RunConfig:
-    if name not in MODELS:
-        raise ConfigError(f"unknown preset {name!r}; choose from {', '.join(MODELS)}")
+def text_preset(name: str) -> RunConfig:
     from copy import deepcopy
 
     return RunConfig(preset=name, model=deepcopy(MODELS[name]), train=deepcopy(TRAIN[name]))

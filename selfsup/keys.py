@@ -1,0 +1,18 @@
+"""Batch keys and the ignore label, named once and reused by every data pipeline, objective and
+head. A new modality adds its keys here."""
+
+IGNORE = -100  # label value that losses skip
+
+# text
+INPUT_IDS = "input_ids"  # (B, T) token ids
+ATTENTION_MASK = "attention_mask"  # (B, T) 1 on real tokens, 0 on padding
+TOKEN_TYPE_IDS = "token_type_ids"  # (B, T) segment A = 0, B = 1
+POSITION_IDS = "position_ids"  # (B, T) positions (restart per example in packed rows)
+LABELS = "labels"  # (B, T) MLM/tag targets or (B,) class/regression targets
+PAIR_LABELS = "pair_labels"  # (B,) NSP/SOP labels
+SEQ_IDS = "seq_ids"  # (R, T) example of each token in a packed row, -1 on padding
+CLS_INDEX = "cls_index"  # (E,) flat index of each packed example's first token
+# extractive QA
+START_POSITIONS = "start_positions"  # (B,)
+END_POSITIONS = "end_positions"  # (B,)
+CONTEXT_MASK = "context_mask"  # (B, T) 1 on context tokens
