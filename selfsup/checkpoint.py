@@ -1,49 +1,176 @@
-"""Saving and loading: run folders, atomic checkpoints with full trainer state, and HuggingFace
-BERT import/export (config.json + model.safetensors/pytorch_model.bin + vocab.txt).
+"""Run folders and checkpoints: atomic writes, full trainer state, exact resume, manifests.
 
 A run folder:
     config.json               the RunConfig (plus "format": "selfsup-run")
     tokenizer/                vocab.txt, tokenizer.json, tokenizer_config.json
-    checkpoints/step_XXXXXXXX model.safetensors + trainer.pt (optimizer, scheduler, RNG, step),
-                              whole and written once by rank 0: resumable at any world size
+    checkpoints/step_XXXXXXXX one checkpoint, whole and written once by rank 0 (resumable at any
+                              world size):
+        model.safetensors     the weights
+        trainer.safetensors   every tensor of the trainer state (optimizer moments and steps,
+                              RNG states), named by its path: "optimizer/state/0/exp_avg", "rng"
+        trainer.json          the rest of the trainer state (step, precision, param groups, the
+                              scheduler) and its structure: which leaves are tensors, which
+                              sequences are tuples, which dict keys are ints
+        manifest.json         size and sha256 of the three files above, written last
     checkpoints/LATEST        name of the newest complete checkpoint
     model.safetensors         final weights, written when training ends
+    manifest.json             size and sha256 of model.safetensors
     metrics.jsonl, tb/        logs
+
+Nothing here unpickles: safetensors is raw tensor bytes behind a JSON header and the rest is
+JSON, so opening a run folder someone handed over cannot run code. Checkpoints written before
+this layout (model.safetensors + trainer.pt, no manifest) still load; their trainer.pt only
+through torch's weights-only unpickler, which refuses anything but tensors and plain containers.
+
+A checkpoint is written into a hidden temporary folder, its files fsynced, the manifest written
+last, then the folder renamed into place and LATEST updated: a crash or a full disk leaves the
+previous checkpoint as it was. Loading verifies the manifest and falls back to the previous
+complete checkpoint (two are kept) when the newest is truncated or changed.
 """
 
 from __future__ import annotations
 
+import errno
+import hashlib
 import json
+import math
 import os
+import pickle
+import re
 import shutil
 import tempfile
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Callable, Iterable
+from pathlib import Path, PurePosixPath
+from typing import Any
 
 import torch
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 from torch import nn
 
-from selfsup.config import ConfigError, ModelConfig, RunConfig
-from selfsup.data.tokenizer import Tokenizer, load_tokenizer
-from selfsup.encoders.text import BertEncoder, build_encoder
-from selfsup.objectives import OBJECTIVES
+from selfsup.errors import ConfigError
 
 RUN_FORMAT = "selfsup-run"
+MANIFEST = "manifest.json"
+MANIFEST_FORMAT = "selfsup-manifest"
+TRAINER_FORMAT = "selfsup-trainer-state"
+MODEL = "model.safetensors"
+TRAINER_TENSORS = "trainer.safetensors"
+TRAINER_JSON = "trainer.json"
+LEGACY_TRAINER = "trainer.pt"  # pickled, before trainer.json
+
+
+class DamagedFileError(ConfigError):
+    """A file that is missing, truncated or does not match its folder's manifest."""
+
+    def __init__(self, file: Path, reason: str):
+        super().__init__(f"{file} {reason}")
+        self.file, self.reason = file, reason
 
 
 # --------------------------------------------------------------------------------------------
-# Atomic writes
+# The trainer state as tensors + JSON
 # --------------------------------------------------------------------------------------------
 
 
-def atomic_write_text(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+def flatten_state(obj: Any) -> tuple[dict[str, torch.Tensor], Any]:
+    """Split a nested state (dicts, lists, tuples, tensors, str, int, float, bool, None) into
+    its tensors, named by their path ("optimizer/state/0/exp_avg"), and a JSON-able skeleton
+    that `unflatten_state` rebuilds it from, with the same types: tuples stay tuples, int dict
+    keys stay ints, inf and NaN survive strict JSON. Anything else is a TypeError naming where.
+
+    Skeleton nodes: JSON scalars and lists as themselves; every other node is an object with
+    one key: {"tensor": name}, {"tuple": [...]}, {"dict": {str: node}} (all keys str),
+    {"items": [[key, node], ...]} (some int keys), {"float": "inf" | "-inf" | "nan"}."""
+    tensors: dict[str, torch.Tensor] = {}
+
+    def walk(x: Any, path: str) -> Any:
+        if isinstance(x, torch.Tensor):
+            name, n = path or "tensor", 1
+            while name in tensors:  # a str key holding "/" can spell another path
+                name, n = f"{path}~{n}", n + 1
+            tensors[name] = x
+            return {"tensor": name}
+        if x is None or isinstance(x, bool | int | str):
+            return x
+        if isinstance(x, float):
+            return x if math.isfinite(x) else {"float": repr(x)}
+        if isinstance(x, list):
+            return [walk(v, _join(path, i)) for i, v in enumerate(x)]
+        if isinstance(x, tuple):
+            return {"tuple": [walk(v, _join(path, i)) for i, v in enumerate(x)]}
+        if isinstance(x, dict):
+            for k in x:
+                if not isinstance(k, str) and (not isinstance(k, int) or isinstance(k, bool)):
+                    raise TypeError(
+                        f"the trainer state at {path or '/'!r} has a key {k!r} of type "
+                        f"{type(k).__name__}: keys must be str or int"
+                    )
+            if all(isinstance(k, str) for k in x):
+                return {"dict": {k: walk(v, _join(path, k)) for k, v in x.items()}}
+            return {"items": [[k, walk(v, _join(path, k))] for k, v in x.items()]}
+        raise TypeError(
+            f"cannot store a {type(x).__name__} in the trainer state at {path or '/'!r}: only "
+            "tensors, dicts, lists, tuples, str, int, float, bool and None"
+        )
+
+    return tensors, walk(obj, "")
+
+
+def unflatten_state(tensors: dict[str, torch.Tensor], skeleton: Any) -> Any:
+    """The state `flatten_state` split into `tensors` and `skeleton`. A ValueError when they do
+    not fit together (a tensor missing or never named, a node of unknown shape)."""
+    named: set[str] = set()
+
+    def bad(where: str, what: str) -> ValueError:
+        return ValueError(f"malformed trainer state at {where or '/'!r}: {what}")
+
+    def build(node: Any, where: str) -> Any:
+        if node is None or isinstance(node, bool | int | float | str):
+            return node
+        if isinstance(node, list):
+            return [build(v, _join(where, i)) for i, v in enumerate(node)]
+        if not isinstance(node, dict) or len(node) != 1:
+            raise bad(where, f"unexpected {type(node).__name__}")
+        ((tag, body),) = node.items()
+        if tag == "tensor":
+            if body not in tensors:
+                raise ValueError(f"the tensors lack {body!r}, which the state names at {where!r}")
+            named.add(body)
+            return tensors[body]
+        if tag == "tuple" and isinstance(body, list):
+            return tuple(build(v, _join(where, i)) for i, v in enumerate(body))
+        if tag == "dict" and isinstance(body, dict):
+            return {k: build(v, _join(where, k)) for k, v in body.items()}
+        if tag == "items" and isinstance(body, list):
+            out = {}
+            for pair in body:
+                if not (isinstance(pair, list) and len(pair) == 2 and _is_key(pair[0])):
+                    raise bad(where, f"bad dict item {pair!r}")
+                out[pair[0]] = build(pair[1], _join(where, pair[0]))
+            return out
+        if tag == "float" and body in ("inf", "-inf", "nan"):
+            return float(body)
+        raise bad(where, f"unknown node {tag!r}")
+
+    state = build(skeleton, "")
+    extra = sorted(tensors.keys() - named)
+    if extra:
+        raise ValueError(f"tensors the state never names: {', '.join(extra[:5])}")
+    return state
+
+
+def _join(path: str, key: Any) -> str:
+    return f"{path}/{key}" if path else str(key)
+
+
+def _is_key(k: Any) -> bool:
+    return isinstance(k, str) or (isinstance(k, int) and not isinstance(k, bool))
+
+
+# --------------------------------------------------------------------------------------------
+# Checkpoints
+# --------------------------------------------------------------------------------------------
 
 
 def save_checkpoint(
@@ -53,70 +180,445 @@ def save_checkpoint(
     trainer_state: dict,
     keep: int = 2,
 ) -> Path:
-    """Write checkpoints/step_N atomically (temporary folder, fsync, rename), then LATEST.
-    `model` is the model or its whole state dict (gathered from several processes)."""
-    ckpt_root = run_dir / "checkpoints"
-    ckpt_root.mkdir(parents=True, exist_ok=True)
+    """Write checkpoints/step_N atomically (temporary folder, fsync, manifest last, rename),
+    then LATEST, and keep the `keep` newest. `model` is the model or its whole state dict
+    (gathered from several processes). A full disk (or any write error) removes what was
+    half written and raises an OSError whose one-line message names the last complete
+    checkpoint; the previous checkpoints are untouched."""
+    tensors, skeleton = flatten_state(trainer_state)  # a TypeError is a bug: before any write
+    meta = json.dumps(
+        {"format": TRAINER_FORMAT, "version": 1, "state": skeleton}, indent=1, allow_nan=False
+    )
+    root = run_dir / "checkpoints"
     name = f"step_{step:08d}"
-    tmp = Path(tempfile.mkdtemp(dir=ckpt_root, prefix=f".{name}."))
+    final = root / name
+    tmp: Path | None = None
+    renamed = False
     try:
-        save_file(_contiguous(_state(model)), str(tmp / "model.safetensors"))
-        torch.save(trainer_state, tmp / "trainer.pt")
-        for f in tmp.iterdir():
-            with open(f, "rb") as fh:
-                os.fsync(fh.fileno())
-        final = ckpt_root / name
-        if final.exists():
+        root.mkdir(parents=True, exist_ok=True)
+        tmp = temp_folder(root, name)
+        save_safetensors(_state(model), tmp / MODEL)
+        save_safetensors(tensors, tmp / TRAINER_TENSORS)
+        _write_file(tmp / TRAINER_JSON, meta.encode())
+        write_manifest(tmp, [MODEL, TRAINER_TENSORS, TRAINER_JSON])  # fsyncs them, then itself
+        _fsync_dir(tmp)
+        if final.exists():  # written before, by an attempt we resumed from behind
             shutil.rmtree(final)
         os.rename(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
+        renamed = True
+        _fsync_dir(root)
+        atomic_write_text(root / "LATEST", name)
+    except BaseException as e:
+        if tmp is not None:  # LATEST could not name it: the previous one stays the latest
+            shutil.rmtree(final if renamed else tmp, ignore_errors=True)
+        if isinstance(e, OSError | SafetensorError):
+            raise _write_error(e, f"checkpoint {name} in {root}", run_dir) from e
         raise
-    atomic_write_text(ckpt_root / "LATEST", name)
-    old = sorted(p for p in ckpt_root.glob("step_*") if p.is_dir() and p.name != name)
-    for p in old[: max(0, len(old) - (keep - 1))]:
-        shutil.rmtree(p, ignore_errors=True)
+    _prune(root, step, keep)
     return final
 
 
-def latest_checkpoint(run_dir: Path) -> Path | None:
-    marker = run_dir / "checkpoints" / "LATEST"
-    if not marker.exists():
-        return None
-    p = run_dir / "checkpoints" / marker.read_text().strip()
-    return p if (p / "model.safetensors").exists() else None
+def latest_checkpoint(run_dir: Path, log: Callable[[str], None] | None = None) -> Path | None:
+    """The newest complete checkpoint folder: the one LATEST names, else the newest before it
+    whose files match their manifest (or, written before manifests, whose model.safetensors is
+    whole). None when there is none; what was skipped goes to `log`."""
+    problems: list[str] = []
+    root = run_dir / "checkpoints"
+    for ckpt in _candidates(root, problems):
+        try:
+            _check(ckpt)
+        except DamagedFileError as e:
+            problems.append(_problem(e, root))
+            continue
+        if problems and log is not None:
+            log(f"warning: {'; '.join(problems)}; using {ckpt.name}")
+        return ckpt
+    return None
+
+
+def load_checkpoint(
+    run_dir: Path, log: Callable[[str], None] = print
+) -> tuple[Path, dict[str, torch.Tensor], dict] | None:
+    """The newest complete checkpoint of a run: (its folder, model weights, trainer state), or
+    None when there is none. A damaged newest checkpoint is skipped with a warning to `log`;
+    when every one is damaged, a one-line ConfigError lists what is wrong with each. An old
+    pickled trainer.pt that torch's weights-only unpickler refuses is a ConfigError too (it is
+    never unpickled any other way)."""
+    problems: list[str] = []
+    root = run_dir / "checkpoints"
+    candidates = _candidates(root, problems)
+    for ckpt in candidates:
+        try:
+            _check(ckpt)
+            weights = read_safetensors(ckpt / MODEL)
+            state = read_trainer_state(ckpt)
+        except DamagedFileError as e:
+            problems.append(_problem(e, root))
+            continue
+        if problems:
+            log(f"warning: {'; '.join(problems)}; resuming from {ckpt.name}")
+        return ckpt, weights, state
+    if problems:
+        raise ConfigError(f"no usable checkpoint in {root}: {'; '.join(problems)}")
+    return None
+
+
+def read_trainer_state(ckpt: Path) -> dict:
+    """The trainer state of one checkpoint folder: trainer.json + trainer.safetensors, or an
+    old trainer.pt through torch's weights-only unpickler."""
+    meta_path = ckpt / TRAINER_JSON
+    if meta_path.exists():
+        tensors = read_safetensors(ckpt / TRAINER_TENSORS)
+        try:
+            meta = json.loads(meta_path.read_bytes())
+            if not isinstance(meta, dict) or meta.get("format") != TRAINER_FORMAT:
+                raise ValueError(f"its format is not {TRAINER_FORMAT!r}")
+            return unflatten_state(tensors, meta["state"])
+        except (ValueError, KeyError, UnicodeDecodeError) as e:  # JSONDecodeError included
+            raise DamagedFileError(meta_path, f"is not a valid trainer state ({e})") from None
+    legacy = ckpt / LEGACY_TRAINER
+    if legacy.exists():
+        return _read_legacy_trainer(legacy)
+    raise DamagedFileError(ckpt, f"has no trainer state ({TRAINER_JSON} or {LEGACY_TRAINER})")
+
+
+def _read_legacy_trainer(path: Path) -> dict:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "weights only load failed" not in str(e).lower():
+            raise DamagedFileError(path, "cannot be read (truncated or damaged)") from None
+        refers = re.search(r"GLOBAL ([\w.]+)", str(e))
+        what = f" (it refers to {refers.group(1)})" if refers else ""
+        raise ConfigError(
+            f"checkpoint {path.parent} holds a pickled trainer state that cannot be loaded "
+            f"safely{what}; the trainer state must be rebuilt: train again without --resume, "
+            "or delete that checkpoint folder to resume from an earlier one"
+        ) from None
+    except Exception as e:  # truncated zip, garbage: RuntimeError, EOFError, KeyError, ...
+        reason = f"cannot be read ({type(e).__name__}: truncated or damaged)"
+        raise DamagedFileError(path, reason) from None
+    if not isinstance(state, dict):
+        raise DamagedFileError(path, "does not hold a trainer state dict")
+    return state
+
+
+def _candidates(root: Path, problems: list[str]) -> list[Path]:
+    """Checkpoint folders to try, in order: the one LATEST names, then the others, newest
+    first. A LATEST naming no folder is a problem (and that name is tried, to report it)."""
+    folders = sorted(
+        (p for p in root.glob("step_*") if p.is_dir() and _step_of(p) is not None),
+        key=_step_of,
+        reverse=True,
+    )
+    marker = root / "LATEST"
+    try:
+        latest = marker.read_text().strip() if marker.exists() else None
+    except (OSError, UnicodeDecodeError):
+        latest = ""
+    if latest is None:
+        return folders
+    if not re.fullmatch(r"step_\d+", latest):
+        problems.append(f"LATEST does not name a checkpoint ({latest[:40]!r})")
+        return folders
+    return [root / latest, *(p for p in folders if p.name != latest)]
+
+
+def _check(ckpt: Path) -> None:
+    """A DamagedFileError unless the folder's files match its manifest, or, in a folder from
+    before manifests, its model.safetensors is whole and a trainer state is there."""
+    if not ckpt.is_dir():
+        raise DamagedFileError(ckpt, "is missing")
+    if not verify_manifest(ckpt):
+        _check_safetensors(ckpt / MODEL)
+        if not (ckpt / TRAINER_JSON).exists() and not (ckpt / LEGACY_TRAINER).exists():
+            raise DamagedFileError(ckpt, "has no trainer state")
+    if not (ckpt / MODEL).is_file():
+        raise DamagedFileError(ckpt / MODEL, "is missing")
+
+
+def _problem(e: DamagedFileError, root: Path) -> str:
+    try:
+        where = e.file.relative_to(root)
+    except ValueError:
+        where = e.file
+    return f"{where} {e.reason}"
+
+
+def _step_of(p: Path) -> int | None:
+    m = re.fullmatch(r"step_(\d+)", p.name)
+    return int(m.group(1)) if m else None
+
+
+def _prune(root: Path, step: int, keep: int) -> None:
+    """Keep the checkpoint just written and the keep-1 newest before it. Newer ones belong to an
+    attempt we resumed from behind (their newest was damaged) and go, as do temporary folders
+    a killed save left."""
+    steps = {p: _step_of(p) for p in root.glob("step_*") if p.is_dir()}
+    older = sorted((s, p) for p, s in steps.items() if s is not None and s < step)
+    doomed = [p for p, s in steps.items() if s is not None and s > step]
+    doomed += [p for _, p in older[: max(0, len(older) - (keep - 1))]]
+    doomed += [p for p in root.glob(".step_*") if p.is_dir()]
+    for p in doomed:
+        shutil.rmtree(p, ignore_errors=True)
 
 
 def save_final(run_dir: Path, model: nn.Module | dict[str, torch.Tensor]) -> None:
-    fd, tmp = tempfile.mkstemp(dir=run_dir, prefix=".model.")
+    """Write the run's final model.safetensors atomically, then its manifest.json. A write
+    error leaves the previous weights (if any) and raises an OSError with a one-line message."""
+    target = run_dir / MODEL
+    tmp: Path | None = None
+    try:
+        (run_dir / MANIFEST).unlink(missing_ok=True)  # it must never vouch for other weights
+        fd, name = tempfile.mkstemp(dir=run_dir, prefix=".model.", suffix=".safetensors")
+        os.close(fd)
+        tmp = Path(name)
+        save_safetensors(_state(model), tmp)
+        _fsync_file(tmp)
+        os.replace(tmp, target)
+        tmp = None
+        write_manifest(run_dir, [MODEL])
+        _fsync_dir(run_dir)
+    except BaseException as e:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+        if isinstance(e, OSError | SafetensorError):
+            raise _write_error(e, str(target), run_dir) from e
+        raise
+
+
+def _write_error(e: BaseException, what: str, run_dir: Path) -> OSError:
+    """One line for a failed write: what, why (errno), the last complete checkpoint, what to do."""
+    code = e.errno if isinstance(e, OSError) else None
+    if code is None and (m := re.search(r"os error (\d+)", str(e))):  # safetensors' I/O errors
+        code = int(m.group(1))
+    full = code in (errno.ENOSPC, errno.EDQUOT)
+    if full:
+        head = f"no space left writing {what} (errno {code})"
+    else:
+        why = os.strerror(code) if code else _first_line(e)
+        head = f"could not write {what} ({why}{f', errno {code}' if code else ''})"
+    try:
+        last = latest_checkpoint(run_dir)
+    except OSError:
+        last = None
+    fix = "free space" if full else "fix that"
+    if last is not None:
+        tail = f"the last complete checkpoint is {last.name}: {fix} and "
+        tail += f"resume with --resume {run_dir}"
+    else:
+        tail = f"there is no complete checkpoint yet: {fix} and train again"
+    err = OSError(f"{head}; {tail}")
+    err.errno = code
+    return err
+
+
+def _first_line(e: BaseException) -> str:
+    lines = str(e).splitlines()
+    return lines[0] if lines else type(e).__name__
+
+
+# --------------------------------------------------------------------------------------------
+# Manifests: size and sha256 of every file of a folder
+# --------------------------------------------------------------------------------------------
+
+
+def write_manifest(folder: Path, files: Iterable[str] | None = None) -> Path:
+    """Write folder/manifest.json listing `files` (paths relative to `folder`; default: every
+    file under it) with their size and sha256, after fsyncing each: write it last, once the
+    files are complete. Returns its path."""
+    folder = Path(folder)
+    if files is None:
+        files = sorted(
+            p.relative_to(folder).as_posix()
+            for p in folder.rglob("*")
+            if p.is_file() and p.name != MANIFEST
+        )
+    entries = {}
+    for name in files:
+        path = folder / name
+        with open(path, "rb") as f:
+            digest = hashlib.file_digest(f, "sha256").hexdigest()
+            os.fsync(f.fileno())
+        entries[PurePosixPath(name).as_posix()] = {"size": path.stat().st_size, "sha256": digest}
+    manifest = {"format": MANIFEST_FORMAT, "version": 1, "files": entries}
+    atomic_write_text(folder / MANIFEST, json.dumps(manifest, indent=1) + "\n")
+    return folder / MANIFEST
+
+
+def verify_manifest(folder: Path) -> bool:
+    """Check every file folder/manifest.json lists: True when all match, False when there is no
+    manifest (a folder from before manifests), else a one-line DamagedFileError (a ConfigError)
+    naming the file that is missing, truncated or changed."""
+    path = Path(folder) / MANIFEST
+    if not path.exists():
+        return False
+    try:
+        manifest = json.loads(path.read_bytes())
+        files = manifest["files"]
+        if manifest.get("format") != MANIFEST_FORMAT or not isinstance(files, dict):
+            raise ValueError
+    except (ValueError, KeyError, TypeError, AttributeError, UnicodeDecodeError):
+        raise DamagedFileError(path, "is not a valid manifest") from None
+    for name, entry in files.items():
+        rel = PurePosixPath(name)
+        if (
+            not rel.parts
+            or rel.is_absolute()
+            or ".." in rel.parts
+            or not isinstance(entry, dict)
+            or not isinstance(entry.get("size"), int)
+            or not isinstance(entry.get("sha256"), str)
+        ):
+            raise DamagedFileError(path, f"is not a valid manifest (at {name!r})")
+        file = Path(folder) / rel
+        if not file.is_file():
+            raise DamagedFileError(file, f"is missing (listed in {MANIFEST})")
+        size = file.stat().st_size
+        if size != entry["size"]:
+            listed = entry["size"]
+            reason = (
+                f"does not match {MANIFEST} ({size} bytes, listed {listed}: truncated or changed)"
+            )
+            raise DamagedFileError(file, reason)
+        with open(file, "rb") as f:
+            if hashlib.file_digest(f, "sha256").hexdigest() != entry["sha256"]:
+                reason = f"does not match {MANIFEST} (sha256 differs: corrupted or changed)"
+                raise DamagedFileError(file, reason)
+    return True
+
+
+def save_safetensors(
+    tensors: dict[str, torch.Tensor], path: Path, metadata: dict[str, str] | None = None
+) -> None:
+    """save_file for any state dict (tied or non-contiguous tensors are copied), the file with
+    the permissions the user's umask gives (safetensors creates it 0600)."""
+    save_file(_storable(tensors), str(path), metadata=metadata)
+    _chmod_file(path)
+
+
+def read_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    """A safetensors file's tensors; a one-line DamagedFileError naming it when it is missing,
+    truncated or not safetensors (instead of the library's traceback)."""
+    try:
+        return load_file(str(path))
+    except FileNotFoundError:
+        raise DamagedFileError(path, "is missing") from None
+    except (SafetensorError, OSError) as e:
+        raise DamagedFileError(path, f"cannot be read ({_first_line(e)})") from None
+
+
+def load_weights(folder: Path, name: str = MODEL) -> dict[str, torch.Tensor]:
+    """folder/name (default model.safetensors), after checking folder's manifest if it has one:
+    a one-line ConfigError naming the file when it does not match or cannot be read."""
+    verify_manifest(folder)
+    return read_safetensors(Path(folder) / name)
+
+
+def _check_safetensors(path: Path) -> None:
+    """Cheap: the header parses and covers the whole file (a truncated file fails)."""
+    if not path.is_file():
+        raise DamagedFileError(path, "is missing")
+    try:
+        with safe_open(str(path), framework="pt"):
+            pass
+    except (SafetensorError, OSError) as e:
+        raise DamagedFileError(
+            path, f"is truncated or not safetensors ({_first_line(e)})"
+        ) from None
+
+
+# --------------------------------------------------------------------------------------------
+# Atomic writes with the user's permissions
+# --------------------------------------------------------------------------------------------
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    """Replace `path` with `text` in one step (temporary file, fsync, rename); the file gets the
+    permissions the user's umask gives, not mkstemp's 0600."""
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     os.close(fd)
-    save_file(_contiguous(_state(model)), tmp)
-    os.replace(tmp, run_dir / "model.safetensors")
+    tmp = Path(name)
+    try:
+        _chmod_file(tmp)
+        _write_file(tmp, text.encode())
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
+def temp_folder(parent: Path, name: str) -> Path:
+    """A new hidden folder parent/.name.XXXX to build `name` in before renaming it into place,
+    with the permissions the user's umask gives (mkdtemp's are 0700)."""
+    tmp = Path(tempfile.mkdtemp(dir=parent, prefix=f".{name}."))
+    os.chmod(tmp, 0o777 & ~_umask())
+    return tmp
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _fsync_file(path: Path) -> None:
+    with open(path, "rb") as f:
+        os.fsync(f.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a rename in `path` durable (some filesystems cannot fsync a folder: skipped)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    except OSError as e:
+        if e.errno not in (errno.EINVAL, errno.EBADF, errno.ENOTSUP):
+            raise
+    finally:
+        os.close(fd)
+
+
+def _chmod_file(path: Path) -> None:
+    os.chmod(path, 0o666 & ~_umask())
+
+
+def _umask() -> int:
+    """The process umask, read without setting it where Linux shows it (os.umask can only be
+    read by changing it, which races with threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError, IndexError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def _state(model: nn.Module | dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return model if isinstance(model, dict) else model.state_dict()
 
 
-def _contiguous(sd: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    return {k: v.detach().contiguous() for k, v in sd.items()}
+def _storable(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Detached, contiguous CPU tensors, none sharing memory (safetensors refuses shared
+    storage: a tensor seen twice, such as tied weights, is copied)."""
+    out, seen = {}, set()
+    for k, t in tensors.items():
+        t = t.detach().cpu().contiguous()
+        if t.numel() and t.untyped_storage().data_ptr() in seen:
+            t = t.clone()
+        if t.numel():
+            seen.add(t.untyped_storage().data_ptr())
+        out[k] = t
+    return out
 
 
 # --------------------------------------------------------------------------------------------
-# Loading any model: a selfsup run or a HuggingFace BERT folder
+# Run folders
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class Loaded:
-    """What `load_model` returns. `model` is an objective (MLM...) when MLM weights exist,
-    else None; `encoder` is always set."""
-
-    encoder: BertEncoder
-    model: nn.Module | None
-    tokenizer: Tokenizer
-    config: ModelConfig
-    source: str  # "run" or "hf"
 
 
 def is_run(path: Path) -> bool:
@@ -125,227 +627,11 @@ def is_run(path: Path) -> bool:
         return False
     try:
         return json.loads(cfg.read_text()).get("format") == RUN_FORMAT
-    except json.JSONDecodeError:
+    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError):
         return False
 
 
-def load_model(path: str | os.PathLike) -> Loaded:
-    p = Path(path)
-    if not p.exists():
-        raise ConfigError(f"no such model folder: {path}")
-    if not p.is_dir():
-        raise ConfigError(f"{path} is not a folder (expected a selfsup run or a HF BERT folder)")
-    if is_run(p):
-        return _load_run(p)
-    if (p / "config.json").exists():
-        return _load_hf(p)
-    raise ConfigError(f"{path} is neither a selfsup run nor a HuggingFace model folder")
-
-
-def _load_run(p: Path) -> Loaded:
-    cfg = RunConfig.from_dict(_strip_format(json.loads((p / "config.json").read_text())))
-    weights = p / "model.safetensors"
-    if not weights.exists():
-        ckpt = latest_checkpoint(p)
-        if ckpt is None:
-            raise ConfigError(f"run {p} has no weights yet (no model.safetensors or checkpoint)")
-        weights = ckpt / "model.safetensors"
-    objective = OBJECTIVES[cfg.train.objective](
-        build_encoder(cfg.model), cfg.model.vocab_size, cfg.model.norm_eps
-    )
-    objective.load_state_dict(load_file(str(weights)))
-    objective.eval()
-    return Loaded(objective.encoder, objective, load_tokenizer(p), cfg.model, "run")
-
-
-def _strip_format(d: dict) -> dict:
+def read_run_config(p: Path) -> dict:
+    """The run folder's config.json as a dict, without its "format" marker."""
+    d = json.loads((p / "config.json").read_text())
     return {k: v for k, v in d.items() if k != "format"}
-
-
-def run_config(p: Path) -> RunConfig:
-    return RunConfig.from_dict(_strip_format(json.loads((p / "config.json").read_text())))
-
-
-# --------------------------------------------------------------------------------------------
-# HuggingFace BERT interop
-# --------------------------------------------------------------------------------------------
-
-
-def hf_config_to_model(hf: dict) -> ModelConfig:
-    if hf.get("model_type", "bert") != "bert":
-        raise ConfigError(f"model_type {hf.get('model_type')!r} is not supported (BERT only)")
-    act = hf.get("hidden_act", "gelu")
-    if act != "gelu":
-        raise ConfigError(f"hidden_act {act!r} is not supported (BERT's exact 'gelu' only)")
-    if hf.get("position_embedding_type", "absolute") != "absolute":
-        raise ConfigError("only absolute position embeddings are supported")
-    return ModelConfig(
-        vocab_size=hf["vocab_size"],
-        dim=hf["hidden_size"],
-        n_layers=hf["num_hidden_layers"],
-        n_heads=hf["num_attention_heads"],
-        ffn_dim=hf["intermediate_size"],
-        max_len=hf.get("max_position_embeddings", 512),
-        type_vocab_size=hf.get("type_vocab_size", 2),
-        dropout=hf.get("hidden_dropout_prob", 0.1),
-        attn_dropout=hf.get("attention_probs_dropout_prob", 0.1),
-        norm_eps=hf.get("layer_norm_eps", 1e-12),
-        pad_id=hf.get("pad_token_id", 0) or 0,
-    )
-
-
-def model_to_hf_config(cfg: ModelConfig, architectures: list[str]) -> dict:
-    return {
-        "architectures": architectures,
-        "model_type": "bert",
-        "vocab_size": cfg.vocab_size,
-        "hidden_size": cfg.dim,
-        "num_hidden_layers": cfg.n_layers,
-        "num_attention_heads": cfg.n_heads,
-        "intermediate_size": cfg.ffn_dim,
-        "hidden_act": "gelu",
-        "hidden_dropout_prob": cfg.dropout,
-        "attention_probs_dropout_prob": cfg.attn_dropout,
-        "max_position_embeddings": cfg.max_len,
-        "type_vocab_size": cfg.type_vocab_size,
-        "initializer_range": 0.02,
-        "layer_norm_eps": cfg.norm_eps,
-        "pad_token_id": cfg.pad_id,
-        "position_embedding_type": "absolute",
-        "tie_word_embeddings": True,
-        "torch_dtype": "float32",
-    }
-
-
-# (ours, HF) name pairs for one layer; q/k/v are fused in ours and handled apart.
-_LAYER = [
-    ("attn.out", "attention.output.dense"),
-    ("attn_norm", "attention.output.LayerNorm"),
-    ("mlp.up", "intermediate.dense"),
-    ("mlp.down", "output.dense"),
-    ("mlp_norm", "output.LayerNorm"),
-]
-_TOP = [
-    ("encoder.embed.tokens.weight", "bert.embeddings.word_embeddings.weight"),
-    ("encoder.embed.positions.weight", "bert.embeddings.position_embeddings.weight"),
-    ("encoder.embed.segments.weight", "bert.embeddings.token_type_embeddings.weight"),
-    ("encoder.embed.norm.weight", "bert.embeddings.LayerNorm.weight"),
-    ("encoder.embed.norm.bias", "bert.embeddings.LayerNorm.bias"),
-    ("encoder.pooler.weight", "bert.pooler.dense.weight"),
-    ("encoder.pooler.bias", "bert.pooler.dense.bias"),
-    ("mlm_head.dense.weight", "cls.predictions.transform.dense.weight"),
-    ("mlm_head.dense.bias", "cls.predictions.transform.dense.bias"),
-    ("mlm_head.norm.weight", "cls.predictions.transform.LayerNorm.weight"),
-    ("mlm_head.norm.bias", "cls.predictions.transform.LayerNorm.bias"),
-    ("mlm_head.bias", "cls.predictions.bias"),
-    ("pair_head.proj.weight", "cls.seq_relationship.weight"),
-    ("pair_head.proj.bias", "cls.seq_relationship.bias"),
-]
-
-
-def to_hf_state(sd: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
-    """Our objective's state dict -> BertForPreTraining names."""
-    out = {hf: sd[ours] for ours, hf in _TOP if ours in sd}
-    for i in range(n_layers):
-        ours, hf = f"encoder.transformer.blocks.{i}.", f"bert.encoder.layer.{i}."
-        for kind in ("weight", "bias"):
-            q, k, v = sd[f"{ours}attn.qkv.{kind}"].chunk(3, dim=0)
-            out[f"{hf}attention.self.query.{kind}"] = q
-            out[f"{hf}attention.self.key.{kind}"] = k
-            out[f"{hf}attention.self.value.{kind}"] = v
-            for o, h in _LAYER:
-                out[f"{hf}{h}.{kind}"] = sd[f"{ours}{o}.{kind}"]
-    return {k: v.contiguous() for k, v in out.items()}
-
-
-def from_hf_state(hf_sd: dict[str, torch.Tensor], n_layers: int) -> dict[str, torch.Tensor]:
-    """HF BERT weights (BertModel, BertForPreTraining, BertForMaskedLM; with or without the
-    `bert.` prefix; old gamma/beta names) -> our names. Missing heads are simply absent."""
-    sd = {}
-    for k, v in hf_sd.items():
-        k = k.replace("LayerNorm.gamma", "LayerNorm.weight").replace(
-            "LayerNorm.beta", "LayerNorm.bias"
-        )
-        if k.startswith(("embeddings.", "encoder.", "pooler.")):
-            k = "bert." + k
-        sd[k] = v
-    out = {ours: sd[hf] for ours, hf in _TOP if hf in sd}
-    for i in range(n_layers):
-        ours, hf = f"encoder.transformer.blocks.{i}.", f"bert.encoder.layer.{i}."
-        for kind in ("weight", "bias"):
-            parts = [sd.get(f"{hf}attention.self.{n}.{kind}") for n in ("query", "key", "value")]
-            if any(x is None for x in parts):
-                raise ConfigError(f"HF weights lack layer {i} attention ({kind})")
-            out[f"{ours}attn.qkv.{kind}"] = torch.cat(parts, dim=0)
-            for o, h in _LAYER:
-                out[f"{ours}{o}.{kind}"] = sd[f"{hf}{h}.{kind}"]
-    return out
-
-
-def _read_hf_weights(p: Path) -> dict[str, torch.Tensor]:
-    if (p / "model.safetensors").exists():
-        return load_file(str(p / "model.safetensors"))
-    if (p / "pytorch_model.bin").exists():
-        return torch.load(p / "pytorch_model.bin", map_location="cpu", weights_only=True)
-    raise ConfigError(f"{p} has config.json but no model.safetensors or pytorch_model.bin")
-
-
-def _load_hf(p: Path) -> Loaded:
-    try:
-        hf = json.loads((p / "config.json").read_text())
-    except json.JSONDecodeError:
-        raise ConfigError(f"{p / 'config.json'} is not valid JSON") from None
-    cfg = hf_config_to_model(hf)
-    sd = from_hf_state(_read_hf_weights(p), cfg.n_layers)
-    encoder = build_encoder(cfg)
-    enc_sd = {k[len("encoder.") :]: v for k, v in sd.items() if k.startswith("encoder.")}
-    if "pooler.weight" not in enc_sd:  # BertForMaskedLM has no pooler: keep the random one
-        enc_sd["pooler.weight"] = encoder.pooler.weight.detach()
-        enc_sd["pooler.bias"] = encoder.pooler.bias.detach()
-    encoder.load_state_dict(enc_sd)
-    model = None
-    if "mlm_head.dense.weight" in sd:
-        kind = "mlm+nsp" if "pair_head.proj.weight" in sd else "mlm"
-        model = OBJECTIVES[kind](encoder, cfg.vocab_size, cfg.norm_eps)
-        model.load_state_dict(sd, strict=False)
-        model.mlm_head.load_state_dict(
-            {k[len("mlm_head.") :]: v for k, v in sd.items() if k.startswith("mlm_head.")}
-        )
-        model.eval()
-    encoder.eval()
-    return Loaded(encoder, model, load_tokenizer(p), cfg, "hf")
-
-
-def export_hf(loaded: Loaded, out: Path) -> None:
-    """Write a folder that transformers' BertForPreTraining / BertModel / BertForMaskedLM load."""
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"output folder {out} exists and is not empty")
-    module = loaded.model if loaded.model is not None else loaded.encoder
-    sd = module.state_dict()
-    if loaded.model is None:
-        sd = {"encoder." + k: v for k, v in sd.items()}
-    hf_sd = to_hf_state(sd, loaded.config.n_layers)
-    arch = (
-        ["BertForPreTraining"]
-        if "cls.seq_relationship.weight" in hf_sd
-        else (["BertForMaskedLM"] if "cls.predictions.bias" in hf_sd else ["BertModel"])
-    )
-    if "cls.predictions.bias" in hf_sd:
-        # transformers ties decoder.bias to predictions.bias; store both names so every version
-        # of the loader finds it.
-        hf_sd["cls.predictions.decoder.bias"] = hf_sd["cls.predictions.bias"].clone()
-    if arch == ["BertModel"]:
-        hf_sd = {k[len("bert.") :]: v for k, v in hf_sd.items()}
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}."))
-    try:
-        save_file(hf_sd, str(tmp / "model.safetensors"), metadata={"format": "pt"})
-        cfg = model_to_hf_config(loaded.config, arch)
-        (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
-        loaded.tokenizer.save(tmp, loaded.config.max_len)
-        if out.exists():
-            out.rmdir()
-        os.rename(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise

@@ -12,9 +12,9 @@ W ranks reproduce one process training on the same global batch:
   So a checkpoint's step is its data position at any W, and a run can resume with another
   number of processes.
 - loss: objectives return sums and their counts; the loop all-reduces the counts once per step
-  (`all_reduce_sums`) and divides by them, so ranks holding different numbers of masked tokens
-  (frames, pairs) still train on the global mean. Batch-level objectives gather what they need
-  with `gather_with_grad`.
+  (`all_reduce_sums`) and divides by them, so ranks holding different numbers of scored items
+  (tokens, frames, pairs) still train on the global mean. Batch-level objectives gather what
+  they need with `gather_with_grad`.
 - checkpoints: gathered whole (FSDP2 included) and written once, by rank 0, in the one-process
   format.
 - dropout: each rank draws its own masks (the presets use no dropout); with dropout, W ranks
@@ -180,9 +180,9 @@ def wrap(model: nn.Module, fsdp: bool = False) -> nn.Module:
     """DDP (every rank holds the whole model) or, with `fsdp`, FSDP2 (each Transformer block and
     the rest shard their parameters over the ranks). No process group: the model as it is.
 
-    A tied decoder takes the input embedding at call time (heads/mlm.py), not a second
-    parameter, so the tie holds under both: with FSDP2 the embedding belongs to the root group,
-    which is gathered for the whole root forward, head included."""
+    A tied decoder takes the input embedding at call time, not a second parameter, so the tie
+    holds under both: with FSDP2 the embedding belongs to the root group, which is gathered for
+    the whole root forward, decoder included."""
     if not active():
         return model
     if not fsdp:

@@ -106,4 +106,6 @@ def export_hf_folder(loaded: Loaded, out: Path) -> None:
     export_hf(module, loaded.config, loaded.tokenizer, Path(out), encoder_only=loaded.model is None)
 
 
-__all__ = ["FINETUNE_FORMAT", "Loaded", "RUN_FORMAT", "export_hf_folder", "load_model", "run_config"]
+__all__ = [
+    "FINETUNE_FORMAT", "Loaded", "RUN_FORMAT", "export_hf_folder", "load_model", "run_config",
+]  # fmt: skip

@@ -60,7 +60,7 @@ def tokenizer_for(cfg: RunConfig, encoding: str, log=print) -> Tokenizer:
     files = resolve_files(cfg.data.paths)
     h = hashlib.sha256(files_fingerprint(files).encode())
     h.update(
-        f"{cfg.model.vocab_size}|{cfg.data.lowercase}|{cfg.data.text_field}|{encoding}|v1".encode()
+        f"{cfg.model.vocab_size}|{cfg.data.lowercase}|{cfg.data.text_field}|{encoding}|v2".encode()
     )
     folder = Path(cfg.data.cache_dir or default_cache_dir()) / "tokenizer" / h.hexdigest()[:20]
     if (folder / "tokenizer.json").exists():

@@ -143,6 +143,8 @@ def train(
         _truncate_metrics(run_dir / "metrics.jsonl", start)  # no checkpoint: start over
     if start >= cfg.steps:
         log(f"already trained for {start} steps")
+        if not (run_dir / "model.safetensors").exists():  # the final write had failed
+            _save_final(run_dir, model)
         return {}
 
     if distributed.active():
@@ -239,10 +241,7 @@ def train(
     if done == cfg.steps:
         if cfg.save_every:
             _save(run_dir, done, model, optimizer, scheduler, bf16)
-        weights = distributed.model_state(model)  # gathered whole on rank 0
-        if main:
-            save_final(run_dir, weights)
-        distributed.barrier()
+        _save_final(run_dir, model)
     return last
 
 
@@ -256,9 +255,28 @@ def _save(run_dir, step, model, optimizer, scheduler, bf16: bool) -> None:
         "scheduler": scheduler.state_dict(),
         **distributed.rng_state(),
     }
+    _on_main(lambda: save_checkpoint(run_dir, step, weights, state))
+
+
+def _save_final(run_dir: Path, model: nn.Module) -> None:
+    weights = distributed.model_state(model)  # gathered whole on rank 0
+    _on_main(lambda: save_final(run_dir, weights))
+
+
+def _on_main(write: Callable[[], object]) -> None:
+    """Rank 0 writes; every rank learns whether it could (a full disk must stop all of them,
+    not leave the others waiting at a barrier) and raises rank 0's error."""
+    error = None
     if distributed.is_main():
-        save_checkpoint(run_dir, step, weights, state)
-    distributed.barrier()
+        try:
+            write()
+        except (OSError, ConfigError) as e:
+            error = e
+    failed = distributed.all_reduce_sums({"failed": error is not None})["failed"]
+    if error is not None:
+        raise error
+    if failed:
+        raise OSError("process 0 could not write to the run folder (its log says why)")
 
 
 def _truncate_metrics(path: Path, step: int) -> None:

@@ -57,8 +57,8 @@ def strict_json(text: str):
 
 
 def pair_data(folder: Path, texts: list[str], tok, chunk_len: int, max_len: int = 64):
-    """(PairBuilder of NSP pairs, MLM masker, training chunk ids) over `texts` written to a corpus in
-    `folder`: chunks of up to `chunk_len` tokens, pairs of up to `max_len`."""
+    """(PairBuilder of NSP pairs, MLM masker, training chunk ids) over `texts` written to a
+    corpus in `folder`: chunks of up to `chunk_len` tokens, pairs of up to `max_len`."""
     from selfsup.data.text import PairBuilder, TextDataConfig, build_corpus, make_chunks
     from selfsup.objectives.mlm import MLMConfig, token_masker
 

@@ -263,7 +263,9 @@ def test_pretrain_writes_the_run_layout(objective, runs):
     assert latest == "step_00000020"
     assert {p.name for p in (run / "checkpoints" / latest).iterdir()} == {
         "model.safetensors",
-        "trainer.pt",
+        "trainer.safetensors",
+        "trainer.json",
+        "manifest.json",
     }
     assert (run / "model.safetensors").is_file()
 

@@ -19,12 +19,13 @@ import torch.distributed as dist
 from helpers import pair_data
 from safetensors.torch import load_file
 
-from selfsup.keys import IGNORE
-from selfsup.models import run_config
+from selfsup.checkpoint import read_trainer_state
 from selfsup.data.packing import unpack
 from selfsup.data.text import PretrainBatches
 from selfsup.distributed import RankShard
 from selfsup.errors import ConfigError
+from selfsup.keys import IGNORE
+from selfsup.models import run_config
 from selfsup.pretrain import prepare_data
 
 TIMING_KEYS = {"tokens_per_s", "data_share"}  # wall-clock figures: never equal between runs
@@ -201,8 +202,8 @@ def test_two_processes_ddp_train_like_one(one, ddp):
     a, b = load_file(str(one / "model.safetensors")), load_file(str(ddp / "model.safetensors"))
     assert a.keys() == b.keys()
     assert all(torch.allclose(a[k], b[k], rtol=0, atol=1e-5) for k in a)
-    trainer = torch.load(ddp / "checkpoints" / "step_00000006" / "trainer.pt", weights_only=False)
-    reference = torch.load(one / "checkpoints" / "step_00000006" / "trainer.pt", weights_only=False)
+    trainer = read_trainer_state(ddp / "checkpoints" / "step_00000006")
+    reference = read_trainer_state(one / "checkpoints" / "step_00000006")
     assert trainer["optimizer"]["param_groups"] == reference["optimizer"]["param_groups"]
     assert trainer["optimizer"]["state"].keys() == reference["optimizer"]["state"].keys()
 
@@ -216,7 +217,7 @@ def test_two_processes_fsdp_train_like_one(folder, one):
     b = load_file(str(fsdp / "checkpoints" / "step_00000003" / "model.safetensors"))
     assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
     state, reference = (
-        torch.load(run / "checkpoints" / "step_00000003" / "trainer.pt", weights_only=False)
+        read_trainer_state(run / "checkpoints" / "step_00000003")
         for run in (fsdp, one)
     )
     assert state["optimizer"]["param_groups"] == reference["optimizer"]["param_groups"]

@@ -1,24 +1,36 @@
-"""WordPiece tokenizer (BERT, arXiv:1810.04805) trained and run with HF `tokenizers`.
+"""WordPiece tokenizer (BERT, arXiv:1810.04805): trained here, run with HF `tokenizers`.
 
 Saved as vocab.txt + tokenizer.json + tokenizer_config.json, which
 `transformers.BertTokenizerFast.from_pretrained(folder)` loads unchanged. CJK characters are
 split one per token (BERT's Chinese handling), so Chinese text works.
+
+The vocabulary is learned by `learn_vocab`, not by HF's WordPieceTrainer: that trainer breaks
+ties between equally frequent pairs in hash-map order (huggingface/tokenizers#1794), so two runs
+on the same corpus gave different vocabularies and different models. `learn_vocab` is the same
+algorithm (BPE-style merges of the most frequent adjacent pair, `##` continuation pieces, the
+whole character alphabet first) with ties broken by a total order, so a corpus and a vocab size
+fix the vocabulary byte for byte. Encoding still runs in Rust (HF's WordPiece model).
 """
 
 from __future__ import annotations
 
+import heapq
 import json
 import os
+from collections import Counter
 from collections.abc import Iterable, Iterator
+from itertools import pairwise
 from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors
 
 from selfsup.errors import ConfigError
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+PREFIX = "##"  # marks a piece that continues a word
+MAX_WORD_CHARS = 100  # longer words encode as [UNK] (HF WordPiece's max_input_chars_per_word)
 
 
 def _pipeline(tok: HFTokenizer, lowercase: bool) -> HFTokenizer:
@@ -26,7 +38,7 @@ def _pipeline(tok: HFTokenizer, lowercase: bool) -> HFTokenizer:
         clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
     )
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece(prefix="##")
+    tok.decoder = decoders.WordPiece(prefix=PREFIX)
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     if cls is not None and sep is not None:
         tok.post_processor = processors.TemplateProcessing(
@@ -40,20 +52,140 @@ def _pipeline(tok: HFTokenizer, lowercase: bool) -> HFTokenizer:
 def train_tokenizer(
     texts: Iterable[str], vocab_size: int = 8192, lowercase: bool = True
 ) -> Tokenizer:
-    """Train a WordPiece vocabulary on an iterator of texts."""
-    tok = HFTokenizer(models.WordPiece(unk_token="[UNK]", max_input_chars_per_word=100))
-    _pipeline(tok, lowercase)
-    trainer = trainers.WordPieceTrainer(
-        vocab_size=vocab_size,
-        special_tokens=SPECIALS,
-        min_frequency=2,
-        continuing_subword_prefix="##",
-        show_progress=False,
-    )
-    tok.train_from_iterator(texts, trainer=trainer)
-    if tok.get_vocab_size() <= len(SPECIALS):
+    """Train a WordPiece vocabulary on an iterator of texts; the same texts give the same
+    vocabulary in any process."""
+    if vocab_size <= len(SPECIALS):
+        raise ConfigError(f"vocab_size {vocab_size} leaves no room beside {len(SPECIALS)} specials")
+    empty = HFTokenizer(models.WordPiece(unk_token="[UNK]"))
+    vocab = learn_vocab(count_words(texts, _pipeline(empty, lowercase)), vocab_size)
+    if len(vocab) <= len(SPECIALS):
         raise ConfigError("the corpus is too small to train a tokenizer")
+    ids = {t: i for i, t in enumerate(vocab)}
+    tok = HFTokenizer(
+        models.WordPiece(ids, unk_token="[UNK]", max_input_chars_per_word=MAX_WORD_CHARS)
+    )
+    tok.add_special_tokens(SPECIALS)
     return Tokenizer(_pipeline(tok, lowercase), lowercase)
+
+
+def count_words(texts: Iterable[str], tok: HFTokenizer) -> Counter[str]:
+    """How often each word occurs, words as `tok`'s normalizer and pre-tokenizer cut them
+    (what HF's trainers count too)."""
+    normalizer, pre_tokenizer = tok.normalizer, tok.pre_tokenizer
+    counts: Counter[str] = Counter()
+    for text in texts:
+        counts.update(
+            [w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))]
+        )
+    return counts
+
+
+def learn_vocab(word_counts: dict[str, int], vocab_size: int, min_frequency: int = 2) -> list[str]:
+    """A WordPiece vocabulary of at most `vocab_size` tokens, in id order: SPECIALS, the
+    alphabet, then one token per merge.
+
+    The algorithm of HF's WordPieceTrainer (which is its BPE trainer with a `##` prefix): a word
+    starts as its first character followed by `##`-prefixed characters; the alphabet is every
+    character (alone, and with `##` where it occurs inside a word); then, until the vocabulary
+    is full or no pair occurs `min_frequency` times, the most frequent adjacent pair (counted
+    over all words, weighted by word count) is merged everywhere, left to right, into a new
+    token (`a` + `##b` -> `ab`, `##a` + `##b` -> `##ab`).
+
+    Unlike HF, every choice follows a total order, so the result depends only on the counts:
+    pairs by count, then the smaller (left token, right token) strings; the alphabet by code
+    point, single characters before `##` ones. (HF orders ties by token id, and ids of `##`
+    characters by hash-map order; it also merges a pair only in the words its heap entry
+    recorded, leaving newer occurrences for a later pop.) When the alphabet alone would
+    overflow `vocab_size`, its rarest symbols (ties: larger string) are left out, and words
+    holding them (which encode as [UNK]) are not trained on.
+    """
+    room = vocab_size - len(SPECIALS)
+    # -- the alphabet -------------------------------------------------------------------------
+    symbol_counts: Counter[str] = Counter()
+    for word, n in word_counts.items():
+        if len(word) > MAX_WORD_CHARS:
+            continue  # encodes as [UNK] whatever the vocabulary
+        for i, ch in enumerate(word):
+            symbol_counts[ch] += n
+            if i:
+                symbol_counts[PREFIX + ch] += n
+    symbols = sorted(symbol_counts)
+    if len(symbols) > room:
+        kept = set(sorted(symbols, key=lambda s: (-symbol_counts[s], s))[:room])
+        symbols = [s for s in symbols if s in kept]
+    tokens = [s for s in symbols if not s.startswith(PREFIX)]
+    tokens += [s for s in symbols if s.startswith(PREFIX)]
+    ids = {t: i for i, t in enumerate(tokens)}
+
+    # -- words as symbol ids, adjacent pair counts, which words hold each pair ------------------
+    words: list[list[int]] = []
+    counts: list[int] = []
+    for word in sorted(word_counts):
+        pieces = [word[0], *(PREFIX + ch for ch in word[1:])] if word else []
+        if len(pieces) < 2 or len(word) > MAX_WORD_CHARS or any(p not in ids for p in pieces):
+            continue
+        words.append([ids[p] for p in pieces])
+        counts.append(word_counts[word])
+    pair_counts: dict[tuple[int, int], int] = {}
+    where: dict[tuple[int, int], set[int]] = {}
+    for i, (word, n) in enumerate(zip(words, counts, strict=True)):
+        for pair in pairwise(word):
+            pair_counts[pair] = pair_counts.get(pair, 0) + n
+            where.setdefault(pair, set()).add(i)
+
+    # A max-heap by (count, then smallest strings) with lazy deletion: an entry whose count is
+    # no longer the pair's count is stale; a fresh one was pushed when the count changed.
+    heap = [(-n, tokens[a], tokens[b], a, b) for (a, b), n in pair_counts.items()]
+    heapq.heapify(heap)
+
+    # -- merges -------------------------------------------------------------------------------
+    while heap and len(tokens) < room:
+        neg, _, _, a, b = heapq.heappop(heap)
+        n = pair_counts.get((a, b), 0)
+        if n != -neg:
+            continue
+        if n < min_frequency:
+            break
+        merged = tokens[a] + tokens[b][len(PREFIX) :]  # b never starts a word: always ##
+        new = ids.get(merged)  # a token rebuilt from other parts keeps its id
+        if new is None:
+            new = ids[merged] = len(tokens)
+            tokens.append(merged)
+        delta: dict[tuple[int, int], int] = {}
+        for i in sorted(where.pop((a, b))):
+            word, out = words[i], _merge(words[i], a, b, new)
+            if len(out) == len(word):
+                continue
+            c = counts[i]
+            for pair in pairwise(word):
+                delta[pair] = delta.get(pair, 0) - c
+            for pair in pairwise(out):
+                delta[pair] = delta.get(pair, 0) + c
+                where.setdefault(pair, set()).add(i)
+            words[i] = out
+        for pair, d in delta.items():
+            if d == 0:
+                continue
+            c = pair_counts[pair] = pair_counts.get(pair, 0) + d
+            if c > 0:
+                heapq.heappush(heap, (-c, tokens[pair[0]], tokens[pair[1]], *pair))
+            else:
+                del pair_counts[pair]
+    return SPECIALS + tokens
+
+
+def _merge(word: list[int], a: int, b: int, new: int) -> list[int]:
+    """`word` with every (a, b), left to right and not overlapping, replaced by `new`."""
+    out: list[int] = []
+    i, last = 0, len(word) - 1
+    while i <= last:
+        if i < last and word[i] == a and word[i + 1] == b:
+            out.append(new)
+            i += 2
+        else:
+            out.append(word[i])
+            i += 1
+    return out
 
 
 class Tokenizer:

@@ -10,6 +10,7 @@ import shutil
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from torch import nn
 
 from selfsup.checkpoint import (
@@ -215,6 +216,9 @@ def export_hf(
         if out.exists():
             out.rmdir()
         os.rename(tmp, out)
+    except (OSError, SafetensorError) as e:  # a full disk, permissions: one line, not a trace
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise OSError(f"cannot write the export {out}: {str(e).splitlines()[0]}") from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

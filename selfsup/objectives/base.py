@@ -34,8 +34,8 @@ class Objective(nn.Module):
     loss_terms: tuple[str, ...] = ()
     work: str = "examples"
     batch_level: bool = False
-    # Parameters some configurations never use in forward (e.g. BERT's pooler without a pair
-    # task): DDP must then look for unused parameters every step.
+    # Trainable parameters that some batches leave unused in forward: DDP must then look for
+    # them every step. (Parameters never used should be frozen instead: requires_grad_(False).)
     unused_parameters: bool = False
 
     def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:

@@ -101,7 +101,10 @@ class MLM(Objective):
         init_bert_weights(self.mlm_head)  # (after both heads exist: the order of random draws)
         self.terms = {"mlm_loss": "masked", "mlm_acc": "masked"}
         self.loss_terms = ("mlm_loss",)
-        self.unused_parameters = self.pair_task is None  # the pooler feeds only the pair head
+        if not self.pair_task:
+            # The pooler feeds only a pair head: without one it is frozen (never trained), so
+            # DDP need not search for unused parameters every step. Fine-tuning unfreezes it.
+            encoder.pooler.requires_grad_(False)
         if self.pair_task:
             init_bert_weights(self.pair_head)
             task = self.pair_task

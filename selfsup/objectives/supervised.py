@@ -42,7 +42,7 @@ class _Supervised(Objective):
 
     def __init__(self, encoder: BertEncoder):
         super().__init__()
-        self.encoder = encoder
+        self.encoder = encoder.requires_grad_(True)  # all of it, pooler included, is fine-tuned
 
     def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         return {"examples": self._labelled(batch), "tokens": real_tokens(batch)}
@@ -101,6 +101,7 @@ class TokenTagging(_Supervised):
 
     def __init__(self, encoder: BertEncoder, n_tags: int, dropout: float = 0.1):
         super().__init__(encoder)
+        encoder.pooler.requires_grad_(False)  # token outputs only: the pooler is not used
         self.head = TagHead(encoder.dim, n_tags, dropout)
         init_bert_weights(self.head)
 
@@ -128,6 +129,7 @@ class SpanQA(_Supervised):
 
     def __init__(self, encoder: BertEncoder):
         super().__init__(encoder)
+        encoder.pooler.requires_grad_(False)  # token outputs only: the pooler is not used
         self.head = SpanHead(encoder.dim)
         init_bert_weights(self.head)
 

@@ -15,12 +15,10 @@ import numpy as np
 import pytest
 import torch
 
-from selfsup.errors import ConfigError
-from selfsup.objectives.mlm import MLMConfig, token_masker
 from selfsup.data.text import (
     PairBuilder,
-    TextDataConfig,
     PretrainBatches,
+    TextDataConfig,
     build_corpus,
     make_chunks,
     read_documents,
@@ -28,6 +26,8 @@ from selfsup.data.text import (
     split_sentences,
 )
 from selfsup.data.tokenizer import train_tokenizer
+from selfsup.errors import ConfigError
+from selfsup.objectives.mlm import MLMConfig, token_masker
 
 MAX_LEN = 48
 # Every sentence of document d starts with TAGS[d], so any segment tells its document.
@@ -77,7 +77,7 @@ def tok(paths):
 
 
 @pytest.fixture(scope="module")
-def cfg(paths) -> DataConfig:
+def cfg(paths) -> TextDataConfig:
     return TextDataConfig(max_len=MAX_LEN, cache_dir=str(paths[0].parent / "cache"))
 
 

@@ -1,0 +1,133 @@
+"""Every objective keeps the contract (objectives/base.py): finite sums for every declared term,
+counts for every term's count, a gradient for every trainable parameter and none for a frozen
+one; the registry takes objectives from outside the package."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+from test_batch_split import text_batch
+from toys import ToyContrastive, VectorBatches, VectorRegression
+
+from selfsup.encoders.text import BertConfig, build_encoder
+from selfsup.errors import ConfigError
+from selfsup.objectives import OBJECTIVES, build_objective, get_objective, register
+from selfsup.objectives.base import batch_loss
+from selfsup.objectives.supervised import (
+    Regression,
+    SequenceClassification,
+    SpanQA,
+    TokenTagging,
+)
+
+MODEL = BertConfig(vocab_size=40, dim=32, n_layers=2, n_heads=2, ffn_dim=64, max_len=12,
+                   dropout=0.0, attn_dropout=0.0)  # fmt: skip
+
+
+def pretraining(name):
+    return build_objective(get_objective(name).Config(name=name), MODEL), text_batch(0)
+
+
+def supervised(kind):
+    torch.manual_seed(0)
+    b = text_batch(0)
+    enc = build_encoder(MODEL)
+    if kind == "classify":
+        return SequenceClassification(enc, 3), {**b, "labels": b["class_labels"].clamp(min=0)}
+    if kind == "regress":
+        return Regression(enc), {**b, "labels": torch.randn(len(b["labels"]))}
+    if kind == "tag":
+        return TokenTagging(enc, 5), {**b, "labels": b["labels"] % 5 * (b["labels"] >= 0) - 100 *
+                                      (b["labels"] < 0)}  # fmt: skip
+    start = torch.randint(1, 6, (len(b["labels"]),))
+    return SpanQA(enc), {**b, "start_positions": start, "end_positions": start + 1}
+
+
+CASES = {
+    **{f"pretrain:{n}": (lambda n=n: pretraining(n)) for n in OBJECTIVES},
+    **{f"finetune:{k}": (lambda k=k: supervised(k)) for k in ("classify", "regress", "tag", "qa")},
+    "toy:regression": lambda: (VectorRegression(), VectorBatches("regression")[0]),
+    "toy:contrastive": lambda: (ToyContrastive(), VectorBatches("contrastive")[0]),
+}
+
+
+def test_every_registered_objective_is_covered():
+    assert {f"pretrain:{n}" for n in OBJECTIVES} <= set(CASES)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_contract(case):
+    model, batch = CASES[case]()
+    counts = model.counts(batch)
+    assert set(model.loss_terms) <= set(model.terms)
+    assert set(model.terms.values()) <= set(counts) and model.work in counts
+    assert all(isinstance(v, int | float) and v >= 0 for v in counts.values())
+    out = model(batch)
+    assert set(out) == set(model.terms)
+    assert all(v.ndim == 0 and math.isfinite(float(v.detach())) for v in out.values())
+    loss = batch_loss(model, batch)
+    assert math.isfinite(float(loss)) and float(loss) > 0
+    loss.backward()
+    for name, p in model.named_parameters():
+        if p.requires_grad:
+            assert p.grad is not None and float(p.grad.abs().sum()) > 0, name
+        else:
+            assert p.grad is None, name  # frozen: never trained
+
+
+def test_mlm_alone_freezes_the_pooler_and_fine_tuning_unfreezes_it():
+    mlm, _ = pretraining("mlm")
+    assert not any(p.requires_grad for p in mlm.encoder.pooler.parameters())
+    nsp, _ = pretraining("mlm+nsp")
+    assert all(p.requires_grad for p in nsp.encoder.pooler.parameters())
+    task = SequenceClassification(mlm.encoder, 2)
+    assert all(p.requires_grad for p in task.parameters())
+
+
+def test_unknown_objective_is_a_one_line_error():
+    with pytest.raises(ConfigError, match="unknown objective 'bart'; choose from mlm"):
+        get_objective("bart")
+
+
+def test_register_an_objective_from_outside(monkeypatch):
+    monkeypatch.setitem(OBJECTIVES, "_probe", OBJECTIVES["mlm"])  # restored afterwards
+    del OBJECTIVES["_probe"]
+    with pytest.raises(TypeError, match="no Config"):
+        register("_probe", VectorRegression)
+
+    class Probe(VectorRegression):
+        Config = get_objective("mlm").Config
+
+        @classmethod
+        def build(cls, cfg, model_cfg):
+            return cls()
+
+    register("_probe", Probe)
+    assert get_objective("_probe") is Probe
+    del OBJECTIVES["_probe"]
+
+
+def test_entry_point_objective_is_found(tmp_path):
+    """A package that declares a `selfsup.objectives` entry point: found by name in a fresh
+    process, without importing it first."""
+    pkg = tmp_path / "site"
+    (pkg / "myobj").mkdir(parents=True)
+    (pkg / "myobj" / "__init__.py").write_text(textwrap.dedent("""
+        from selfsup.objectives.mlm import MLM
+        class Mine(MLM):
+            pass
+    """))
+    dist = pkg / "myobj-0.1.dist-info"
+    dist.mkdir()
+    (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myobj\nVersion: 0.1\n")
+    (dist / "entry_points.txt").write_text("[selfsup.objectives]\nmine = myobj:Mine\n")
+    code = "from selfsup.objectives import get_objective; print(get_objective('mine').__name__)"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env={"PYTHONPATH": str(pkg), "PATH": ""}, timeout=120)  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "Mine"
