@@ -42,12 +42,11 @@ sys.path.insert(0, str(ROOT))
 
 from machine import cpu_name  # noqa: E402  (benchmarks/machine.py, beside this script)
 
-from selfsup.config import MaskConfig  # noqa: E402
 from selfsup.data.packing import collate_packed  # noqa: E402
-from selfsup.data.text import Masker, collate, read_documents, split_sentences  # noqa: E402
+from selfsup.data.text import collate, read_documents, split_sentences  # noqa: E402
 from selfsup.encoders.text import build_encoder  # noqa: E402
-from selfsup.objectives.mlm import MLMWithNSP  # noqa: E402
-from selfsup.presets import MODELS  # noqa: E402
+from selfsup.objectives.mlm import MLMConfig, MLMWithNSP, token_masker  # noqa: E402
+from selfsup.presets.text import MODELS  # noqa: E402
 from selfsup.train import param_groups  # noqa: E402
 
 MAX_LEN = 128
@@ -147,7 +146,7 @@ class SelfsupSide:
         torch.manual_seed(0)
         self.model = MLMWithNSP(build_encoder(m), m.vocab_size, m.norm_eps).to(device).train()
         self.forward = torch.compile(self.model) if compile else self.model
-        self.masker = Masker(load_tokenizer(minilm_folder()), MaskConfig())
+        self.masker = token_masker(load_tokenizer(minilm_folder()), MLMConfig())
         self.opt = torch.optim.AdamW(param_groups(self.model, 0.01), lr=1e-4, fused=True)
         self.pack, self.device, self.pad = pack, device, tok.pad_token_id
         self.k = 0
@@ -160,13 +159,15 @@ class SelfsupSide:
         )
         self.k += 1
         batch = self.masker(b, torch.Generator().manual_seed(self.k))
+        counts = self.model.counts(batch)  # what selfsup.train does: sums over global counts
         batch = {k: v.to(self.device) for k, v in batch.items()}
         out = self.forward(batch)
-        out["loss"].backward()
+        terms = self.model.terms
+        sum(out[k] / max(counts[terms[k]], 1) for k in self.model.loss_terms).backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
         self.opt.zero_grad(set_to_none=True)
-        return int(out["n_masked"]), batch["input_ids"].numel()
+        return counts["masked"], batch["input_ids"].numel()
 
 
 # ------------------------------------------------------------------------------------ measures

@@ -158,6 +158,8 @@ def train(
         persistent_workers=False,
         generator=torch.Generator(),  # keep the global RNG (dropout) untouched by the loader
     )
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
     writer = _tensorboard(run_dir) if main else None
     metrics_file = open(run_dir / "metrics.jsonl", "a") if main else None
     bar = _progress(progress, start, cfg.steps) if main else _Silent()

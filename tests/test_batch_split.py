@@ -15,42 +15,18 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
-from toys import ToyContrastive, VectorBatches, VectorRegression
+from toys import ToyContrastive, V, VectorBatches, VectorRegression, text_batch
 
 from selfsup.config import TrainConfig
 from selfsup.encoders.text import BertConfig, build_encoder
 from selfsup.errors import ConfigError
-from selfsup.keys import IGNORE
 from selfsup.objectives import OBJECTIVES
 from selfsup.objectives.supervised import SequenceClassification
 from selfsup.train import train
 
-V, B, T, STEPS = 40, 8, 12, 3
+B, T, STEPS = 8, 12, 3
 CASES = ["mlm", "mlm+nsp", "classify", "regression", "contrastive"]
 PER_ITEM = ["mlm", "mlm+nsp", "classify", "regression"]
-
-
-def text_batch(k: int, n: int = B) -> dict[str, torch.Tensor]:
-    """Random tokens, ~30% masked (at least one per row, so every row is scored), pair labels
-    and class labels: rows hold unequal numbers of masked tokens."""
-    g = torch.Generator().manual_seed(k)
-    ids = torch.randint(5, V, (n, T), generator=g)
-    ids[:, 0] = 2
-    lengths = torch.randint(4, T + 1, (n,), generator=g)
-    mask = (torch.arange(T)[None] < lengths[:, None]).long()
-    chosen = (torch.rand(n, T, generator=g) < 0.3) & mask.bool()
-    chosen[:, 0], chosen[:, 1] = False, True
-    return {
-        "input_ids": torch.where(chosen, torch.full_like(ids, 4), ids) * mask,
-        "attention_mask": mask,
-        "token_type_ids": torch.zeros_like(ids),
-        "labels": torch.where(chosen, ids, torch.full_like(ids, IGNORE)),
-        "pair_labels": torch.randint(0, 2, (n,), generator=g),
-        # a quarter unlabelled: halves of a batch hold unequal numbers of labelled examples
-        "class_labels": torch.where(
-            torch.rand(n, generator=g) < 0.25, IGNORE, torch.randint(0, 3, (n,), generator=g)
-        ),
-    }
 
 
 class TextBatches(torch.utils.data.Dataset):

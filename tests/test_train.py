@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -323,3 +324,23 @@ def test_failed_start_leaves_no_run(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         pretrain(cfg, out, progress=False, log=quiet)
     assert (out / "config.json").exists()  # resumable: kept
+
+
+def test_resume_keeps_the_precision_the_run_trained_in(tmp_path):
+    """The precision is part of the saved state: a run started in bf16 continues in bf16."""
+    from selfsup.checkpoint import read_trainer_state
+    from selfsup.device import bf16_supported
+
+    if not bf16_supported(torch.device("cpu")):
+        pytest.skip("this CPU has no bf16")
+    V = 64
+    cfg = TrainConfig(steps=2, lr=1e-3, warmup_steps=0, save_every=1, eval_every=0, bf16=True)
+    train(tiny_mlm(V), SeededBatches(V), cfg, tmp_path, progress=False, log=quiet)
+    assert read_trainer_state(tmp_path / "checkpoints" / "step_00000002")["precision"] == "bf16"
+    seen = []
+    model = tiny_mlm(V)
+    model.register_forward_hook(lambda m, i, o: seen.append(torch.is_autocast_enabled("cpu")))
+    cfg = replace(cfg, steps=3, bf16=False)
+    train(model, SeededBatches(V), cfg, tmp_path, resume=True, progress=False, log=quiet)
+    assert seen == [True]  # step 3 only, in bf16 autocast
+    assert read_trainer_state(tmp_path / "checkpoints" / "step_00000003")["precision"] == "bf16"

@@ -8,7 +8,33 @@ import torch.nn.functional as F
 from torch import nn
 
 from selfsup import distributed
+from selfsup.keys import IGNORE
 from selfsup.objectives.base import Objective
+
+V, T = 40, 12  # vocabulary and length of text_batch
+
+
+def text_batch(k: int, n: int = 8) -> dict[str, torch.Tensor]:
+    """Random tokens, ~30% masked (at least one per row, so every row is scored), pair labels
+    and class labels: rows hold unequal numbers of masked tokens."""
+    g = torch.Generator().manual_seed(k)
+    ids = torch.randint(5, V, (n, T), generator=g)
+    ids[:, 0] = 2
+    lengths = torch.randint(4, T + 1, (n,), generator=g)
+    mask = (torch.arange(T)[None] < lengths[:, None]).long()
+    chosen = (torch.rand(n, T, generator=g) < 0.3) & mask.bool()
+    chosen[:, 0], chosen[:, 1] = False, True
+    return {
+        "input_ids": torch.where(chosen, torch.full_like(ids, 4), ids) * mask,
+        "attention_mask": mask,
+        "token_type_ids": torch.zeros_like(ids),
+        "labels": torch.where(chosen, ids, torch.full_like(ids, IGNORE)),
+        "pair_labels": torch.randint(0, 2, (n,), generator=g),
+        # a quarter unlabelled: halves of a batch hold unequal numbers of labelled examples
+        "class_labels": torch.where(
+            torch.rand(n, generator=g) < 0.25, IGNORE, torch.randint(0, 3, (n,), generator=g)
+        ),
+    }
 
 
 class VectorRegression(Objective):

@@ -11,8 +11,7 @@ import textwrap
 
 import pytest
 import torch
-from test_batch_split import text_batch
-from toys import ToyContrastive, VectorBatches, VectorRegression
+from toys import ToyContrastive, VectorBatches, VectorRegression, text_batch
 
 from selfsup.encoders.text import BertConfig, build_encoder
 from selfsup.errors import ConfigError
@@ -117,11 +116,13 @@ def test_entry_point_objective_is_found(tmp_path):
     process, without importing it first."""
     pkg = tmp_path / "site"
     (pkg / "myobj").mkdir(parents=True)
-    (pkg / "myobj" / "__init__.py").write_text(textwrap.dedent("""
+    (pkg / "myobj" / "__init__.py").write_text(
+        textwrap.dedent("""
         from selfsup.objectives.mlm import MLM
         class Mine(MLM):
             pass
-    """))
+    """)
+    )
     dist = pkg / "myobj-0.1.dist-info"
     dist.mkdir()
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: myobj\nVersion: 0.1\n")

@@ -14,12 +14,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from selfsup.keys import IGNORE
-from selfsup.interop.hf_bert import from_hf_state, hf_config_to_model, to_hf_state
-from selfsup.models import export_hf_folder, load_model
 from selfsup.data.tokenizer import load_tokenizer
 from selfsup.encoders.text import build_encoder
 from selfsup.errors import ConfigError
+from selfsup.interop.hf_bert import from_hf_state, hf_config_to_model, to_hf_state
+from selfsup.keys import IGNORE
+from selfsup.models import export_hf_folder, load_model
 from selfsup.objectives import MLM, MLMWithNSP
 from selfsup.objectives.base import batch_loss
 
