@@ -38,7 +38,10 @@ class BertConfig:
 
 
 class BertEncoder(nn.Module):
-    """BERT (arXiv:1810.04805). Returns {"hidden": (B, T, D), "pooled": (B, D)}.
+    """BERT (arXiv:1810.04805). Returns the encoder contract every head, probe, embedding and
+    fine-tuning reads: {"hidden": (B, T, D) last hidden states, "padding_mask": (B, T) True on
+    padding, "all_hidden": the embeddings and every layer's output (with `return_all`)}, plus
+    "pooled": (B, D), BERT's pooled [CLS].
 
     Packed rows (selfsup.data.packing) pass `position_ids` restarting per example, `seq_ids`
     (attention stays inside each example) and `cls_index` (E,): then "pooled" is (E, D), one
@@ -90,7 +93,13 @@ class BertEncoder(nn.Module):
         out = self.transformer(x, mask, return_all=return_all)
         h = out[-1] if return_all else out
         cls = h[:, 0] if cls_index is None else h.reshape(-1, self.dim)[cls_index]  # (B|E, D)
-        result = {"hidden": h, "pooled": torch.tanh(self.pooler(cls))}
+        if seq_ids is not None:
+            padding = seq_ids < 0  # (B, T)
+        elif attention_mask is not None:
+            padding = attention_mask == 0
+        else:
+            padding = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
+        result = {"hidden": h, "pooled": torch.tanh(self.pooler(cls)), "padding_mask": padding}
         if return_all:
             result["all_hidden"] = out
         return result

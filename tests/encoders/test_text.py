@@ -93,3 +93,18 @@ def test_shapes_pooler_and_token_types(encoder, batch):
 def test_too_long_is_an_error(encoder):
     with pytest.raises(ValueError, match="max_len"):
         encoder(torch.zeros(1, encoder.max_len + 1, dtype=torch.long))
+
+
+def test_output_contract_carries_the_padding_mask():
+    from selfsup.encoders.text import BertConfig, build_encoder
+
+    enc = build_encoder(BertConfig(vocab_size=30, dim=16, n_layers=2, n_heads=2, ffn_dim=32,
+                                   max_len=16))  # fmt: skip
+    ids = torch.randint(5, 30, (2, 6))
+    mask = torch.tensor([[1] * 6, [1] * 3 + [0] * 3])
+    out = enc(ids, mask, return_all=True)
+    assert out["padding_mask"].tolist() == (mask == 0).tolist()
+    assert len(out["all_hidden"]) == 3 and out["all_hidden"][-1] is out["hidden"]
+    seq_ids = torch.tensor([[0, 0, 1, 1, 1, -1], [0, 0, 0, -1, -1, -1]])  # two rows, packed
+    assert enc(ids, seq_ids=seq_ids)["padding_mask"].tolist() == (seq_ids < 0).tolist()
+    assert not enc(ids)["padding_mask"].any()
