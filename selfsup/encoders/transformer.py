@@ -68,29 +68,11 @@ class PostLNBlock(nn.Module):
         return self.mlp_norm(x + self.drop(self.mlp(x)))
 
 
-class PreLNBlock(nn.Module):
+class PreLNBlock(PostLNBlock):
     """The pre-norm block: x + sublayer(norm(x)), so the residual path is never normalised and
     deep stacks train without warm-up (Xiong et al., arXiv:2002.04745). GPT-2, ViT and
     wav2vec 2.0 large use it; the stack needs a final norm (Transformer(final_norm=True)).
-    Submodule names as in PostLNBlock."""
-
-    def __init__(
-        self,
-        dim: int,
-        n_heads: int,
-        ffn_dim: int,
-        dropout: float = 0.1,
-        attn_dropout: float = 0.1,
-        norm_eps: float = 1e-12,
-        norm: type[nn.Module] = nn.LayerNorm,
-        act: type[nn.Module] = nn.GELU,
-    ):
-        super().__init__()
-        self.attn = SelfAttention(dim, n_heads, attn_dropout)
-        self.attn_norm = norm(dim, eps=norm_eps)
-        self.mlp = MLP(dim, ffn_dim, act=act)
-        self.mlp_norm = norm(dim, eps=norm_eps)
-        self.drop = nn.Dropout(dropout)
+    The same submodules as PostLNBlock (its constructor); only the forward pass differs."""
 
     def forward(
         self,
@@ -145,31 +127,11 @@ class PostLNDecoderBlock(nn.Module):
         return self.mlp_norm(x + self.drop(self.mlp(x)))
 
 
-class PreLNDecoderBlock(nn.Module):
+class PreLNDecoderBlock(PostLNDecoderBlock):
     """The pre-norm decoder block: x + sublayer(norm(x)) for causal self-attention,
     cross-attention to `memory` and the FFN (arXiv:2002.04745; the T5 decoder's layout,
-    arXiv:1910.10683, with norm=RMSNorm). Submodule names as in PostLNDecoderBlock."""
-
-    def __init__(
-        self,
-        dim: int,
-        n_heads: int,
-        ffn_dim: int,
-        dropout: float = 0.1,
-        attn_dropout: float = 0.1,
-        norm_eps: float = 1e-12,
-        norm: type[nn.Module] = nn.LayerNorm,
-        act: type[nn.Module] = nn.GELU,
-        kv_dim: int | None = None,
-    ):
-        super().__init__()
-        self.attn = SelfAttention(dim, n_heads, attn_dropout)
-        self.attn_norm = norm(dim, eps=norm_eps)
-        self.cross_attn = CrossAttention(dim, n_heads, attn_dropout, kv_dim)
-        self.cross_norm = norm(dim, eps=norm_eps)
-        self.mlp = MLP(dim, ffn_dim, act=act)
-        self.mlp_norm = norm(dim, eps=norm_eps)
-        self.drop = nn.Dropout(dropout)
+    arXiv:1910.10683, with norm=RMSNorm). The same submodules as PostLNDecoderBlock (its
+    constructor); only the forward pass differs."""
 
     def forward(
         self,

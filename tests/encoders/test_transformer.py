@@ -74,13 +74,13 @@ def ref_cross_attn(attn, x, memory, keep):
 
 
 def ref_block(blk, x, keep, memory=None, memory_keep=None):
-    if isinstance(blk, PostLNBlock):
+    if type(blk) is PostLNBlock:  # exact types: the pre-LN blocks subclass the post-LN ones
         x = ref_norm(x + ref_self_attn(blk.attn, x, keep), blk.attn_norm)
         return ref_norm(x + ref_mlp(x, blk.mlp), blk.mlp_norm)
-    if isinstance(blk, PreLNBlock):
+    if type(blk) is PreLNBlock:
         x = x + ref_self_attn(blk.attn, ref_norm(x, blk.attn_norm), keep)
         return x + ref_mlp(ref_norm(x, blk.mlp_norm), blk.mlp)
-    if isinstance(blk, PostLNDecoderBlock):
+    if type(blk) is PostLNDecoderBlock:
         x = ref_norm(x + ref_self_attn(blk.attn, x, keep), blk.attn_norm)
         x = ref_norm(x + ref_cross_attn(blk.cross_attn, x, memory, memory_keep), blk.cross_norm)
         return ref_norm(x + ref_mlp(x, blk.mlp), blk.mlp_norm)
