@@ -35,8 +35,8 @@ import numpy as np
 import torch
 from machine import cpu_name  # benchmarks/machine.py, beside this script
 
-from selfsup.models import load_model
 from selfsup.embed import BATCH_SIZE, embed_sentences, hidden_fn
+from selfsup.models import load_model
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local folders only
 ROOT = Path(__file__).resolve().parent

@@ -1,14 +1,23 @@
 """Built-in benchmarks over fine-tuning: `selfsup glue` (every GLUE task found, several seeds,
 median and spread, GLUE average) and `selfsup compare` (several inits, same settings and seeds,
-a table and a PNG of the dev metric over training)."""
+a table and a PNG of the dev metric over training).
+
+    run_glue("runs/base", "glue_data", "out/glue", seeds=[0, 1, 2], epochs=3, lr=2e-5)
+    run_compare(["runs/a", "runs/b"], "sst2", "glue_data/SST-2", "out/cmp", seeds=[0, 1])
+
+Keyword settings are FinetuneConfig fields (epochs, lr, batch_size, max_len, preset, tokenizer,
+train_limit, device, options, ...), the same for every run.
+"""
 
 from __future__ import annotations
 
 import json
 import statistics
+from collections.abc import Sequence
 from pathlib import Path
 
 from selfsup.errors import ConfigError
+from selfsup.paths import check_out_folder
 
 GLUE_FOLDERS = {
     "cola": "CoLA", "sst2": "SST-2", "mrpc": "MRPC", "qqp": "QQP", "stsb": "STS-B",
@@ -26,40 +35,39 @@ def _spread(values: list[float]) -> dict:
     }
 
 
-def _out_folder(out: str) -> Path:
-    p = Path(out)
-    if p.exists() and not p.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder")
-    if p.exists() and any(p.iterdir()):
-        raise ConfigError(f"output folder {out} exists and is not empty")
-    return p
-
-
-def run_glue(args, log=print) -> dict:
+def run_glue(
+    init: str,
+    data: str,
+    out: str,
+    tasks: Sequence[str] | None = None,
+    seeds: Sequence[int] = (0, 1, 2),
+    log=print,
+    **settings,
+) -> dict:
+    """Fine-tune `init` on every GLUE task of `tasks` (default: all) whose folder (CoLA, SST-2,
+    ...) is in `data`, once per seed; write glue.json and glue.md (medians, spread, the GLUE
+    average of the medians) into `out`."""
     from selfsup.eval.metrics import glue_score
     from selfsup.finetune import FinetuneConfig, finetune, json_safe
 
-    root = Path(args.data)
+    root = Path(data)
     if not root.is_dir():
-        raise ConfigError(f"GLUE folder not found: {args.data}")
-    wanted = args.tasks or list(GLUE_FOLDERS)
+        raise ConfigError(f"GLUE folder not found: {data}")
+    wanted = list(tasks or GLUE_FOLDERS)
     unknown = [t for t in wanted if t not in GLUE_FOLDERS]
     if unknown:
         raise ConfigError(f"unknown GLUE task(s) {', '.join(unknown)}")
     found = {t: root / GLUE_FOLDERS[t] for t in wanted if (root / GLUE_FOLDERS[t]).is_dir()}
     if not found:
         raise ConfigError(f"no GLUE task folders ({', '.join(GLUE_FOLDERS.values())}) in {root}")
-    out = _out_folder(args.out)
+    out_dir = check_out_folder(out)
+    seeds = list(seeds)
     rows = {}
     for task, folder in found.items():
         metric, values = None, []
-        for seed in args.seeds:
-            cfg = FinetuneConfig(
-                task=task, data=str(folder), init=args.init, out=str(out / task / f"seed{seed}"),
-                epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_len=args.max_len,
-                seed=seed, preset=args.preset, tokenizer=args.tokenizer,
-                train_limit=args.train_limit, device=getattr(args, "device", "auto"),
-            )  # fmt: skip
+        for seed in seeds:
+            run = out_dir / task / f"seed{seed}"
+            cfg = FinetuneConfig(task, str(folder), init, str(run), seed=seed, **settings)
             res = finetune(cfg, log=lambda s: None)
             metric = res["main_metric"]
             values.append(res["dev"][metric])
@@ -68,9 +76,9 @@ def run_glue(args, log=print) -> dict:
     scores = glue_score({t: {r["metric"]: r["median"]} for t, r in rows.items()})
     table = _glue_table(rows, scores["glue"])
     log(table)
-    result = {"init": args.init, "seeds": args.seeds, "tasks": rows, "glue": scores["glue"]}
-    (out / "glue.json").write_text(json.dumps(json_safe(result), indent=2))
-    (out / "glue.md").write_text(table + "\n")
+    result = {"init": init, "seeds": seeds, "tasks": rows, "glue": scores["glue"]}
+    (out_dir / "glue.json").write_text(json.dumps(json_safe(result), indent=2))
+    (out_dir / "glue.md").write_text(table + "\n")
     return result
 
 
@@ -88,21 +96,33 @@ def _glue_table(rows: dict, average: float) -> str:
     return "\n".join(lines)
 
 
-def run_compare(args, log=print) -> dict:
-    from selfsup.cli import _finetune_config
-    from selfsup.finetune import finetune, json_safe
+def run_compare(
+    inits: Sequence[str],
+    task: str,
+    data: str,
+    out: str,
+    seeds: Sequence[int] = (0, 1, 2),
+    log=print,
+    **settings,
+) -> dict:
+    """Fine-tune each of `inits` on `task` with the same settings and seeds; write compare.json
+    (per-init spread, the per-seed gain of the first init over the last, dev curves),
+    compare.md and compare.png into `out`."""
+    from selfsup.finetune import FinetuneConfig, finetune, json_safe
 
-    if len(args.init) < 2:
+    inits, seeds = list(inits), list(seeds)
+    if len(inits) < 2:
         raise ConfigError("compare needs at least two --init values")
-    if len(set(args.init)) < len(args.init):  # results are keyed by init
+    if len(set(inits)) < len(inits):  # results are keyed by init
         raise ConfigError("compare got the same --init twice")
-    out = _out_folder(args.out)
+    out_dir = check_out_folder(out)
     results: dict[str, list[dict]] = {}
-    for n, init in enumerate(args.init):
+    for n, init in enumerate(inits):
         name = f"{n}-{Path(init).name or init}"
-        for seed in args.seeds:
-            res = finetune(_finetune_config(args, init, seed, str(out / name / f"seed{seed}")),
-                           log=lambda s: None)  # fmt: skip
+        for seed in seeds:
+            run = out_dir / name / f"seed{seed}"
+            cfg = FinetuneConfig(task, data, init, str(run), seed=seed, **settings)
+            res = finetune(cfg, log=lambda s: None)
             results.setdefault(init, []).append(res)
             log(f"{init} seed {seed}: {res['main_metric']} = {res['dev'][res['main_metric']]:.4f}")
     metric = next(iter(results.values()))[0]["main_metric"]
@@ -110,9 +130,9 @@ def run_compare(args, log=print) -> dict:
         init: {**_spread([r["dev"][metric] for r in rs]), "values": [r["dev"][metric] for r in rs]}
         for init, rs in results.items()
     }
-    base = summary[args.init[-1]]
+    base = summary[inits[-1]]
     lines = [
-        f"task {args.task}, metric {metric}, seeds {args.seeds}",
+        f"task {task}, metric {metric}, seeds {seeds}",
         "| init | median | min | max | std | gain vs last (median) |",
         "|---|---|---|---|---|---|",
     ]
@@ -122,20 +142,20 @@ def run_compare(args, log=print) -> dict:
             f"| {init} | {s['median']:.4f} | {s['min']:.4f} | {s['max']:.4f} | {s['std']:.4f} "
             f"| {gain:+.4f} |"
         )
-    paired = [a - b for a, b in zip(summary[args.init[0]]["values"], base["values"], strict=True)]
+    paired = [a - b for a, b in zip(summary[inits[0]]["values"], base["values"], strict=True)]
     lines.append(
-        f"per-seed gain of {args.init[0]} over {args.init[-1]}: "
+        f"per-seed gain of {inits[0]} over {inits[-1]}: "
         + ", ".join(f"{g:+.4f}" for g in paired)
         + f" (median {statistics.median(paired):+.4f}, min {min(paired):+.4f}, "
         f"max {max(paired):+.4f})"
     )
     table = "\n".join(lines)
     log(table)
-    _plot(results, metric, out / "compare.png", args.task)
-    report = {"task": args.task, "metric": metric, "summary": summary, "paired_gain": paired,
+    _plot(results, metric, out_dir / "compare.png", task)
+    report = {"task": task, "metric": metric, "summary": summary, "paired_gain": paired,
               "history": {k: [r["history"] for r in v] for k, v in results.items()}}  # fmt: skip
-    (out / "compare.json").write_text(json.dumps(json_safe(report), indent=2))
-    (out / "compare.md").write_text(table + "\n")
+    (out_dir / "compare.json").write_text(json.dumps(json_safe(report), indent=2))
+    (out_dir / "compare.md").write_text(table + "\n")
     return report
 
 

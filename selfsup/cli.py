@@ -1,6 +1,8 @@
 """`selfsup <command>`: pretrain, tokenizer, fill-mask, export, embed, inspect-masking.
 
-Bad input ends with one line `selfsup: error: ...` on stderr and exit code 2, never a traceback.
+Each command parses its flags, calls its recipe in the library (selfsup.pretrain, finetune,
+benchmark, embed, fill_mask, inspect) and prints. Bad input ends with one line
+`selfsup: error: ...` on stderr and exit code 2, never a traceback.
 """
 
 from __future__ import annotations
@@ -304,47 +306,18 @@ def cmd_pretrain(args) -> None:
 
 
 def cmd_tokenizer(args) -> None:
-    from selfsup.data.text import read_paragraphs
-    from selfsup.data.tokenizer import train_tokenizer
+    from selfsup.pretrain import tokenizer_from_files
 
-    out = Path(args.out)
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"output folder {out} exists and is not empty")
-    if args.vocab_size < 16:
-        raise ConfigError(f"vocab size {args.vocab_size} is too small")
-    texts = read_paragraphs(args.input, args.text_field, args.encoding)
-    tok = train_tokenizer(texts, args.vocab_size, not args.cased)
-    tok.save(out)
-    print(f"saved a WordPiece tokenizer with {tok.vocab_size} tokens to {out}")
+    tok = tokenizer_from_files(
+        args.input, args.out, args.vocab_size, not args.cased, args.text_field, args.encoding
+    )
+    print(f"saved a WordPiece tokenizer with {tok.vocab_size} tokens to {args.out}")
 
 
 def cmd_fill_mask(args) -> None:
-    import torch
+    from selfsup.fill_mask import fill_mask
 
-    from selfsup.models import load_model
-
-    loaded = load_model(args.model)
-    if loaded.model is None:
-        raise ConfigError(
-            f"{args.model} has no MLM head (it is an encoder only); cannot fill masks"
-        )
-    tok = loaded.tokenizer
-    batch = tok([args.text], max_len=loaded.config.max_len)
-    positions = batch["input_ids"] == tok.mask_id
-    if not bool(positions.any()):
-        if "[MASK]" in args.text:
-            raise ConfigError(f"the [MASK] is beyond the model's {loaded.config.max_len} tokens")
-        raise ConfigError("the text has no [MASK] token")
-    if args.top_k < 1:
-        raise ConfigError("--top-k must be >= 1")
-    logp = loaded.model.predict_masked(batch, positions)  # (M, V)
-    k = min(args.top_k, logp.shape[1])
-    top = torch.topk(logp.exp(), k, dim=-1)
-    results = [
-        [{"token": tok.decode_token(int(i)), "prob": round(float(p), 5)}
-         for p, i in zip(ps, ids, strict=True)]
-        for ps, ids in zip(top.values, top.indices, strict=True)
-    ]  # fmt: skip
+    results = fill_mask(args.model, args.text, args.top_k)
     if args.json:
         print(json.dumps({"text": args.text, "masks": results}))
         return
@@ -357,10 +330,9 @@ def cmd_fill_mask(args) -> None:
 
 def cmd_export(args) -> None:
     from selfsup.models import export_hf_folder, load_model
+    from selfsup.paths import check_out_folder
 
-    out = Path(args.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder")
+    out = check_out_folder(args.out)
     export_hf_folder(load_model(args.model), out)
     print(f"exported to {args.out} (loads with transformers.BertForPreTraining.from_pretrained)")
 
@@ -404,21 +376,24 @@ def _task_options(args) -> dict:
     return opts
 
 
-def _finetune_config(args, init: str, seed: int, out: str):
-    from selfsup.finetune import FinetuneConfig
-
-    return FinetuneConfig(
-        task=args.task, data=args.data, init=init, out=out, epochs=args.epochs, lr=args.lr,
-        batch_size=args.batch_size, max_len=args.max_len, seed=seed, preset=args.preset,
-        tokenizer=args.tokenizer, eval_every=args.eval_every, train_limit=args.train_limit,
-        article_holdout=args.article_holdout, options=_task_options(args), device=args.device,
+def _finetune_settings(args) -> dict:
+    """FinetuneConfig fields from the finetune/compare flags (all but task, data, init, out and
+    seed)."""
+    return dict(
+        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_len=args.max_len,
+        preset=args.preset, tokenizer=args.tokenizer, eval_every=args.eval_every,
+        train_limit=args.train_limit, article_holdout=args.article_holdout,
+        options=_task_options(args), device=args.device,
     )  # fmt: skip
 
 
 def cmd_finetune(args) -> None:
-    from selfsup.finetune import finetune, json_safe
+    from selfsup.finetune import FinetuneConfig, finetune, json_safe
 
-    res = finetune(_finetune_config(args, args.init, args.seed, args.out), progress=_tty())
+    cfg = FinetuneConfig(
+        args.task, args.data, args.init, args.out, seed=args.seed, **_finetune_settings(args)
+    )
+    res = finetune(cfg, progress=_tty())
     print(json.dumps(json_safe({"task": args.task, **res["dev"]})))
 
 
@@ -434,13 +409,17 @@ def cmd_evaluate(args) -> None:
 def cmd_glue(args) -> None:
     from selfsup.benchmark import run_glue
 
-    run_glue(args)
+    run_glue(
+        args.init, args.data, args.out, args.tasks, args.seeds, epochs=args.epochs, lr=args.lr,
+        batch_size=args.batch_size, max_len=args.max_len, train_limit=args.train_limit,
+        preset=args.preset, tokenizer=args.tokenizer, device=args.device,
+    )  # fmt: skip
 
 
 def cmd_compare(args) -> None:
     from selfsup.benchmark import run_compare
 
-    run_compare(args)
+    run_compare(args.init, args.task, args.data, args.out, args.seeds, **_finetune_settings(args))
 
 
 def _tty() -> bool:

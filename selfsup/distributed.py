@@ -23,6 +23,7 @@ W ranks reproduce one process training on the same global batch:
 
 from __future__ import annotations
 
+import gc
 import os
 from contextlib import contextmanager, nullcontext
 
@@ -67,6 +68,10 @@ def setup(device: str = "auto") -> torch.device:
 def teardown() -> None:
     global _OWN_GROUP
     if _OWN_GROUP and dist.is_initialized():
+        # A DDP wrapper sits in reference cycles (its hooks hold it): collect it while its
+        # process group exists, or its gloo threads may abort the process at exit
+        # ("terminate called without an active exception").
+        gc.collect()
         dist.destroy_process_group()
     _OWN_GROUP = False
 

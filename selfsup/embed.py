@@ -8,7 +8,7 @@ call, grouped by exact token length, and each batch holds sentences of one lengt
 padded, attention runs without a mask and mean pooling is a plain mean. And the cores are used as
 independent workers: on a CPU with N intra-op threads, N Python threads each run whole batches with
 one intra-op thread (PyTorch releases the GIL inside its ops), so the small element-wise ops of
-short sequences pay no thread synchronisation. Outputs come back in input order.
+short sequences pay no thread synchronisation (selfsup.predict). Outputs come back in input order.
 """
 
 from __future__ import annotations
@@ -16,9 +16,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -29,6 +27,7 @@ from selfsup.data.tokenizer import Tokenizer
 from selfsup.encoders.text import BertEncoder
 from selfsup.errors import ConfigError
 from selfsup.models import load_model
+from selfsup.predict import default_workers, predict_batches
 
 # Sentences per batch (of one token length). Not yet measured: compare 32/64/128 with
 # `benchmarks/inference.py --selfsup-batch-size N` on an idle machine.
@@ -67,27 +66,6 @@ def hidden_fn(encoder: BertEncoder, compile: bool = False) -> Callable:
     return torch.compile(hidden, dynamic=True) if compile else hidden
 
 
-@contextmanager
-def batch_workers(workers: int) -> Iterator[Callable]:
-    """A `map` over batches: the builtin with one worker; else `workers` threads, each running
-    its batches with one intra-op thread (the process's thread count is restored afterwards)."""
-    if workers <= 1:
-        yield map
-        return
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # read by each new worker thread when it runs its first op
-    try:
-        with ThreadPoolExecutor(workers, thread_name_prefix="selfsup-embed") as pool:
-            yield pool.map
-    finally:
-        torch.set_num_threads(threads)
-
-
-def default_workers(device: torch.device) -> int:
-    """One worker per intra-op thread on CPU; one on GPU (the device is the parallel part)."""
-    return torch.get_num_threads() if device.type == "cpu" else 1
-
-
 def embed_sentences(
     encoder: BertEncoder,
     tok: Tokenizer,
@@ -104,7 +82,6 @@ def embed_sentences(
     batches run at once (default: default_workers); 1 runs them one by one on all threads."""
     if pooling not in ("mean", "cls", "tokens"):
         raise ValueError(f"pooling must be mean, cls or tokens, not {pooling!r}")
-    encoder.eval()
     hidden = hidden or hidden_fn(encoder)
     device = next(encoder.parameters()).device
     max_len = min(max_len or encoder.max_len, encoder.max_len)
@@ -115,9 +92,7 @@ def embed_sentences(
     else:
         out = np.empty((len(sentences), encoder.dim), dtype=np.float32)
 
-    @torch.inference_mode()  # per call: inference mode is thread-local
-    def encode(idx: np.ndarray) -> torch.Tensor:
-        input_ids = torch.tensor([ids[i] for i in idx], device=device)  # (B, T), no padding
+    def encode(input_ids: torch.Tensor) -> torch.Tensor:
         h = hidden(input_ids)  # (B, T, D)
         if pooling == "tokens":
             return h.float().cpu()
@@ -126,15 +101,15 @@ def embed_sentences(
             vecs = F.normalize(vecs, p=2, dim=1)
         return vecs.float().cpu()
 
-    batches = length_batches(lengths, batch_size)
-    workers = default_workers(device) if workers is None else workers
-    with batch_workers(min(workers, len(batches))) as run:
-        for idx, result in zip(batches, run(encode, batches), strict=True):
-            if pooling == "tokens":
-                for j, i in enumerate(idx):
-                    out[i] = result[j].numpy()
-            else:
-                out[idx] = result.numpy()
+    groups = length_batches(lengths, batch_size)
+    batches = ((idx, torch.tensor([ids[i] for i in idx])) for idx in groups)  # (B, T), one length
+    workers = min(default_workers(device) if workers is None else workers, len(groups))
+    for idx, result in predict_batches(encoder, batches, encode, workers):
+        if pooling == "tokens":
+            for j, i in enumerate(idx):
+                out[i] = result[j].numpy()
+        else:
+            out[idx] = result.numpy()
     return out
 
 

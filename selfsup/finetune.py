@@ -20,10 +20,22 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from selfsup.data.padding import pad_sequences
 from selfsup.data.tokenizer import Tokenizer
 from selfsup.errors import ConfigError
-from selfsup.keys import IGNORE
+from selfsup.keys import (
+    ATTENTION_MASK,
+    CONTEXT_MASK,
+    END_POSITIONS,
+    IGNORE,
+    INPUT_IDS,
+    LABELS,
+    START_POSITIONS,
+    TOKEN_TYPE_IDS,
+)
 from selfsup.models import FINETUNE_FORMAT
+from selfsup.paths import check_out_folder
+from selfsup.predict import predict_batches
 from selfsup.seeds import Stream, seed_for
 
 # --------------------------------------------------------------------------------------------
@@ -151,36 +163,24 @@ def encode_qa(
 
 def pad_batch(feats: Features, idx, pad_id: int, kind: str) -> dict[str, torch.Tensor]:
     """Dynamic padding to the longest feature in the batch."""
-    T = max(len(feats.ids[i]) for i in idx)
-    B = len(idx)
-    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
-    types = torch.zeros((B, T), dtype=torch.long)
-    mask = torch.zeros((B, T), dtype=torch.long)
-    for r, i in enumerate(idx):
-        n = len(feats.ids[i])
-        input_ids[r, :n] = torch.tensor(feats.ids[i])
-        types[r, :n] = torch.tensor(feats.types[i])
-        mask[r, :n] = 1
-    batch = {"input_ids": input_ids, "token_type_ids": types, "attention_mask": mask}
+    input_ids, mask = pad_sequences([feats.ids[i] for i in idx], pad_id)  # (B, T)
+    batch = {
+        INPUT_IDS: input_ids,
+        TOKEN_TYPE_IDS: pad_sequences([feats.types[i] for i in idx], 0)[0],
+        ATTENTION_MASK: mask.long(),
+    }
     if not feats.labels:
         return batch
-    if kind == "tag":
-        labels = torch.full((B, T), IGNORE, dtype=torch.long)
-        for r, i in enumerate(idx):
-            labels[r, : len(feats.labels[i])] = torch.tensor(feats.labels[i])
-        batch["labels"] = labels
+    if kind == "tag":  # one label per token
+        batch[LABELS] = pad_sequences([feats.labels[i] for i in idx], IGNORE)[0]
     elif kind == "qa":
-        batch["start_positions"] = torch.tensor([feats.labels[i][0] for i in idx])
-        batch["end_positions"] = torch.tensor([feats.labels[i][1] for i in idx])
-        cm = torch.zeros((B, T), dtype=torch.long)
-        for r, i in enumerate(idx):
-            m = feats.extra["context_mask"][i]
-            cm[r, : len(m)] = torch.tensor(m)
-        batch["context_mask"] = cm
+        batch[START_POSITIONS] = torch.tensor([feats.labels[i][0] for i in idx])
+        batch[END_POSITIONS] = torch.tensor([feats.labels[i][1] for i in idx])
+        batch[CONTEXT_MASK] = pad_sequences([feats.extra["context_mask"][i] for i in idx], 0)[0]
     elif kind == "regress":
-        batch["labels"] = torch.tensor([feats.labels[i] for i in idx], dtype=torch.float)
+        batch[LABELS] = torch.tensor([feats.labels[i] for i in idx], dtype=torch.float)
     else:
-        batch["labels"] = torch.tensor([feats.labels[i] for i in idx], dtype=torch.long)
+        batch[LABELS] = torch.tensor([feats.labels[i] for i in idx], dtype=torch.long)
     return batch
 
 
@@ -234,32 +234,31 @@ def eval_batches(feats: Features, batch_size: int, pad_id: int, kind: str):
 # --------------------------------------------------------------------------------------------
 
 
-@torch.no_grad()
 def predict(
     model, feats: Features, kind: str, pad_id: int, batch_size: int = 64, max_answer_len: int = 30
 ):
     """classify: class ids; regress: floats; tag: per-feature lists of tag ids at word starts;
     qa: per-example best (score, char_start, char_end)."""
-    was = model.training
-    model.eval()
-    device = next(model.parameters()).device
+    forward = model.predict
+    if kind == "qa":  # the span search needs each window's context positions
+
+        def forward(batch):
+            return {**model.predict(batch), CONTEXT_MASK: batch[CONTEXT_MASK]}
+
     n = len(feats)
     if kind == "qa":
         best: dict[int, tuple[float, int, int]] = {}
     else:
         out: list = [None] * n
-    for idx, batch in eval_batches(feats, batch_size, pad_id, kind):
-        batch = {k: v.to(device) for k, v in batch.items()}
+    for idx, res in predict_batches(model, eval_batches(feats, batch_size, pad_id, kind), forward):
         if kind == "tag":
-            logits = model.predict(batch)["logits"]  # (B, T, n_tags)
-            preds = logits.argmax(-1).cpu()
+            preds = res["logits"].argmax(-1).cpu()  # (B, T)
             for r, i in enumerate(idx):
                 lab = feats.labels[i]
                 out[i] = [int(preds[r, t]) for t in range(len(lab)) if lab[t] != IGNORE]
         elif kind == "qa":
-            res = model.predict(batch)
             s_log, e_log = res["start_logits"].cpu(), res["end_logits"].cpu()
-            cm = batch["context_mask"].bool().cpu()
+            cm = res[CONTEXT_MASK].bool().cpu()
             for r, i in enumerate(idx):
                 cand = _best_span(s_log[r], e_log[r], cm[r], max_answer_len)
                 if cand is None:
@@ -270,11 +269,10 @@ def predict(
                 if ex not in best or score > best[ex][0]:
                     best[ex] = (score, off[ts][0], off[te][1])
         else:
-            logits = model.predict(batch)["logits"]
+            logits = res["logits"]
             vals = logits.tolist() if kind == "regress" else logits.argmax(-1).tolist()
             for r, i in enumerate(idx):
                 out[i] = vals[r]
-    model.train(was)
     return best if kind == "qa" else out
 
 
@@ -364,12 +362,12 @@ def build_task_model(kind: str, encoder, n_labels: int | None, dropout: float):
 
 def set_dropout(module: torch.nn.Module, p: float) -> None:
     """Set every dropout in the encoder (pretraining presets run without)."""
-    from selfsup.layers.attention import SelfAttention
+    from selfsup.layers.attention import CrossAttention, SelfAttention
 
     for m in module.modules():
         if isinstance(m, torch.nn.Dropout):
             m.p = p
-        elif isinstance(m, SelfAttention):
+        elif isinstance(m, SelfAttention | CrossAttention):
             m.attn_dropout = p
 
 
@@ -513,11 +511,7 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
 
     spec = get_task(cfg.task)
     kind = spec.kind
-    out = Path(cfg.out)
-    if out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder")
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"output folder {out} exists and is not empty")
+    out = check_out_folder(cfg.out)
     for name in ("epochs", "lr", "batch_size", "max_len"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive")

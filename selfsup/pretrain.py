@@ -9,9 +9,9 @@ cache (the others wait, then read them) and writes the run folder.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
+import os
 import shutil
 import time
 from dataclasses import dataclass, replace
@@ -23,13 +23,12 @@ import torch
 from selfsup import distributed
 from selfsup.checkpoint import RUN_FORMAT, atomic_write_text, is_run, latest_checkpoint
 from selfsup.config import RunConfig
+from selfsup.data.cache import build_once, cache_key, default_cache_dir
 from selfsup.data.text import (
     PairBuilder,
     PretrainBatches,
     TextNeeds,
     build_corpus,
-    default_cache_dir,
-    files_fingerprint,
     make_chunks,
     read_paragraphs,
     resolve_files,
@@ -40,6 +39,7 @@ from selfsup.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from selfsup.errors import ConfigError
 from selfsup.models import run_config
 from selfsup.objectives import build_objective
+from selfsup.paths import check_out_folder
 from selfsup.seeds import HELDOUT_OFFSET
 from selfsup.train import evaluate, train
 
@@ -57,27 +57,39 @@ def tokenizer_for(cfg: RunConfig, encoding: str, log=print) -> Tokenizer:
     """The given tokenizer, or one trained on the corpus (cached by corpus + settings)."""
     if cfg.data.tokenizer:
         return load_tokenizer(cfg.data.tokenizer)
-    files = resolve_files(cfg.data.paths)
-    h = hashlib.sha256(files_fingerprint(files).encode())
-    h.update(
-        f"{cfg.model.vocab_size}|{cfg.data.lowercase}|{cfg.data.text_field}|{encoding}|v2".encode()
-    )
-    folder = Path(cfg.data.cache_dir or default_cache_dir()) / "tokenizer" / h.hexdigest()[:20]
-    if (folder / "tokenizer.json").exists():
+    d = cfg.data
+    key = cache_key(resolve_files(d.paths), cfg.model.vocab_size, d.lowercase, d.text_field,
+                    encoding, "v1")  # fmt: skip
+    folder = Path(d.cache_dir or default_cache_dir()) / "tokenizer" / key
+
+    def build(tmp: Path) -> None:
+        t0 = time.perf_counter()
+        texts = read_paragraphs(d.paths, d.text_field, encoding)
+        tok = train_tokenizer(texts, cfg.model.vocab_size, d.lowercase)
+        tok.save(tmp)
+        log(f"tokenizer: trained WordPiece, {tok.vocab_size} tokens, in "
+            f"{time.perf_counter() - t0:.1f}s")  # fmt: skip
+
+    if build_once(folder, build, "tokenizer.json"):
         log(f"tokenizer: using cached {folder}")
-        return load_tokenizer(folder)
-    t0 = time.perf_counter()
-    texts = read_paragraphs(cfg.data.paths, cfg.data.text_field, encoding)
-    tok = train_tokenizer(texts, cfg.model.vocab_size, cfg.data.lowercase)
-    tmp = folder.with_name(folder.name + f".tmp{int(time.time() * 1e6)}")
-    tok.save(tmp)
-    try:
-        tmp.rename(folder)
-    except OSError:
-        shutil.rmtree(tmp, ignore_errors=True)
-    log(
-        f"tokenizer: trained WordPiece, {tok.vocab_size} tokens, in {time.perf_counter() - t0:.1f}s"
-    )
+    return load_tokenizer(folder)
+
+
+def tokenizer_from_files(
+    paths: list[str],
+    out: str | os.PathLike,
+    vocab_size: int = 8192,
+    lowercase: bool = True,
+    text_field: str = "text",
+    encoding: str = "utf-8",
+) -> Tokenizer:
+    """Train a WordPiece tokenizer on text files (any the pretraining data reads) and save it
+    into the new folder `out` (`selfsup tokenizer`)."""
+    folder = check_out_folder(out)
+    if vocab_size < 16:
+        raise ConfigError(f"vocab size {vocab_size} is too small")
+    tok = train_tokenizer(read_paragraphs(paths, text_field, encoding), vocab_size, lowercase)
+    tok.save(folder)
     return tok
 
 
@@ -164,12 +176,8 @@ def _pretrain(cfg, out, resume, encoding, progress, log, steps, fsdp, device) ->
             cfg.train.steps = steps
         if fsdp is not None:
             cfg.train.fsdp = fsdp
-    elif out.exists() and not out.is_dir():
-        raise ConfigError(f"--out {out} is a file, not a folder")
-    elif out.exists() and any(out.iterdir()):
-        raise ConfigError(
-            f"output folder {out} exists and is not empty (use --resume or another --out)"
-        )
+    else:
+        check_out_folder(out, " (use --resume or another --out)")
     cfg.validate()
     _check_run_settings(cfg)
     if cfg.train.threads:

@@ -5,6 +5,7 @@ None of these objectives is known to train.py or distributed.py."""
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import socket
@@ -164,6 +165,7 @@ def _worker(rank: int, world: int, port: int, root: str) -> None:
             model, data = make(case)
             train(model, data, config(), Path(root) / case, log=quiet, progress=False)
     finally:
+        gc.collect()  # DDP wrappers left in reference cycles go before their process group
         dist.destroy_process_group()
 
 

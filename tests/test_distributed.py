@@ -208,6 +208,7 @@ def test_two_processes_ddp_train_like_one(one, ddp):
     assert trainer["optimizer"]["state"].keys() == reference["optimizer"]["state"].keys()
 
 
+@pytest.mark.slow
 def test_two_processes_fsdp_train_like_one(folder, one):
     fsdp = folder / "fsdp"
     _pretrain(folder, fsdp, 2, "--fsdp")
@@ -217,8 +218,7 @@ def test_two_processes_fsdp_train_like_one(folder, one):
     b = load_file(str(fsdp / "checkpoints" / "step_00000003" / "model.safetensors"))
     assert {k: v.shape for k, v in a.items()} == {k: v.shape for k, v in b.items()}
     state, reference = (
-        read_trainer_state(run / "checkpoints" / "step_00000003")
-        for run in (fsdp, one)
+        read_trainer_state(run / "checkpoints" / "step_00000003") for run in (fsdp, one)
     )
     assert state["optimizer"]["param_groups"] == reference["optimizer"]["param_groups"]
     assert state["optimizer"]["state"].keys() == reference["optimizer"]["state"].keys()
@@ -253,6 +253,7 @@ def test_packed_one_process_trains_like_padded(one, one_packed):
     assert sum(len(s["input_ids"]) < BATCH // 2 for s in shards) >= STEPS  # the ranks do pack
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sharding", ["ddp", "fsdp"])
 def test_two_processes_packed_train_like_one(folder, one_packed, sharding):
     run = folder / f"{sharding}_packed"
@@ -267,6 +268,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_machines_train_like_one(folder, one):
     """Two torchrun launches meeting through the c10d rendezvous, as two machines would (here on
     one host, one process each): the same run as one process."""

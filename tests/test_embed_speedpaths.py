@@ -8,16 +8,16 @@ import numpy as np
 import pytest
 import torch
 
-from selfsup.models import load_model
 from selfsup.cli import main
 from selfsup.embed import (
-    batch_workers,
     embed_sentences,
     hidden_fn,
     length_batches,
     sentence_transformers_settings,
     tokenize,
 )
+from selfsup.models import load_model
+from selfsup.predict import batch_workers
 
 # Several sentences share a token length, so groups are split by batch_size; the order mixes
 # lengths, so the output has to be put back in input order.

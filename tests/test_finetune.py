@@ -19,7 +19,6 @@ import torch.nn.functional as F
 from helpers import SHARED, assert_clean_error, cli, strict_json
 from torch import nn
 
-from selfsup.keys import IGNORE
 from selfsup.data.tasks import QAExample, TaggedSentence, TextExample
 from selfsup.encoders.text import build_encoder
 from selfsup.errors import ConfigError
@@ -35,6 +34,7 @@ from selfsup.finetune import (
     score,
     split_by_article,
 )
+from selfsup.keys import IGNORE
 from selfsup.objectives.base import batch_loss
 from selfsup.objectives.supervised import (
     Regression,

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from selfsup.keys import IGNORE
 from selfsup.corrupt.tokens import expected_span_words
 from selfsup.data.text import default_corpus
 from selfsup.inspect import inspect_masking
+from selfsup.keys import IGNORE
 from selfsup.presets import preset
 from selfsup.pretrain import prepare_data
 

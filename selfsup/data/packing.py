@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from selfsup.data.padding import pad_sequences
 from selfsup.keys import IGNORE
 
 
@@ -52,40 +53,33 @@ def collate_packed(
     row length is the fullest row's, so a batch of short examples is not padded to max_len.
     `labels`, one list per example (MLM targets, IGNORE elsewhere), are packed with the tokens."""
     rows = pack_rows([len(ids) for ids, _, _ in examples], max_len)
-    R = len(rows)
-    T = max(sum(len(examples[i][0]) for i in row) for row in rows)
-    input_ids = torch.full((R, T), pad_id, dtype=torch.long)
-    packed_labels = torch.full((R, T), IGNORE, dtype=torch.long)
-    token_type_ids = torch.zeros((R, T), dtype=torch.long)
-    attention_mask = torch.zeros((R, T), dtype=torch.long)
-    position_ids = torch.zeros((R, T), dtype=torch.long)
-    seq_ids = torch.full((R, T), -1, dtype=torch.long)
+    ids, types, positions, seqs, labs = [], [], [], [], []
+    for row in rows:  # each row: its examples one after the other
+        ids.append([t for i in row for t in examples[i][0]])
+        types.append([t for i in row for t in examples[i][1]])
+        positions.append([p for i in row for p in range(len(examples[i][0]))])
+        seqs.append([j for j, i in enumerate(row) for _ in examples[i][0]])
+        if labels is not None:
+            labs.append([t for i in row for t in labels[i]])
+    input_ids, mask = pad_sequences(ids, pad_id)  # (R, T), T = the fullest row
+    T = input_ids.shape[1]
     cls_index = torch.empty(len(examples), dtype=torch.long)
     for r, row in enumerate(rows):
         at = 0
-        for j, i in enumerate(row):
-            ids, types, _ = examples[i]
-            n = len(ids)
-            input_ids[r, at : at + n] = torch.tensor(ids)
-            token_type_ids[r, at : at + n] = torch.tensor(types)
-            attention_mask[r, at : at + n] = 1
-            position_ids[r, at : at + n] = torch.arange(n)
-            seq_ids[r, at : at + n] = j
+        for i in row:
             cls_index[i] = r * T + at
-            if labels is not None:
-                packed_labels[r, at : at + n] = torch.tensor(labels[i])
-            at += n
+            at += len(examples[i][0])
     pair_labels = torch.tensor([lab for _, _, lab in examples], dtype=torch.long)
     batch = {
         "input_ids": input_ids,
-        "token_type_ids": token_type_ids,
-        "attention_mask": attention_mask,
-        "position_ids": position_ids,
-        "seq_ids": seq_ids,
+        "token_type_ids": pad_sequences(types, 0)[0],
+        "attention_mask": mask.long(),
+        "position_ids": pad_sequences(positions, 0)[0],
+        "seq_ids": pad_sequences(seqs, -1)[0],
         "cls_index": cls_index,
         "pair_labels": pair_labels,
     }
-    return batch if labels is None else {**batch, "labels": packed_labels}
+    return batch if labels is None else {**batch, "labels": pad_sequences(labs, IGNORE)[0]}
 
 
 def pack_batch(

@@ -8,8 +8,9 @@ generic CSV/TSV/JSONL files into small example records, for `selfsup finetune --
 
 `path` is a folder (the split's file is found by the task's default names in `TASKS`), a file,
 or a Hugging Face `datasets` folder written by `save_to_disk` (GLUE column names, or the generic
-`*_column` options). Labels stay strings as written in the file ("0", "entailment"); regression
-labels are floats. `task_labels` gives the label order a classifier head should use.
+`*_column` options). Files are opened, decompressed and parsed by selfsup.data.readers; this
+module knows the tasks' layouts. Labels stay strings as written in the file ("0", "entailment");
+regression labels are floats. `task_labels` gives the label order a classifier head should use.
 
 Formats and the quirks handled here:
 - GLUE TSVs are split on tabs literally, never with CSV quoting: sentences hold unbalanced `"`
@@ -21,7 +22,7 @@ Formats and the quirks handled here:
   dev (408 pairs) out of msr_paraphrase_train.txt with mrpc_dev_ids.tsv; with that list in the
   folder the same split is rebuilt, without it train is all 4,076 training pairs and dev is
   msr_paraphrase_test.txt (1,725 pairs, the GLUE test pairs with their labels), i.e. the original
-  MSRP protocol. The Microsoft files start with a UTF-8 BOM (every file is read as utf-8-sig).
+  MSRP protocol. The Microsoft files start with a UTF-8 BOM (the reader drops it).
 - STS-B: score is a float 0-5. Split "test-labeled" reads the original STS Benchmark
   sts-test file with gold scores (no header: genre, file, year, id, score, s1, s2).
 - SST-2: split "test-labeled" reads test-labeled.tsv (GLUE's test is unlabelled).
@@ -46,18 +47,23 @@ Formats and the quirks handled here:
 
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import random
-import zipfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from selfsup.data.readers import (
+    data_suffix,
+    is_dataset,
+    read_lines,
+    read_records,
+    read_text,
+    table_rows,
+)
 from selfsup.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -361,7 +367,7 @@ def load_task(task: str, path: str | Path, split: str = "train", **options: Any)
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"data path {path} does not exist")
-    if _is_hf_dataset(path):
+    if is_dataset(path):
         if spec.kind not in ("classify", "pair-classify", "regress"):
             raise ConfigError(f"task {task!r} cannot read a `datasets` folder ({path})")
         records = _hf_records(path, split)
@@ -479,8 +485,7 @@ def _mrpc_glue_split(folder: Path, split: str) -> Examples | None:
     ids_file, msr = folder / "mrpc_dev_ids.tsv", folder / "msr_paraphrase_train.txt"
     if (folder / f"{split}.tsv").exists() or not (ids_file.is_file() and msr.is_file()):
         return None
-    lines = _read_text(ids_file).splitlines()
-    dev_ids = {tuple(line.split("\t")[:2]) for line in lines if line.strip()}
+    dev_ids = {tuple(line.split("\t")[:2]) for line in read_lines(ids_file) if line.strip()}
     spec = TASKS["mrpc"]
     records = _table_records(msr, spec.columns, None, None, extra=("#1 ID", "#2 ID"))
     keep = [r for r in records if ((r["#1 ID"], r["#2 ID"]) in dev_ids) == (split == "dev")]
@@ -488,7 +493,7 @@ def _mrpc_glue_split(folder: Path, split: str) -> Examples | None:
 
 
 # --------------------------------------------------------------------------------------------
-# Tables: CSV / TSV / JSONL / .zip of one / datasets folders
+# Tables: CSV / TSV / JSONL (any of them compressed or zipped) / datasets folders
 # --------------------------------------------------------------------------------------------
 
 
@@ -497,34 +502,6 @@ def _columns(spec: Task, default: Columns, opts: dict) -> Columns:
         raise ConfigError("classify reads one text column; use pair-classify for text_pair_column")
     keys = ("text_column", "text_pair_column", "label_column")
     return tuple(opts.get(k, d) for k, d in zip(keys, default, strict=True))
-
-
-def _read_text(path: Path) -> str:
-    """A text file, or the one data file inside a .zip, decoded as UTF-8 (BOM dropped)."""
-    try:
-        if path.suffix.lower() == ".zip":
-            with zipfile.ZipFile(path) as z:
-                members = [
-                    m for m in z.namelist() if not m.endswith("/") and not m.startswith("__MACOSX")
-                ]
-                if len(members) != 1:
-                    raise ConfigError(
-                        f"{path} should hold exactly one data file, it holds {len(members)}"
-                    )
-                data = z.read(members[0])
-        else:
-            data = path.read_bytes()
-        return data.decode("utf-8-sig")
-    except (UnicodeDecodeError, zipfile.BadZipFile) as e:
-        raise ConfigError(f"cannot read {path}: {e}") from None
-
-
-def _inner_suffix(path: Path) -> str:
-    if path.suffix.lower() != ".zip":
-        return path.suffix.lower()
-    with zipfile.ZipFile(path) as z:
-        names = [m for m in z.namelist() if not m.endswith("/") and not m.startswith("__MACOSX")]
-    return Path(names[0]).suffix.lower() if names else ""
 
 
 def _table_records(
@@ -537,19 +514,15 @@ def _table_records(
 ) -> list[dict]:
     """Rows of `path` as dicts holding the wanted columns (plus "_line", the file line).
     Without `need_label` a missing label column is allowed (an unlabelled test file)."""
-    text = _read_text(path)
-    if not text.strip():
-        raise ConfigError(f"{path} is empty")
-    suffix = _inner_suffix(path)
+    suffix = data_suffix(path)
     wanted = [c for c in (*columns, split_column, *extra) if c is not None]
     if suffix in (".jsonl", ".json"):
-        return _json_records(path, text, wanted, None if need_label else columns[2])
+        return _json_records(path, wanted, None if need_label else columns[2])
     if suffix == ".csv":
-        reader = csv.reader(io.StringIO(text, newline=""))
-        rows = [(reader.line_num, r) for r in reader if r]
+        rows = list(table_rows(path, ",", quoted=True))
     elif suffix in (".tsv", ".txt"):
         # Literal tab split: GLUE sentences contain stray quotes that CSV quoting would mangle.
-        rows = [(i, line.split("\t")) for i, line in enumerate(text.splitlines(), 1) if line]
+        rows = list(table_rows(path, "\t", quoted=False))
     else:
         raise ConfigError(f"{path}: unsupported file type {suffix!r} (use .csv, .tsv or .jsonl)")
     if not rows:
@@ -588,52 +561,25 @@ def _table_records(
     return out
 
 
-def _json_records(path: Path, text: str, wanted: list, optional: Any) -> list[dict]:
+def _json_records(path: Path, wanted: list, optional: Any) -> list[dict]:
     if any(isinstance(c, int) for c in wanted):
         raise ConfigError(f"{path} is JSON: name its columns, not positions")
-    try:
-        if text.lstrip().startswith("["):
-            rows = list(enumerate(json.loads(text), 1))
-        else:
-            rows = [(i, json.loads(ln)) for i, ln in enumerate(text.splitlines(), 1) if ln.strip()]
-    except json.JSONDecodeError as e:
-        raise ConfigError(f"{path} is not valid JSON lines: {e}") from None
-    out = []
-    for line, row in rows:
-        if not isinstance(row, dict):
-            raise ConfigError(f"line {line} of {path} is not a JSON object")
-        for col in wanted:
-            if col not in row and col != optional:
-                raise ConfigError(
-                    f"line {line} of {path} has no column {col!r}; "
-                    f"its columns are: {', '.join(row)}"
-                )
-        out.append({"_line": line, **{c: row[c] for c in wanted if c in row}})
+    required = [c for c in wanted if c != optional]
+    out = [
+        {"_line": line, **{c: row[c] for c in wanted if c in row}}
+        for line, row in read_records(path, require=required)
+    ]
+    if not out:
+        raise ConfigError(f"{path} is empty")
     return out
 
 
-def _is_hf_dataset(path: Path) -> bool:
-    return path.is_dir() and any(
-        (path / f).is_file() for f in ("dataset_dict.json", "state.json", "dataset_info.json")
-    )
-
-
 def _hf_records(path: Path, split: str) -> list[dict]:
-    try:
-        import datasets
-    except ImportError:
-        raise ConfigError(f"reading {path} needs the `datasets` package") from None
-    ds = datasets.load_from_disk(str(path))
-    if isinstance(ds, datasets.DatasetDict):
-        names = [n for n in (split, *HF_SPLITS.get(split, ())) if n in ds]
-        if not names:
-            raise ConfigError(f"{path} has no split for {split!r}; its splits are: {', '.join(ds)}")
-        ds = ds[names[0]]
-    cols = ds.to_dict()
-    n = len(ds)
-    if n == 0:
+    rows = read_records(path, split=split, split_aliases=HF_SPLITS.get(split, ()))
+    out = [{"_line": line, **row} for line, row in rows]
+    if not out:
         raise ConfigError(f"{path} ({split}) is empty")
-    return [{"_line": i + 1, **{c: v[i] for c, v in cols.items()}} for i in range(n)]
+    return out
 
 
 def _text_examples(
@@ -729,7 +675,7 @@ def read_tagged(path: str | Path, tagset: str = "upos") -> list[TaggedSentence]:
     if path.suffix.lower() == ".conllu":
         return read_conllu(path, tagset)
     sents, words, tags = [], [], []
-    for i, line in enumerate(_read_text(path).splitlines(), 1):
+    for i, line in enumerate(read_lines(path), 1):
         fields = line.split()
         if not fields or fields[0] == "-DOCSTART-":
             if words:
@@ -756,7 +702,7 @@ def read_conllu(path: str | Path, tagset: str = "upos") -> list[TaggedSentence]:
         )
     col = CONLLU_COLUMNS.index(tagset)
     sents, words, tags = [], [], []
-    for i, line in enumerate(_read_text(path).splitlines(), 1):
+    for i, line in enumerate(read_lines(path), 1):
         if not line.strip():
             if words:
                 sents.append(TaggedSentence(words, tags))
@@ -791,7 +737,7 @@ def read_squad(path: str | Path, skip_misaligned: bool = False) -> Examples:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"data file {path} does not exist")
-    text = _read_text(path)
+    text = read_text(path)
     if not text.strip():
         raise ConfigError(f"{path} is empty")
     try:

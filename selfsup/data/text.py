@@ -11,18 +11,9 @@ exactly the batches an uninterrupted run would have seen, whatever the number of
 
 from __future__ import annotations
 
-import bz2
 import contextlib
-import csv
-import gzip
-import hashlib
-import io
 import json
-import lzma
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -31,14 +22,26 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from selfsup.data.cache import build_once, cache_key, default_cache_dir
 from selfsup.data.packing import pack_batch
+from selfsup.data.padding import pad_sequences
+from selfsup.data.readers import (
+    JSON_SUFFIXES,
+    TABLE_SUFFIXES,
+    EncodingError,
+    MissingColumn,
+    data_suffix,
+    file_paragraphs,
+    is_dataset,
+    paragraphs,
+    read_records,
+)
 from selfsup.data.tokenizer import Tokenizer
 from selfsup.errors import ConfigError
 from selfsup.keys import ATTENTION_MASK, INPUT_IDS, PAIR_LABELS, TOKEN_TYPE_IDS
 from selfsup.seeds import Stream, seed_for
 
 TEXT_SUFFIXES = {".txt", ".text", ".md", ".jsonl", ".json", ".csv", ".tsv", ""}
-COMPRESSED = {".gz": gzip.open, ".bz2": bz2.open, ".xz": lzma.open}
 DEFAULT_CORPUS = "gutenberg.jsonl.gz"
 
 
@@ -69,7 +72,7 @@ class TextNeeds:
 
 
 # --------------------------------------------------------------------------------------------
-# Reading documents
+# Reading documents (the files themselves are read by selfsup.data.readers)
 # --------------------------------------------------------------------------------------------
 
 
@@ -81,20 +84,20 @@ def resolve_files(paths: list[str]) -> list[Path]:
     """Expand folders into their text files (sorted). A missing path is an error."""
     files: list[Path] = []
     for raw in paths or [default_corpus()]:
-        if _is_datasets_ref(raw):
+        if is_dataset(raw):  # hf:NAME or a datasets.save_to_disk folder
             files.append(Path(raw))
             continue
         p = Path(raw)
         if not p.exists():
             raise ConfigError(f"no such file or folder: {raw}")
         if p.is_dir():
-            if (p / "dataset_info.json").exists() or (p / "state.json").exists():
-                files.append(p)  # a datasets.save_to_disk folder
-                continue
             found = sorted(
                 f
                 for f in p.rglob("*")
-                if f.is_file() and not f.name.startswith(".") and _suffix(f) in TEXT_SUFFIXES
+                if f.is_file()
+                and not f.name.startswith(".")
+                and f.suffix.lower() != ".zip"
+                and data_suffix(f) in TEXT_SUFFIXES
             )
             if not found:
                 raise ConfigError(f"folder {raw} holds no text files (.txt .jsonl .csv .gz ...)")
@@ -102,27 +105,6 @@ def resolve_files(paths: list[str]) -> list[Path]:
         else:
             files.append(p)
     return files
-
-
-def _is_datasets_ref(raw: str) -> bool:
-    return raw.startswith("hf:")
-
-
-def _suffix(p: Path) -> str:
-    s = p.suffixes
-    if s and s[-1] in COMPRESSED:
-        return s[-2] if len(s) > 1 else ""
-    return p.suffix
-
-
-def _open_text(p: Path, encoding: str) -> io.TextIOBase:
-    opener = COMPRESSED.get(p.suffix)
-    raw = opener(p, "rb") if opener else open(p, "rb")
-    head = raw.peek(8192)[:8192] if hasattr(raw, "peek") else b""
-    if b"\x00" in head:
-        raw.close()
-        raise ConfigError(f"{p} looks like a binary file, not text")
-    return io.TextIOWrapper(raw, encoding=encoding, errors="strict", newline=None)
 
 
 def read_documents(
@@ -135,37 +117,37 @@ def read_documents(
     one document per row, taken from `text_field`.
     """
     for f in resolve_files(paths):
-        if str(f).startswith("hf:") or f.is_dir():
-            yield from _dataset_docs(str(f), text_field)
-            continue
-        kind = _suffix(f)
-        with _read_errors(f, encoding), _open_text(f, encoding) as fh:
-            if kind in (".jsonl", ".json"):
-                yield from _jsonl_docs(fh, f, text_field)
-            elif kind in (".csv", ".tsv"):
-                yield from _csv_docs(fh, f, text_field, "\t" if kind == ".tsv" else ",")
-            else:
-                # The caller reads this document lazily, outside this frame: guard it too.
-                yield _guarded(_paragraphs(fh), f, encoding)
+        if is_dataset(f) or data_suffix(f) in (*JSON_SUFFIXES, *TABLE_SUFFIXES):
+            with _hints(text_field):
+                yield from _row_documents(f, text_field, encoding)
+        else:
+            # The caller reads this document lazily, outside this frame: it gets the hints too.
+            yield _hinted(file_paragraphs(f, encoding), text_field)
+
+
+def _row_documents(f: Path, text_field: str, encoding: str) -> Iterator[Iterator[str]]:
+    # TSV with CSV quoting: a cell may hold a whole multi-line document.
+    rows = read_records(f, encoding, require=(text_field,), quoted_tsv=True)
+    for _, row in rows:
+        text = row[text_field]  # None: a JSON null, or a CSV row short of that column
+        yield paragraphs(("" if text is None else str(text)).splitlines())
 
 
 @contextlib.contextmanager
-def _read_errors(f: Path, encoding: str):
-    """Turn decoding and I/O errors while reading `f` into one-line ConfigErrors."""
+def _hints(text_field: str):
+    """Name the command-line option that fixes a reading error."""
     try:
         yield
-    except UnicodeDecodeError as e:
-        raise ConfigError(
-            f"{f} is not valid {encoding} (byte {e.object[e.start]:#x} at offset {e.start}); "
-            "convert it or pass --encoding latin-1"
-        ) from None
-    except (OSError, EOFError, lzma.LZMAError, csv.Error) as e:
-        raise ConfigError(f"cannot read {f}: {e}") from None
+    except EncodingError as e:
+        raise ConfigError(f"{e}; convert it or pass --encoding latin-1") from None
+    except MissingColumn as e:
+        where, what = (f"{e.path}:{e.line}", "field") if e.line else (e.path, "column")
+        raise ConfigError(f"{where} has no {text_field!r} {what} (set --text-field)") from None
 
 
-def _guarded(paragraphs: Iterator[str], f: Path, encoding: str) -> Iterator[str]:
-    with _read_errors(f, encoding):
-        yield from paragraphs
+def _hinted(paras: Iterator[str], text_field: str) -> Iterator[str]:
+    with _hints(text_field):
+        yield from paras
 
 
 def read_paragraphs(
@@ -182,57 +164,7 @@ def read_paragraphs(
         raise ConfigError(f"the corpus is empty: no text found in {names}")
 
 
-def _paragraphs(lines: Iterator[str]) -> Iterator[str]:
-    buf: list[str] = []
-    for line in lines:
-        line = line.strip()
-        if line:
-            buf.append(line)
-        elif buf:
-            yield " ".join(buf)
-            buf = []
-    if buf:
-        yield " ".join(buf)
-
-
-def _jsonl_docs(fh, f: Path, text_field: str) -> Iterator[Iterator[str]]:
-    for n, line in enumerate(fh, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError:
-            raise ConfigError(f"{f}:{n} is not a JSON line") from None
-        if not isinstance(row, dict) or text_field not in row:
-            raise ConfigError(f"{f}:{n} has no {text_field!r} field (set --text-field)")
-        yield _paragraphs(str(row[text_field]).splitlines())
-
-
-def _csv_docs(fh, f: Path, text_field: str, delimiter: str) -> Iterator[Iterator[str]]:
-    csv.field_size_limit(2**31 - 1)  # a whole document per cell; the default stops at 128 KiB
-    reader = csv.DictReader(fh, delimiter=delimiter)
-    if reader.fieldnames is None or text_field not in reader.fieldnames:
-        raise ConfigError(f"{f} has no {text_field!r} column (set --text-field)")
-    for row in reader:
-        yield _paragraphs(str(row[text_field] or "").splitlines())
-
-
-def _dataset_docs(ref: str, text_field: str) -> Iterator[Iterator[str]]:
-    try:
-        import datasets
-    except ImportError:
-        raise ConfigError(f"reading {ref} needs the `datasets` package") from None
-    if ref.startswith("hf:"):
-        name, _, split = ref[3:].partition(":")
-        ds = datasets.load_dataset(name, split=split or "train")
-    else:
-        ds = datasets.load_from_disk(ref)
-        if isinstance(ds, datasets.DatasetDict):
-            ds = ds["train"] if "train" in ds else next(iter(ds.values()))
-    if text_field not in ds.column_names:
-        raise ConfigError(f"{ref} has no {text_field!r} column (set --text-field)")
-    for row in ds:
-        yield _paragraphs(str(row[text_field]).splitlines())
+_paragraphs = paragraphs  # the name tests/corrupt/test_tokens.py imports
 
 
 # A sentence ends at . ! ? (with closing quotes/brackets) followed by space and an upper-case
@@ -270,27 +202,8 @@ class Corpus:
         return int(self.sent_offsets[-1])
 
 
-def files_fingerprint(files: list[Path]) -> str:
-    """Identifies corpus files by path, size and modification time (hub names by name)."""
-    h = hashlib.sha256()
-    for f in files:
-        st = f.stat() if f.exists() else None
-        h.update(f"{f.resolve() if st else f}|{st.st_size if st else 0}|".encode())
-        h.update(f"{st.st_mtime_ns if st else 0};".encode())
-    return h.hexdigest()
-
-
-def cache_key(files: list[Path], tok: Tokenizer, cfg: TextDataConfig, encoding: str) -> str:
-    h = hashlib.sha256(files_fingerprint(files).encode())
-    h.update(f"{tok.fingerprint()}|{cfg.max_len}|{cfg.text_field}|{encoding}|v2".encode())
-    return h.hexdigest()[:20]
-
-
-def default_cache_dir() -> Path:
-    env = os.environ.get("SELFSUP_CACHE")
-    if env:
-        return Path(env)
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "selfsup"
+def corpus_key(files: list[Path], tok: Tokenizer, cfg: TextDataConfig, encoding: str) -> str:
+    return cache_key(files, tok.fingerprint(), cfg.max_len, cfg.text_field, encoding, "v2")
 
 
 def build_corpus(
@@ -304,21 +217,13 @@ def build_corpus(
     """Tokenize the corpus into a cache folder (or open the existing one)."""
     files = resolve_files(paths)
     root = Path(cache_dir or cfg.cache_dir or default_cache_dir()) / "corpus"
-    folder = root / cache_key(files, tok, cfg, encoding)
-    if (folder / "meta.json").exists():
-        log(f"data: using cached tokens in {folder}")
-        return open_corpus(folder)
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=root, prefix=".tmp-"))
-    try:
+    folder = root / corpus_key(files, tok, cfg, encoding)
+
+    def build(tmp: Path) -> None:
         _write_corpus(files, tok, cfg, encoding, tmp, log)
-        try:
-            os.rename(tmp, folder)
-        except OSError:  # another process won the race; use its copy
-            shutil.rmtree(tmp, ignore_errors=True)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+
+    if build_once(folder, build, "meta.json"):
+        log(f"data: using cached tokens in {folder}")
     return open_corpus(folder)
 
 
@@ -483,21 +388,13 @@ def collate(
     examples: list[tuple[list[int], list[int], int]], pad_id: int
 ) -> dict[str, torch.Tensor]:
     """Pad to the longest example in the batch (dynamic padding)."""
-    T = max(len(ids) for ids, _, _ in examples)
-    B = len(examples)
-    input_ids = torch.full((B, T), pad_id, dtype=torch.long)
-    token_type_ids = torch.zeros((B, T), dtype=torch.long)
-    attention_mask = torch.zeros((B, T), dtype=torch.long)
-    for i, (ids, types, _) in enumerate(examples):
-        input_ids[i, : len(ids)] = torch.tensor(ids)
-        token_type_ids[i, : len(ids)] = torch.tensor(types)
-        attention_mask[i, : len(ids)] = 1
-    pair_labels = torch.tensor([lab for _, _, lab in examples], dtype=torch.long)
+    input_ids, mask = pad_sequences([ids for ids, _, _ in examples], pad_id)  # (B, T)
+    token_type_ids, _ = pad_sequences([types for _, types, _ in examples], 0)
     return {
         INPUT_IDS: input_ids,
         TOKEN_TYPE_IDS: token_type_ids,
-        ATTENTION_MASK: attention_mask,
-        PAIR_LABELS: pair_labels,
+        ATTENTION_MASK: mask.long(),
+        PAIR_LABELS: torch.tensor([lab for _, _, lab in examples], dtype=torch.long),
     }
 
 

@@ -24,6 +24,7 @@ from selfsup.data.tokenizer import Tokenizer
 from selfsup.encoders.text import BertConfig, BertEncoder, build_encoder
 from selfsup.errors import ConfigError
 from selfsup.objectives.mlm import MLM, MLMWithNSP
+from selfsup.paths import check_out_folder
 
 REQUIRED = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads",
             "intermediate_size")  # fmt: skip
@@ -188,8 +189,7 @@ def export_hf(
 ) -> None:
     """Write a folder that transformers' BertForPreTraining / BertModel / BertForMaskedLM load:
     `module` is an MLM objective, or a BertEncoder with `encoder_only`."""
-    if out.exists() and any(out.iterdir()):
-        raise ConfigError(f"output folder {out} exists and is not empty")
+    check_out_folder(out)
     sd = module.state_dict()
     if encoder_only:
         sd = {"encoder." + k: v for k, v in sd.items()}

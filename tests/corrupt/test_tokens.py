@@ -13,7 +13,6 @@ from dataclasses import dataclass
 import pytest
 import torch
 
-from selfsup.keys import IGNORE
 from selfsup.corrupt.tokens import (
     choose_positions,
     expected_span_words,
@@ -22,6 +21,7 @@ from selfsup.corrupt.tokens import (
 )
 from selfsup.data.text import _paragraphs, default_corpus, split_sentences
 from selfsup.data.tokenizer import Tokenizer, train_tokenizer
+from selfsup.keys import IGNORE
 
 T = 128  # row length, as in the `tiny` preset
 BATCH = 32  # rows per mask_tokens call, as in the `tiny` preset (span budgets are per call)

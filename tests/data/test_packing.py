@@ -8,10 +8,10 @@ import pytest
 import torch
 from helpers import pair_data
 
-from selfsup.keys import IGNORE
 from selfsup.data.packing import collate_packed, pack_batch, pack_rows, unpack
 from selfsup.data.text import collate
 from selfsup.encoders.text import BertConfig, build_encoder
+from selfsup.keys import IGNORE
 from selfsup.objectives import OBJECTIVES
 from selfsup.objectives.base import batch_loss
 

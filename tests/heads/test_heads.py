@@ -37,7 +37,11 @@ def test_mlm_head_is_transform_then_tied_decoder():
     ours.sum().backward()
     assert emb.grad is not None and float(emb.grad.abs().sum()) > 0  # the tie gets a gradient
     assert {n for n, _ in head.named_parameters()} == {
-        "dense.weight", "dense.bias", "norm.weight", "norm.bias", "bias",
+        "dense.weight",
+        "dense.bias",
+        "norm.weight",
+        "norm.bias",
+        "bias",
     }  # fmt: skip  (no decoder weight of its own)
 
 

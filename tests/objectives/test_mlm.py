@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from selfsup.keys import IGNORE
 from selfsup.encoders.text import BertConfig, build_encoder
+from selfsup.keys import IGNORE
 from selfsup.objectives import OBJECTIVES
 from selfsup.objectives.base import batch_loss
 
