@@ -111,7 +111,11 @@ def train(
     bf16 = cfg.bf16
     if found is not None:
         ckpt, weights, state = found
-        model.load_state_dict(weights)  # whole, then sharded
+        try:
+            model.load_state_dict(weights)  # whole, then sharded
+        except RuntimeError as e:  # missing/unexpected keys or shapes: another model
+            first = str(e).splitlines()[0]
+            raise ConfigError(f"the weights of {ckpt} do not fit this model: {first}") from None
         bf16 = state.get("precision", "bf16" if cfg.bf16 else "fp32") == "bf16"  # the run's own
     if bf16 and not bf16_supported(device):
         raise ConfigError(
@@ -132,7 +136,13 @@ def train(
     )
     start = 0
     if found is not None:
-        distributed.load_optimizer_state(model, optimizer, state["optimizer"])
+        try:
+            distributed.load_optimizer_state(model, optimizer, state["optimizer"])
+        except (ValueError, KeyError) as e:  # another parameter layout (an older selfsup?)
+            raise ConfigError(
+                f"the optimizer state of {ckpt} does not match this model ({e}); the trainer "
+                "state must be rebuilt: train again without --resume"
+            ) from None
         scheduler.load_state_dict(state["scheduler"])
         distributed.set_rng_state(state, cfg.seed, state["step"])  # dropout's
         start = state["step"]

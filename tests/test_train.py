@@ -344,3 +344,21 @@ def test_resume_keeps_the_precision_the_run_trained_in(tmp_path):
     train(model, SeededBatches(V), cfg, tmp_path, resume=True, progress=False, log=quiet)
     assert seen == [True]  # step 3 only, in bf16 autocast
     assert read_trainer_state(tmp_path / "checkpoints" / "step_00000003")["precision"] == "bf16"
+
+
+def test_resume_into_another_model_is_one_line(tmp_path):
+    """A checkpoint of MLM+NSP resumed as MLM alone (other weights, another parameter layout):
+    a ConfigError naming the checkpoint, not a traceback from load_state_dict."""
+    from selfsup.errors import ConfigError
+    from selfsup.objectives import MLMWithNSP
+
+    V = 64
+    cfg = TrainConfig(steps=2, lr=1e-3, warmup_steps=0, save_every=1, eval_every=0)
+    torch.manual_seed(0)
+    enc = tiny_mlm(V).encoder
+    batches = [{**b, "pair_labels": torch.zeros(len(b["labels"]), dtype=torch.long)}
+               for b in (random_batch(V, k) for k in range(2))]  # fmt: skip
+    train(MLMWithNSP(enc, V), batches, cfg, tmp_path, progress=False, log=quiet)
+    with pytest.raises(ConfigError, match="step_00000002 do not fit this model"):
+        train(tiny_mlm(V), SeededBatches(V), replace(cfg, steps=3), tmp_path, resume=True,
+              progress=False, log=quiet)  # fmt: skip
