@@ -12,7 +12,6 @@ take plain int/float arguments. `--set section.key=value` reaches every field of
 
 from __future__ import annotations
 
-import dataclasses
 import types
 import typing
 from dataclasses import asdict, dataclass, field, fields, is_dataclass
@@ -198,7 +197,3 @@ def parse_value(raw: str, hint, key: str) -> Any:
     except ValueError:
         raise ConfigError(f"bad value {raw!r} for {key}") from None
     return raw
-
-
-def replace(obj, **kw):
-    return dataclasses.replace(obj, **kw)

@@ -183,3 +183,28 @@ def test_two_processes_train_like_one(case, two_process_runs, tmp_path):
     model, data = make(case)
     train(model, data, config(), tmp_path, log=quiet, progress=False)
     assert_same_run(tmp_path, two_process_runs / case)
+
+
+class Counting(VectorRegression):
+    """Counts the after-step calls and the optimizer steps it has seen."""
+
+    def __init__(self):
+        super().__init__()
+        self.calls, self.weights = 0, []
+
+    def after_step(self) -> None:
+        self.calls += 1
+        self.weights.append(self.net[0].weight.detach().clone())
+
+
+def test_after_step_hook_runs_once_per_optimizer_step_after_the_update(tmp_path):
+    """A moving-average target's place: once per optimizer step (not per micro-batch), after the
+    weights moved."""
+    torch.manual_seed(0)
+    model = Counting()
+    first = model.net[0].weight.detach().clone()
+    train(model, VectorBatches("regression"), config(grad_accum=2, steps=4), tmp_path,
+          log=quiet, progress=False)  # fmt: skip
+    assert model.calls == 4
+    assert not torch.equal(model.weights[0], first)  # called after the first update
+    assert all(not torch.equal(a, b) for a, b in zip(model.weights, model.weights[1:]))

@@ -362,3 +362,23 @@ def test_resume_into_another_model_is_one_line(tmp_path):
     with pytest.raises(ConfigError, match="step_00000002 do not fit this model"):
         train(tiny_mlm(V), SeededBatches(V), replace(cfg, steps=3), tmp_path, resume=True,
               progress=False, log=quiet)  # fmt: skip
+
+
+def test_same_command_same_run_with_fresh_caches(tmp_path, monkeypatch):
+    """Two runs of one config on one corpus, each with its own empty cache (as on two
+    machines): the same tokenizer files and bitwise the same weights."""
+    corpus = write_corpus(tmp_path / "corpus")
+    runs = []
+    for name in ("a", "b"):
+        cfg = preset("tiny")
+        cfg.data.paths, cfg.data.max_len, cfg.model.vocab_size = [str(corpus)], 32, 200
+        cfg.data.cache_dir = str(tmp_path / f"cache-{name}")
+        cfg.train.steps, cfg.train.batch_size, cfg.train.eval_every = 5, 8, 0
+        cfg.train.save_every, cfg.train.warmup_steps = 0, 1
+        pretrain(cfg, tmp_path / name, progress=False, log=quiet)
+        runs.append(tmp_path / name)
+    a, b = runs
+    for f in ("vocab.txt", "tokenizer.json"):
+        assert (a / "tokenizer" / f).read_bytes() == (b / "tokenizer" / f).read_bytes()
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)

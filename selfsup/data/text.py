@@ -164,9 +164,6 @@ def read_paragraphs(
         raise ConfigError(f"the corpus is empty: no text found in {names}")
 
 
-_paragraphs = paragraphs  # the name tests/corrupt/test_tokens.py imports
-
-
 # A sentence ends at . ! ? (with closing quotes/brackets) followed by space and an upper-case
 # letter, a quote or a digit. Good enough for pair construction; no model depends on it.
 # The closing quotes/brackets stay with their sentence: only the space is a separator.

@@ -19,7 +19,8 @@ from selfsup.corrupt.tokens import (
     mask_tokens,
     word_starts,
 )
-from selfsup.data.text import _paragraphs, default_corpus, split_sentences
+from selfsup.data.readers import paragraphs
+from selfsup.data.text import default_corpus, split_sentences
 from selfsup.data.tokenizer import Tokenizer, train_tokenizer
 from selfsup.keys import IGNORE
 
@@ -65,7 +66,7 @@ def rows() -> Rows:
     paras, n_words = [], 0
     with gzip.open(default_corpus(), "rt", encoding="utf-8") as f:
         for line in f:
-            for p in _paragraphs(json.loads(line)["text"].splitlines()):
+            for p in paragraphs(json.loads(line)["text"].splitlines()):
                 paras.append(p)
                 n_words += len(p.split())
             if n_words > 200_000:
