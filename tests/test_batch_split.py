@@ -9,6 +9,7 @@ import gc
 import json
 import math
 import socket
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -207,4 +208,4 @@ def test_after_step_hook_runs_once_per_optimizer_step_after_the_update(tmp_path)
           log=quiet, progress=False)  # fmt: skip
     assert model.calls == 4
     assert not torch.equal(model.weights[0], first)  # called after the first update
-    assert all(not torch.equal(a, b) for a, b in zip(model.weights, model.weights[1:]))
+    assert all(not torch.equal(a, b) for a, b in pairwise(model.weights))
