@@ -339,6 +339,10 @@ class FinetuneConfig:
     max_answer_len: int = 30
     article_holdout: float = 0.0  # QA with a single file: hold out this share of articles
     train_limit: int = 0  # use at most N training examples (0 = all)
+    # One labelled file and no --dev: dev is a seeded share of its rows, never trained on.
+    dev_fraction: float = 0.1
+    dev: str | None = None  # a separate labelled file (or folder) to score on
+    keep: str = "best"  # best: the weights of the evaluation with the best dev metric; last
     device: str = "auto"  # auto: the GPU when there is one
     options: dict = field(default_factory=dict)  # task reader options (columns, tagset...)
 
@@ -407,11 +411,33 @@ def load_splits(cfg: FinetuneConfig, log=print):
         split = "train" if "train" in spec.files else next(iter(spec.files))
         examples = load_task(cfg.task, cfg.data, split, **cfg.options)
         return split_by_article(examples, cfg.article_holdout, cfg.seed)
-    train_ex = load_task(cfg.task, cfg.data, "train", **cfg.options)
-    dev_ex = load_task(cfg.task, cfg.data, "dev", **cfg.options)
+    options = dict(cfg.options)
+    if cfg.dev is not None:
+        dev_ex = load_task(cfg.task, cfg.dev, "dev" if Path(cfg.dev).is_dir() else "train",
+                           **options)  # fmt: skip
+        log(f"dev: {len(dev_ex)} rows of {cfg.dev}")
+    elif _one_table_file(spec, cfg.data, options):
+        # Both splits would read the same rows: score on a seeded share the model never sees.
+        if not 0.0 < cfg.dev_fraction < 1.0:
+            raise ConfigError(f"--dev-fraction must be in (0, 1), got {cfg.dev_fraction}")
+        options |= {"holdout": cfg.dev_fraction, "seed": cfg.seed}
+        dev_ex = load_task(cfg.task, cfg.data, "dev", **options)
+        log(f"dev: a seeded {cfg.dev_fraction:.0%} of the rows of {cfg.data} ({len(dev_ex)} rows,"
+            f" seed {cfg.seed}), held out of training (--dev FILE to score elsewhere)")  # fmt: skip
+    else:
+        dev_ex = load_task(cfg.task, cfg.data, "dev", **options)
+    train_ex = load_task(cfg.task, cfg.data, "train", **options)
     if getattr(train_ex, "skipped", 0):
         log(f"skipped {train_ex.skipped} training questions whose answer is not in the context")
     return train_ex, dev_ex
+
+
+def _one_table_file(spec, data: str, options: dict) -> bool:
+    """Whether train and dev would both be all rows of one file: a CSV/TSV/JSONL task given a
+    single file, without a split column or holdout of its own."""
+    table = spec.kind in ("classify", "pair-classify", "regress")
+    own = options.get("split_column") is not None or spec.options.get("holdout") is not None
+    return table and Path(data).is_file() and not own and "holdout" not in options
 
 
 def split_by_article(examples, holdout: float, seed: int):
@@ -543,12 +569,19 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
     steps = max(1, round(cfg.epochs * batches.per_epoch))
     metric = main_metric(cfg.task, kind)
     history: list[dict] = []
+    if cfg.keep not in ("best", "last"):
+        raise ConfigError(f"--keep must be best or last, got {cfg.keep!r}")
+    best: dict = {}  # the best evaluation so far: its index, value and weights (on the CPU)
 
     def eval_fn(m) -> dict:
         preds = predict(m, dev_feats, kind, tok.pad_id, max_answer_len=cfg.max_answer_len)
         res = score(cfg.task, kind, dev_ex, dev_feats, preds, labels)
         history.append({"step": len(history), **res})
-        return {metric: res.get(metric, math.nan)}
+        value = res.get(metric, math.nan)
+        if cfg.keep == "best" and math.isfinite(value) and value > best.get("value", -math.inf):
+            weights = {k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}
+            best.update(index=len(history) - 1, value=value, weights=weights)
+        return {metric: value}
 
     tcfg = TrainConfig(
         steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
@@ -571,6 +604,16 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
     for i, h in enumerate(history):
         h["step"] = min(steps, (i + 1) * tcfg.eval_every)
     dev = history[-1] if history else {}
+    kept = "last"
+    if best and best["index"] != len(history) - 1:  # an earlier evaluation was better
+        from selfsup.checkpoint import save_final
+
+        save_final(out, best["weights"])  # the folder's weights are the best evaluation's
+        dev, kept = history[best["index"]], "best"
+        log(f"kept the weights of step {dev['step']} ({metric} {best['value']:.4f}; the last "
+            f"evaluation gave {history[-1].get(metric, math.nan):.4f})")  # fmt: skip
+    elif best:
+        kept = "best"
     config = {
         "format": FINETUNE_FORMAT, "task": cfg.task, "kind": kind, "labels": labels,
         "model": mcfg.__dict__, "max_len": max_len, "init": cfg.init,
@@ -578,7 +621,8 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
     }  # fmt: skip
     save_json(out / "config.json", config)
     result = {"task": cfg.task, "init": cfg.init, "seed": cfg.seed, "dev": dev,
-              "main_metric": metric, "history": history}  # fmt: skip
+              "main_metric": metric, "kept": kept, "kept_step": dev.get("step"),
+              "history": history}  # fmt: skip
     save_json(out / "results.json", result)
     return result
 

@@ -800,3 +800,76 @@ def test_minilm_finetunes_on_sst2(minilm_dir, tmp_path, capsys):
     assert evaluated["accuracy"] == tuned["accuracy"]
     rows = (out / "predictions-sst2-dev.jsonl").read_text().splitlines()
     assert len(rows) == 872 and json.loads(rows[0])["prediction"] in ("0", "1")
+
+
+# --------------------------------------------------------------------------------------------
+# Honest fine-tuning: a single file is never scored on its training rows; the best evaluation
+# is kept
+# --------------------------------------------------------------------------------------------
+
+
+def _texts_of(examples) -> list[str]:
+    return [e.text for e in examples]
+
+
+def test_single_file_gets_a_seeded_dev_split_never_trained_on(tmp_path):
+    from selfsup.finetune import FinetuneConfig, load_splits
+
+    rows = [(f"row {i} {t}", lab) for i, (t, lab) in enumerate(classify_rows(200, 3))]
+    data = write_table(tmp_path / "reviews.csv", rows)
+    said = []
+    cfg = FinetuneConfig("classify", str(data), "x", "x", seed=4)
+    train_ex, dev_ex = load_splits(cfg, said.append)
+    assert len(dev_ex) == 20 and len(train_ex) == 180
+    assert not set(_texts_of(train_ex)) & set(_texts_of(dev_ex))
+    assert any("held out of training" in s and "20 rows" in s for s in said), said
+    # seeded: the same split again, another with another seed
+    again = load_splits(cfg, lambda s: None)[1]
+    assert _texts_of(again) == _texts_of(dev_ex)
+    other = load_splits(FinetuneConfig("classify", str(data), "x", "x", seed=5), print)[1]
+    assert _texts_of(other) != _texts_of(dev_ex)
+    # --dev FILE: train on every row of the file, score on the other file
+    dev_file = write_table(tmp_path / "dev.csv", classify_rows(30, 9))
+    cfg = FinetuneConfig("classify", str(data), "x", "x", dev=str(dev_file))
+    train_ex, dev_ex = load_splits(cfg, lambda s: None)
+    assert len(train_ex) == 200 and len(dev_ex) == 30
+    with pytest.raises(ConfigError, match="dev-fraction"):
+        load_splits(FinetuneConfig("classify", str(data), "x", "x", dev_fraction=1.5), print)
+
+
+def test_a_folder_with_splits_keeps_its_own_dev(tmp_path):
+    from selfsup.finetune import FinetuneConfig, load_splits
+
+    data = write_classify(tmp_path / "data", n_train=50, n_dev=20)
+    train_ex, dev_ex = load_splits(FinetuneConfig("classify", str(data), "x", "x"), print)
+    assert (len(train_ex), len(dev_ex)) == (50, 20)
+
+
+def test_the_best_evaluation_is_kept(tmp_path, capsys, tiny_run, monkeypatch):
+    """Dev scores that fall after the first evaluation: the folder keeps the first
+    evaluation's weights, and results.json says so."""
+    import selfsup.finetune as ft
+
+    seen, real_predict = [], ft.predict
+    scores = iter([0.9, 0.5, 0.4])
+
+    def spy_predict(m, *a, **kw):
+        seen.append({k: v.detach().clone() for k, v in m.state_dict().items()})
+        return real_predict(m, *a, **kw)
+
+    monkeypatch.setattr(ft, "predict", spy_predict)
+    monkeypatch.setattr(ft, "score", lambda *a, **kw: {"accuracy": next(scores)})
+    data = write_classify(tmp_path / "data", n_train=96, n_dev=20)
+    out = tmp_path / "ft"
+    code, _, err = cli(capsys, "finetune", "--task", "classify", "--data", data, "--init",
+                       tiny_run, "--epochs", "3", "--batch-size", "32", "--device", "cpu",
+                       "--out", out)  # fmt: skip
+    assert code == 0, err
+    res = json.loads((out / "results.json").read_text())
+    assert res["kept"] == "best" and res["kept_step"] == 3 and res["dev"]["accuracy"] == 0.9
+    assert [h["accuracy"] for h in res["history"]] == [0.9, 0.5, 0.4]
+    from safetensors.torch import load_file
+
+    saved = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(saved[k], seen[0][k]) for k in saved)
+    assert not all(torch.equal(saved[k], seen[-1][k]) for k in saved)
