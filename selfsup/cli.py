@@ -1,4 +1,4 @@
-"""`selfsup <command>`: pretrain, tokenizer, fill-mask, export, embed, inspect-masking.
+"""`selfsup <command>`; bare `selfsup` lists the commands, `selfsup COMMAND --help` their options.
 
 Each command parses its flags, calls its recipe in the library (selfsup.pretrain, finetune,
 benchmark, embed, fill_mask, inspect) and prints. Bad input ends with one line
@@ -18,7 +18,21 @@ from selfsup.config import apply_overrides
 from selfsup.errors import ConfigError
 
 
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """--help shows each option's default, except where there is none to show (None, off, an
+    empty list: the help text says what applies), and keeps the epilog's examples as written."""
+
+    def _get_help_string(self, action):
+        if action.default in (None, False, [], argparse.SUPPRESS) or "%(default)" in action.help:
+            return action.help
+        return super()._get_help_string(action)
+
+
 class _Parser(argparse.ArgumentParser):
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+
     def error(self, message: str):  # one line, exit 2 (argparse prints usage + message)
         raise ConfigError(message)
 
@@ -30,10 +44,11 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--data",
         nargs="+",
+        action="extend",
         default=None,
         metavar="PATH",
         help="text files/folders (.txt .jsonl .csv .tsv, optionally .gz), a datasets "
-        "folder, or hf:NAME[:SPLIT]; default: the packaged Gutenberg corpus",
+        "folder, or hf:NAME[:SPLIT]; repeat to add more; default: the packaged Gutenberg corpus",
     )
     p.add_argument("--text-field", default=None, help="column with the text (jsonl/csv/datasets)")
     p.add_argument("--encoding", default="utf-8", help="text encoding of the input files")
@@ -50,25 +65,49 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
 def _add_mask_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mask-prob", type=float, default=None, help="share of tokens chosen (0.15)")
     p.add_argument("--whole-word", action="store_true", help="whole-word masking")
-    p.add_argument("--span", action="store_true", help="contiguous span masking (SpanBERT)")
+    p.add_argument(
+        "--span",
+        action="store_true",
+        help="contiguous span masking (SpanBERT; spans are whole words: not with --whole-word)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="selfsup", description=__doc__.splitlines()[0])
-    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+    parser = _Parser(
+        prog="selfsup",
+        description="Pretrain BERT-style encoders on text; fine-tune, evaluate and use them.",
+        epilog="`selfsup COMMAND --help` shows a command's options and an example.\n"
+        "example: selfsup pretrain --steps 200 && selfsup fill-mask runs/latest "
+        '"the [MASK] sat on the mat ."',
+    )
+    sub = parser.add_subparsers(
+        dest="command", title="commands", metavar="COMMAND", parser_class=_Parser
+    )
 
-    p = sub.add_parser("pretrain", help="pretrain a BERT encoder on raw text")
-    p.add_argument("--preset", default="tiny", help="tiny | mini | small | medium | base")
+    p = sub.add_parser(
+        "pretrain",
+        help="pretrain a BERT encoder on raw text",
+        description="Pretrain a BERT encoder on raw text into a run folder (with the default\n"
+        "--out, runs/latest points at it). Flags left out take the preset's values.",
+        epilog="examples:\n"
+        "  selfsup pretrain --preset mini --data books/ --steps 5000 --whole-word\n"
+        "  selfsup pretrain --resume runs/latest --steps 8000   # continue, longer",
+    )
+    p.add_argument(
+        "--preset", default=None, help="tiny (the default) | mini | small | medium | base"
+    )
     p.add_argument("--objective", default=None, help="mlm | mlm+nsp (default) | mlm+sop")
     _add_data_args(p)
     _add_mask_args(p)
-    p.add_argument("--steps", type=int, default=None)
-    p.add_argument("--batch-size", type=int, default=None)
-    p.add_argument("--grad-accum", type=int, default=None)
-    p.add_argument("--lr", type=float, default=None)
-    p.add_argument("--warmup-steps", type=int, default=None)
+    p.add_argument(
+        "--steps", type=int, default=None, help="optimizer steps; on --resume, may be raised"
+    )
+    p.add_argument("--batch-size", type=int, default=None, help="sequences per optimizer step")
+    p.add_argument("--grad-accum", type=int, default=None, help="micro-batches per step (1)")
+    p.add_argument("--lr", type=float, default=None, help="peak learning rate")
+    p.add_argument("--warmup-steps", type=int, default=None, help="linear warm-up steps")
     p.add_argument("--schedule", default=None, help="linear | cosine | constant")
-    p.add_argument("--seed", type=int, default=None)
+    p.add_argument("--seed", type=int, default=None, help="seed of weights, data and masks (0)")
     p.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
     p.add_argument("--eval-every", type=int, default=None, help="held-out eval every N steps")
     p.add_argument("--bf16", action="store_true", help="bf16 autocast (only where supported)")
@@ -88,37 +127,66 @@ def build_parser() -> argparse.ArgumentParser:
         const="",
         default=None,
         metavar="RUN",
-        help="continue the run in --out (or RUN) from its latest checkpoint",
+        help="continue the run in --out (or RUN) from its latest checkpoint, with its saved "
+        "settings; it may change --steps, --fsdp, --device, --threads, --workers, --compile, "
+        "--save-every, --eval-every (others are refused)",
     )
     p.add_argument(
         "--set",
         nargs="+",
+        action="extend",
         default=[],
         metavar="SECTION.KEY=VALUE",
-        help="any other setting, e.g. train.weight_decay=0.1 objective.random_prob=0",
+        help="any other setting, e.g. train.weight_decay=0.1 objective.random_prob=0; "
+        "repeat to add more",
     )
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
-    p = sub.add_parser("tokenizer", help="train a WordPiece tokenizer")
-    p.add_argument("--input", nargs="+", required=True, metavar="PATH")
-    p.add_argument("--vocab-size", type=int, default=8192)
-    p.add_argument("--cased", action="store_true")
-    p.add_argument("--text-field", default="text")
-    p.add_argument("--encoding", default="utf-8")
-    p.add_argument("--out", required=True)
+    p = sub.add_parser(
+        "tokenizer",
+        help="train a WordPiece tokenizer",
+        epilog="example: selfsup tokenizer --input books/ --vocab-size 16000 --out tok/",
+    )
+    p.add_argument(
+        "--input",
+        nargs="+",
+        action="extend",
+        required=True,
+        metavar="PATH",
+        help="text files/folders, as pretrain --data reads them",
+    )
+    p.add_argument("--vocab-size", type=int, default=8192, help="tokens in the vocabulary")
+    p.add_argument("--cased", action="store_true", help="keep case (default: lower-case)")
+    p.add_argument("--text-field", default="text", help="column with the text (jsonl/csv)")
+    p.add_argument("--encoding", default="utf-8", help="text encoding of the input files")
+    p.add_argument("--out", required=True, help="new tokenizer folder")
 
-    p = sub.add_parser("fill-mask", help="predict the [MASK] tokens of a sentence")
+    p = sub.add_parser(
+        "fill-mask",
+        help="predict the [MASK] tokens of a sentence",
+        epilog='example: selfsup fill-mask runs/latest "the old sailor [MASK] to the river ."',
+    )
     p.add_argument("model", help="a selfsup run or HF BERT folder with an MLM head")
     p.add_argument("text", help='text with one or more [MASK], e.g. "a dark and stormy [MASK] ."')
-    p.add_argument("--top-k", type=int, default=5)
+    p.add_argument("--top-k", type=int, default=5, help="predictions per [MASK]")
     p.add_argument("--json", action="store_true", help="print JSON")
 
-    p = sub.add_parser("export", help="export a run as a HuggingFace BERT folder")
-    p.add_argument("model")
-    p.add_argument("--format", default="hf", choices=["hf"])
+    p = sub.add_parser(
+        "export", help="export a run, HF or fine-tuned folder for transformers (hf) or onnxruntime"
+    )
+    p.add_argument("model", help="a selfsup run, a HF BERT folder or a `selfsup finetune` folder")
+    p.add_argument(
+        "--format",
+        default="hf",
+        choices=["hf", "onnx"],
+        help="hf: a transformers folder (BertForPreTraining, BertModel, BertFor<task> with its "
+        "labels); onnx: model.onnx (dynamic batch and sequence) + tokenizer + config.json",
+    )
     p.add_argument("--out", required=True)
 
-    p = sub.add_parser("embed", help="embed sentences (one per line) to a .npy file")
+    p = sub.add_parser(
+        "embed", help="embed sentences, a row per line (blank ones too), to .npy (tokens: .npz)"
+    )
     p.add_argument("model")
     p.add_argument("--input", required=True)
     p.add_argument("--out", required=True)
@@ -153,15 +221,38 @@ def build_parser() -> argparse.ArgumentParser:
         help="batches encoded at once, one CPU thread each (default: one per thread on CPU)",
     )
 
-    p = sub.add_parser("inspect-masking", help="realised masking statistics for a corpus")
+    p = sub.add_parser("predict", help="label a file with a fine-tuned model: one JSON line a row")
+    p.add_argument("model", help="a `selfsup finetune` output folder")
+    p.add_argument("--input", required=True, help=".txt (a row per line) .csv .tsv .jsonl, SQuAD")
+    p.add_argument("--out", required=True, help="JSON-lines file, written when every row is done")
+    p.add_argument("--batch-size", type=int, default=64)
+    p.add_argument("--top-k", type=int, default=None, help="labels listed per row (default: all)")
+    p.add_argument("--text-column", default=None, help="default: the fine-tuning's, else text")
+    p.add_argument(
+        "--text-pair-column", default=None, help="default: the fine-tuning's, else text_pair"
+    )
+    p.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+    p = sub.add_parser(
+        "inspect-masking",
+        help="realised masking statistics for a corpus",
+        epilog="example: selfsup inspect-masking --data books/ --span --batches 20 --json",
+    )
     _add_data_args(p)
     _add_mask_args(p)
-    p.add_argument("--objective", default="mlm")
-    p.add_argument("--batches", type=int, default=50)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--set", nargs="+", default=[], metavar="SECTION.KEY=VALUE")
-    p.add_argument("--json", action="store_true")
+    p.add_argument("--objective", default="mlm", help="mlm | mlm+nsp | mlm+sop")
+    p.add_argument("--batches", type=int, default=50, help="batches to count over")
+    p.add_argument("--batch-size", type=int, default=32, help="sequences per batch")
+    p.add_argument("--seed", type=int, default=0, help="seed of the batches and masks")
+    p.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help="any other setting, e.g. objective.span_p=0.3; repeat to add more",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON")
     _add_finetune_parsers(sub)
     return parser
 
@@ -182,6 +273,19 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
         type=float,
         default=0.0,
         help="QA from one file: hold out this share of articles for evaluation",
+    )
+    p.add_argument(
+        "--dev-fraction",
+        type=float,
+        default=0.1,
+        help="one labelled file and no --dev: score on this seeded share of its rows, held out",
+    )
+    p.add_argument("--dev", default=None, help="a separate labelled file (or folder) to score on")
+    p.add_argument(
+        "--keep",
+        default="best",
+        choices=["best", "last"],
+        help="the weights of the evaluation with the best dev metric, or the last ones",
     )
     p.add_argument("--text-column", default=None)
     p.add_argument("--text-pair-column", default=None)
@@ -212,6 +316,29 @@ def _add_finetune_parsers(sub) -> None:
     p = sub.add_parser("glue", help="every GLUE task found in a folder, several seeds: a table")
     p.add_argument("--init", required=True)
     p.add_argument("--data", required=True, help="folder holding CoLA/ SST-2/ MRPC/ ...")
+    _add_suite_args(p)
+
+    p = sub.add_parser("clue", help="every CLUE task found in folders, several seeds: a table")
+    p.add_argument("--init", required=True)
+    p.add_argument(
+        "--data",
+        nargs="+",
+        required=True,
+        help="folders holding (or being) ocnli/ tnews-fewclue/ chinese-sentiment/ cmrc2018/",
+    )
+    p.add_argument("--fold", default="0", help="tnews: FewCLUE fold 0-4 or all (default 0)")
+    p.add_argument("--ocnli-train", default="10k", help="ocnli: training subset 10k | 3k")
+    _add_suite_args(p)
+
+    p = sub.add_parser("compare", help="fine-tune several inits with the same settings and seeds")
+    p.add_argument("--init", action="append", required=True, help="repeat: --init A --init B")
+    _add_finetune_args(p)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--out", required=True)
+
+
+def _add_suite_args(p: argparse.ArgumentParser) -> None:
+    """The flags `glue` and `clue` share: tasks, seeds and one fine-tuning setting for all."""
     p.add_argument("--tasks", nargs="+", default=None, help="subset of tasks")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--epochs", type=float, default=3.0)
@@ -224,18 +351,16 @@ def _add_finetune_parsers(sub) -> None:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     p.add_argument("--out", required=True)
 
-    p = sub.add_parser("compare", help="fine-tune several inits with the same settings and seeds")
-    p.add_argument("--init", action="append", required=True, help="repeat: --init A --init B")
-    _add_finetune_args(p)
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--out", required=True)
 
-
-def _run_config(args):
+def _run_config(args, base=None):
+    """The RunConfig the flags ask for: set on top of `base` (a resumed run's saved config) or
+    of the preset. A flag not given leaves its setting as it is."""
     from selfsup.presets import preset
 
-    cfg = preset(getattr(args, "preset", "tiny"))
-    if args.objective is not None:
+    cfg = base or preset(getattr(args, "preset", None) or "tiny")
+    if base is not None and getattr(args, "preset", None) not in (None, cfg.preset):
+        cfg.preset = args.preset  # refused by the resume check, by name
+    if args.objective is not None and args.objective != cfg.objective.name:
         cfg.set_objective(args.objective)
     d, t = cfg.data, cfg.train
     pairs = [
@@ -261,7 +386,8 @@ def _run_config(args):
     for obj, name, value in pairs:
         if value is not None:
             setattr(obj, name, value)
-    d.lowercase = not args.cased
+    if args.cased:
+        d.lowercase = False
     d.pack = d.pack or getattr(args, "pack", False)
     for flag, name, value in (
         ("--mask-prob", "mask_prob", args.mask_prob),
@@ -271,8 +397,13 @@ def _run_config(args):
         if value is not None:
             _set_objective_option(cfg, flag, name, value)
     apply_overrides(cfg, args.set)
-    if t.warmup_steps >= t.steps:
-        t.warmup_steps = max(0, t.steps // 10)
+    if getattr(cfg.objective, "whole_word", False) and getattr(cfg.objective, "span", False):
+        raise ConfigError("--whole-word and --span: choose one (span masking masks whole words)")
+    if args.command == "pretrain" and base is None and 0 < t.steps <= t.warmup_steps:
+        # In the run's log (stdout), not stderr: stderr holds one line, the error, if any.
+        warmup = t.steps // 10
+        print(f"warning: {t.warmup_steps} warm-up steps do not fit {t.steps} steps: using {warmup}")
+        t.warmup_steps = warmup
     cfg.validate()
     return cfg
 
@@ -284,25 +415,47 @@ def _set_objective_option(cfg, flag: str, name: str, value) -> None:
 
 
 def cmd_pretrain(args) -> None:
-    from selfsup.pretrain import pretrain
+    from selfsup.pretrain import pretrain, saved_config
 
     resume = args.resume is not None
     out = args.resume or args.out
     if resume and not out:
         raise ConfigError("--resume needs a run folder: --resume RUN or --out RUN --resume")
-    cfg = _run_config(args)
+    # Resuming, the flags given change the saved config (pretrain refuses what it cannot apply).
+    cfg = _run_config(args, saved_config(Path(out)) if resume else None)
+    if resume:
+        cfg.train.fsdp = args.fsdp  # a resumed run chooses DDP or FSDP2 again
+    latest = None
     if out is None:
         stamp = datetime.now().strftime("%Y%m%d-%H%M%S")
         out = f"runs/{cfg.preset}-{cfg.objective.name.replace('+', '-')}-{stamp}"
-    pretrain(
-        cfg,
-        Path(out),
-        resume=resume,
-        encoding=args.encoding,
-        progress=not args.no_progress and sys.stderr.isatty(),
-        steps=args.steps if resume else None,
-        fsdp=args.fsdp if resume else None,  # a resumed run chooses DDP or FSDP2 again
-    )
+        latest = Path("runs") / "latest"
+    try:
+        pretrain(
+            cfg,
+            Path(out),
+            resume=resume,
+            encoding=args.encoding,
+            progress=not args.no_progress and sys.stderr.isatty(),
+        )
+    finally:
+        if latest is not None and Path(out).is_dir():  # a run was made (finished or resumable)
+            _point_latest(latest, Path(out))
+
+
+def _point_latest(link: Path, run: Path) -> None:
+    """runs/latest -> the newest run made with the default --out: a relative symlink, or a text
+    file holding the run's path where the filesystem has no symlinks."""
+    tmp = link.with_name(f".{link.name}.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.symlink(run.name, tmp, target_is_directory=True)
+    except OSError:
+        tmp.write_text(f"{run}\n")
+    try:
+        os.replace(tmp, link)
+    except OSError:  # runs/latest is a folder of the user's: leave it
+        tmp.unlink(missing_ok=True)
 
 
 def cmd_tokenizer(args) -> None:
@@ -329,12 +482,10 @@ def cmd_fill_mask(args) -> None:
 
 
 def cmd_export(args) -> None:
-    from selfsup.models import export_hf_folder, load_model
-    from selfsup.paths import check_out_folder
+    from selfsup.export import export_model
 
-    out = check_out_folder(args.out)
-    export_hf_folder(load_model(args.model), out)
-    print(f"exported to {args.out} (loads with transformers.BertForPreTraining.from_pretrained)")
+    what = export_model(args.model, args.out, args.format)
+    print(f"exported to {args.out}: {what}")
 
 
 def cmd_embed(args) -> None:
@@ -354,9 +505,22 @@ def cmd_embed(args) -> None:
     print(f"embedded {n} sentences -> {args.out} {shape}")
 
 
+def cmd_predict(args) -> None:
+    from selfsup.label import predict_file
+
+    res = predict_file(
+        args.model, args.input, args.out, args.batch_size, args.top_k, args.device,
+        args.text_column, args.text_pair_column, log=lambda m: print(m, file=sys.stderr),
+    )  # fmt: skip
+    print(f"predicted {res['rows']} rows ({res['kind']}) -> {args.out}; "
+          + (res["note"] or "nothing truncated"))  # fmt: skip
+
+
 def cmd_inspect_masking(args) -> None:
     from selfsup.inspect import inspect_masking
 
+    if args.batches < 1:
+        raise ConfigError(f"--batches must be at least 1, got {args.batches}")
     stats = inspect_masking(_run_config(args), args.batches, args.encoding)
     if args.json:
         print(json.dumps(stats))
@@ -383,6 +547,7 @@ def _finetune_settings(args) -> dict:
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_len=args.max_len,
         preset=args.preset, tokenizer=args.tokenizer, eval_every=args.eval_every,
         train_limit=args.train_limit, article_holdout=args.article_holdout,
+        dev_fraction=args.dev_fraction, dev=args.dev, keep=args.keep,
         options=_task_options(args), device=args.device,
     )  # fmt: skip
 
@@ -406,13 +571,27 @@ def cmd_evaluate(args) -> None:
     print(json.dumps(json_safe({"task": args.task, "split": args.split, **metrics})))
 
 
+def _suite_settings(args) -> dict:
+    """FinetuneConfig fields from the glue/clue flags."""
+    return dict(
+        epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_len=args.max_len,
+        train_limit=args.train_limit, preset=args.preset, tokenizer=args.tokenizer,
+        device=args.device,
+    )  # fmt: skip
+
+
 def cmd_glue(args) -> None:
     from selfsup.benchmark import run_glue
 
-    run_glue(
-        args.init, args.data, args.out, args.tasks, args.seeds, epochs=args.epochs, lr=args.lr,
-        batch_size=args.batch_size, max_len=args.max_len, train_limit=args.train_limit,
-        preset=args.preset, tokenizer=args.tokenizer, device=args.device,
+    run_glue(args.init, args.data, args.out, args.tasks, args.seeds, **_suite_settings(args))
+
+
+def cmd_clue(args) -> None:
+    from selfsup.benchmark import run_clue
+
+    run_clue(
+        args.init, args.data, args.out, args.tasks, args.seeds, fold=args.fold,
+        train_size=args.ocnli_train, **_suite_settings(args),
     )  # fmt: skip
 
 
@@ -430,19 +609,25 @@ COMMANDS = {
     "finetune": cmd_finetune,
     "evaluate": cmd_evaluate,
     "glue": cmd_glue,
+    "clue": cmd_clue,
     "compare": cmd_compare,
     "pretrain": cmd_pretrain,
     "tokenizer": cmd_tokenizer,
     "fill-mask": cmd_fill_mask,
     "export": cmd_export,
     "embed": cmd_embed,
+    "predict": cmd_predict,
     "inspect-masking": cmd_inspect_masking,
 }
 
 
 def main(argv: list[str] | None = None) -> None:
     try:
-        args = build_parser().parse_args(argv)
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        if args.command is None:  # bare `selfsup`: what there is to run
+            parser.print_help()
+            return
         COMMANDS[args.command](args)
     except ConfigError as e:
         print(f"selfsup: error: {e}", file=sys.stderr)

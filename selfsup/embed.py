@@ -9,6 +9,12 @@ padded, attention runs without a mask and mean pooling is a plain mean. And the 
 independent workers: on a CPU with N intra-op threads, N Python threads each run whole batches with
 one intra-op thread (PyTorch releases the GIL inside its ops), so the small element-wise ops of
 short sequences pay no thread synchronisation (selfsup.predict). Outputs come back in input order.
+
+Files (`embed_file`): one row per input line, blank lines included (a blank line is embedded as
+the empty sentence, `[CLS] [SEP]`), so row i is line i + 1. Sentence vectors are an (N, D)
+float32 .npy; token vectors (`tokens` pooling) an .npz archive without pickled objects:
+`vectors` (sum of T_i, D) float32, all sentences' token rows one after the other, and `offsets`
+(N + 1,) int64, sentence i being vectors[offsets[i] : offsets[i + 1]] (`read_token_vectors`).
 """
 
 from __future__ import annotations
@@ -149,7 +155,8 @@ def embed_file(
     compile: bool = False,
     workers: int | None = None,
 ):
-    """Embed one sentence per line to a .npy file. pooling, max_len and normalize left as None
+    """Embed one sentence per line, blank lines too, to a .npy file (an .npz of vectors and
+    offsets for `tokens`; see the module docstring). pooling, max_len and normalize left as None
     follow the model folder's sentence-transformers settings when it has them (all-MiniLM-L6-v2:
     mean, 256, normalised), else mean pooling, the model's max_len, no normalisation."""
     src = Path(input_path)
@@ -159,9 +166,9 @@ def embed_file(
         lines = [ln.strip() for ln in src.read_text(encoding="utf-8").splitlines()]
     except UnicodeDecodeError:
         raise ConfigError(f"{input_path} is not valid UTF-8 text") from None
-    sentences = [ln for ln in lines if ln]
-    if not sentences:
+    if not any(lines):
         raise ConfigError(f"{input_path} has no sentences")
+    sentences = lines  # blank lines too: row i of the output is line i + 1 of the input
     batch_size = BATCH_SIZE if batch_size is None else batch_size
     if batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
@@ -177,6 +184,8 @@ def embed_file(
     pooling = pooling or st.get("pooling", "mean")
     if pooling not in ("mean", "cls", "tokens"):
         raise ConfigError(f"{model} asks for {pooling} pooling; pass --pooling mean|cls|tokens")
+    if pooling == "tokens" and out.suffix != ".npz":
+        raise ConfigError(f"--pooling tokens writes an .npz archive; name --out {out.stem}.npz")
     normalize = st.get("normalize", False) if normalize is None else normalize
     vecs = embed_sentences(
         loaded.encoder,
@@ -189,18 +198,38 @@ def embed_file(
         hidden_fn(loaded.encoder, compile),
         workers,
     )
-    if pooling == "tokens":
-        arr = np.empty(len(vecs), dtype=object)
-        arr[:] = vecs
-    else:
-        arr = vecs
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
         raise ConfigError(f"cannot write {out_path}: {e.strerror}") from None
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".npy")
-    os.close(fd)
-    np.save(tmp, arr, allow_pickle=pooling == "tokens")
-    os.replace(tmp, out)
-    shape = arr.shape if pooling != "tokens" else (len(arr), "T", loaded.config.dim)
+    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=out.suffix)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            if pooling == "tokens":
+                np.savez(f, **token_arrays(vecs, loaded.config.dim))
+            else:
+                np.save(f, vecs, allow_pickle=False)
+        os.replace(tmp, out)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    shape = vecs.shape if pooling != "tokens" else (len(vecs), "T", loaded.config.dim)
     return len(sentences), shape
+
+
+def token_arrays(vecs: list[np.ndarray], dim: int) -> dict[str, np.ndarray]:
+    """Token vectors of N sentences as two plain arrays: `vectors` (sum T_i, D), every
+    sentence's rows in input order, and `offsets` (N + 1,), sentence i being
+    vectors[offsets[i] : offsets[i + 1]]."""
+    offsets = np.zeros(len(vecs) + 1, dtype=np.int64)
+    np.cumsum([len(v) for v in vecs], out=offsets[1:])
+    flat = np.concatenate(vecs) if vecs else np.zeros((0, dim), dtype=np.float32)
+    return {"vectors": flat.astype(np.float32, copy=False), "offsets": offsets}
+
+
+def read_token_vectors(path: str | os.PathLike) -> list[np.ndarray]:
+    """The (T_i, D) token vectors per sentence of an `embed --pooling tokens` .npz file (read
+    without unpickling anything)."""
+    with np.load(path, allow_pickle=False) as z:
+        vectors, offsets = z["vectors"], z["offsets"]
+    return [vectors[a:b] for a, b in zip(offsets[:-1], offsets[1:], strict=True)]

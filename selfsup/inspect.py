@@ -7,12 +7,15 @@ import torch.nn.functional as F
 
 from selfsup.config import RunConfig
 from selfsup.corrupt.tokens import expected_span_words, word_bounds, word_starts
+from selfsup.errors import ConfigError
 from selfsup.keys import IGNORE
 
 
 def inspect_masking(cfg: RunConfig, n_batches: int = 50, encoding: str = "utf-8") -> dict:
     from selfsup.pretrain import prepare_data
 
+    if n_batches < 1:
+        raise ConfigError(f"the number of batches must be at least 1, got {n_batches}")
     data = prepare_data(cfg, encoding, log=lambda s: None)
     tok = data.tokenizer
     masker, obj = data.batches.corrupt, cfg.objective

@@ -49,7 +49,7 @@ def load_model(path: str | os.PathLike) -> Loaded:
         raise ConfigError(f"{path} is not a folder (expected a selfsup run or a HF BERT folder)")
     if is_run(p):
         return _load_run(p)
-    fmt = _format(p)
+    fmt = folder_format(p)
     if fmt == FINETUNE_FORMAT:
         return _load_finetuned(p)
     if (p / "config.json").exists():
@@ -58,7 +58,7 @@ def load_model(path: str | os.PathLike) -> Loaded:
     raise ConfigError(f"{path} is neither a selfsup run nor a HuggingFace model folder")
 
 
-def _format(p: Path) -> str | None:
+def folder_format(p: Path) -> str | None:
     try:
         d = json.loads((p / "config.json").read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):

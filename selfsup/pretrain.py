@@ -21,7 +21,13 @@ import numpy as np
 import torch
 
 from selfsup import distributed
-from selfsup.checkpoint import RUN_FORMAT, atomic_write_text, is_run, latest_checkpoint
+from selfsup.checkpoint import (
+    RUN_FORMAT,
+    atomic_write_text,
+    is_run,
+    latest_checkpoint,
+    read_trainer_state,
+)
 from selfsup.config import RunConfig
 from selfsup.data.cache import build_once, cache_key, default_cache_dir
 from selfsup.data.text import (
@@ -41,7 +47,15 @@ from selfsup.models import run_config
 from selfsup.objectives import build_objective
 from selfsup.paths import check_out_folder
 from selfsup.seeds import HELDOUT_OFFSET
-from selfsup.train import evaluate, train
+from selfsup.train import evaluate, lr_factor, train
+
+# The settings a resumed run may change: none changes what its checkpoint holds. train.steps
+# stretches (or shortens) the schedule; the others say where, how fast and how often it saves
+# and evaluates. Any other change is refused: the checkpoint was trained under the saved values.
+RESUMABLE = (
+    "train.steps", "train.fsdp", "train.device", "train.threads", "train.compile",
+    "train.save_every", "train.eval_every", "data.num_workers",
+)  # fmt: skip
 
 
 @dataclass
@@ -141,47 +155,80 @@ def prepare_data(
     return PretrainData(tok, batches, eval_batches, baseline, stats)
 
 
+def saved_config(out: Path) -> RunConfig:
+    """The config a run folder was trained with (to resume it)."""
+    if not is_run(out):
+        raise ConfigError(f"cannot resume: {out} is not a selfsup run folder")
+    return run_config(out)
+
+
+def resume_changes(saved: RunConfig, wanted: RunConfig) -> dict[str, tuple]:
+    """{"section.key": (saved, wanted)} for each setting `wanted` changes; a ConfigError naming
+    them when any is outside RESUMABLE."""
+    a, b = _flat(saved.to_dict()), _flat(wanted.to_dict())
+    changed = {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
+    refused = [f"{k} ({old!r} -> {new!r})" for k, (old, new) in changed.items()
+               if k not in RESUMABLE]  # fmt: skip
+    if refused:
+        raise ConfigError(
+            f"a resumed run keeps the settings it was trained with; cannot change "
+            f"{', '.join(refused)} (a resume may change only {', '.join(RESUMABLE)}; "
+            "start a new run for the others)"
+        )
+    return changed
+
+
+def _flat(d: dict, prefix: str = "") -> dict:
+    flat = {}
+    for k, v in d.items():
+        if isinstance(v, dict):
+            flat.update(_flat(v, f"{prefix}{k}."))
+        else:
+            flat[f"{prefix}{k}"] = list(v) if isinstance(v, tuple) else v
+    return flat
+
+
 def pretrain(
-    cfg: RunConfig,
+    cfg: RunConfig | None,
     out: Path,
     resume: bool = False,
     encoding: str = "utf-8",
     progress: bool = True,
     log=print,
-    steps: int | None = None,
-    fsdp: bool | None = None,
 ) -> dict:
-    """Pretrain per `cfg` into the run folder `out`. With `resume`, the run's own saved config
-    is used (only `steps` may be raised, and `fsdp` chosen again) and training continues from its
-    latest checkpoint, with any number of processes.
+    """Pretrain per `cfg` into the run folder `out`.
+
+    With `resume`, training continues from the run's latest checkpoint, with any number of
+    processes, under its saved config: `cfg` is None (the saved config as it is) or the saved
+    config with changes to RESUMABLE settings only (others are a ConfigError naming them). The
+    changes are recorded in the run's config.json; a changed train.steps recomputes the schedule
+    for the new length, so the run is no longer bitwise equal to an uninterrupted one.
 
     Launched by torchrun, this process joins the process group first (and leaves it at the end).
     """
+    changed: dict[str, tuple] = {}
+    if resume:
+        saved = saved_config(out)
+        changed = resume_changes(saved, cfg) if cfg is not None else {}
+        cfg = cfg if cfg is not None else saved
     device = distributed.setup(cfg.train.device)  # one process: no process group
     try:
-        return _pretrain(cfg, out, resume, encoding, progress, log, steps, fsdp, device)
+        return _pretrain(cfg, out, resume, encoding, progress, log, changed, device)
     finally:
         distributed.teardown()
 
 
-def _pretrain(cfg, out, resume, encoding, progress, log, steps, fsdp, device) -> dict:
+def _pretrain(cfg, out, resume, encoding, progress, log, changed, device) -> dict:
     main = distributed.is_main()
     if not main:
         log, progress = distributed.quiet, False
-    if resume:
-        if not is_run(out):
-            raise ConfigError(f"cannot resume: {out} is not a selfsup run folder")
-        cfg = run_config(out)
-        if steps is not None:
-            cfg.train.steps = steps
-        if fsdp is not None:
-            cfg.train.fsdp = fsdp
-    else:
+    if not resume:
         check_out_folder(out, " (use --resume or another --out)")
     cfg.validate()
     _check_run_settings(cfg)
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
+    tokenizer_setting = cfg.data.tokenizer
     if resume and not cfg.data.tokenizer:
         cfg.data.tokenizer = str(out / "tokenizer")  # the run's own, even if the cache is gone
 
@@ -189,6 +236,8 @@ def _pretrain(cfg, out, resume, encoding, progress, log, steps, fsdp, device) ->
         tok = tokenizer_for(cfg, encoding, log)
     cfg.model.vocab_size = tok.vocab_size
     cfg.model.pad_id = tok.pad_id
+    record = {"format": RUN_FORMAT, **cfg.to_dict()}  # the run's config.json
+    record["data"]["tokenizer"] = tokenizer_setting
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     model = build_objective(cfg.objective, cfg.model)
     with distributed.main_first():
@@ -203,13 +252,19 @@ def _pretrain(cfg, out, resume, encoding, progress, log, steps, fsdp, device) ->
     try:
         if not resume and main:
             data.tokenizer.save(out / "tokenizer")
-            atomic_write_text(
-                out / "config.json", json.dumps({"format": RUN_FORMAT, **cfg.to_dict()}, indent=2)
-            )
+        if (changed or not resume) and main:
+            atomic_write_text(out / "config.json", json.dumps(record, indent=2))
+        if changed:
+            _log_changes(changed, cfg, out, log)
         final, minutes = _train(cfg, model, data, out, resume, progress, log)
-    except BaseException:
-        if main and created and latest_checkpoint(out) is None:  # nothing to resume: no run
+    except BaseException as e:
+        kept = latest_checkpoint(out) is not None
+        if main and created and not kept:  # nothing to resume: no run
             shutil.rmtree(out, ignore_errors=True)
+        if isinstance(e, KeyboardInterrupt):
+            log(f"interrupted; continue with: selfsup pretrain --resume {out}" if kept else
+                "interrupted before the first step: nothing was trained"
+                + (", no run folder kept" if created else ""))  # fmt: skip
         raise
     summary = {
         "steps": cfg.train.steps,
@@ -265,9 +320,32 @@ def _train(cfg: RunConfig, model, data: PretrainData, out: Path, resume, progres
     return final, (time.perf_counter() - t0) / 60
 
 
+def _log_changes(changed: dict[str, tuple], cfg: RunConfig, out: Path, log) -> None:
+    shown = ", ".join(f"{k} {old!r} -> {new!r}" for k, (old, new) in changed.items())
+    log(f"resume: {shown} (recorded in {out / 'config.json'})")
+    if "train.steps" not in changed:
+        return
+    old, new = changed["train.steps"]
+    ckpt = latest_checkpoint(out)
+    done = read_trainer_state(ckpt)["step"] if ckpt is not None else 0
+    t = cfg.train
+
+    def lr(step: int, total: int) -> float:
+        return t.lr * lr_factor(step, t.warmup_steps, total, t.schedule, t.min_lr_ratio)
+
+    log(
+        f"resume: the {t.schedule} schedule is recomputed for {new} steps and continues at step "
+        f"{done} (learning rate {lr(done, old):.3g} under {old} steps, {lr(done, new):.3g} now); "
+        "the result is no longer bitwise equal to an uninterrupted run"
+    )
+
+
 def _check_run_settings(cfg: RunConfig) -> None:
     """Settings that would otherwise fail only once the run folder exists."""
     d, t = cfg.data, cfg.train
+    obj = cfg.objective
+    if getattr(obj, "whole_word", False) and getattr(obj, "span", False):
+        raise ConfigError("whole_word and span: choose one (span masking masks whole words)")
     if not d.tokenizer and cfg.model.vocab_size < 16:
         raise ConfigError(f"vocab size {cfg.model.vocab_size} is too small")
     lowest = {

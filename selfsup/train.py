@@ -177,74 +177,84 @@ def train(
     data_iter = iter(loader)
     last: dict = {}
     work, work_seen, t0, data_time = objective.work, 0.0, time.perf_counter(), 0.0
-    for step in range(start, cfg.steps):
-        td = time.perf_counter()
-        micro = [next(data_iter) for _ in range(accum)]
-        counts: dict[str, float] = {}
-        for batch in micro:
-            add_counts(counts, objective.counts(batch))
-        micro = [{k: v.to(device, non_blocking=True) for k, v in b.items()} for b in micro]
-        data_time += time.perf_counter() - td
-        work_seen += counts[work]
-        # One all-reduce: the global batch's counts. Gradients are averaged over the W ranks
-        # (DDP, FSDP2), so each rank's sums are scaled by W / global count.
-        counts = distributed.all_reduce_sums(counts)
-        scale = {k: world / n if n else 0.0 for k, n in counts.items()}
-        sums: dict[str, float] = {}
-        for i, batch in enumerate(micro):
-            with distributed.grad_sync(model, last=i == accum - 1):
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    out = model(batch)
-                loss = sum(out[k] * scale[objective.terms[k]] for k in objective.loss_terms)
-                loss.backward()
-            add_counts(sums, {k: v.detach() for k, v in out.items()})
-        means = normalise(distributed.all_reduce_sums(sums), counts, objective.terms)
-        means = {"loss": total_loss(means, objective.loss_terms), **means}
-        grad_norm = torch.nn.utils.clip_grad_norm_(
-            model.parameters(), cfg.clip_norm if cfg.clip_norm > 0 else float("inf")
-        )
-        if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor
-            grad_norm = grad_norm.full_tensor()
-        lr = scheduler.get_last_lr()[0]  # the rate this step used (step() moves to the next)
-        optimizer.step()
-        scheduler.step()
-        optimizer.zero_grad(set_to_none=True)
-        objective.after_step()
-        done = step + 1
-        if not math.isfinite(means["loss"]):
-            raise FloatingPointError(f"loss became {means['loss']} at step {done}")
+    done = saved = start
+    updating = False
+    try:
+        for step in range(start, cfg.steps):
+            td = time.perf_counter()
+            micro = [next(data_iter) for _ in range(accum)]
+            counts: dict[str, float] = {}
+            for batch in micro:
+                add_counts(counts, objective.counts(batch))
+            micro = [{k: v.to(device, non_blocking=True) for k, v in b.items()} for b in micro]
+            data_time += time.perf_counter() - td
+            work_seen += counts[work]
+            # One all-reduce: the global batch's counts. Gradients are averaged over the W ranks
+            # (DDP, FSDP2), so each rank's sums are scaled by W / global count.
+            counts = distributed.all_reduce_sums(counts)
+            scale = {k: world / n if n else 0.0 for k, n in counts.items()}
+            sums: dict[str, float] = {}
+            for i, batch in enumerate(micro):
+                with distributed.grad_sync(model, last=i == accum - 1):
+                    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
+                        out = model(batch)
+                    loss = sum(out[k] * scale[objective.terms[k]] for k in objective.loss_terms)
+                    loss.backward()
+                add_counts(sums, {k: v.detach() for k, v in out.items()})
+            means = normalise(distributed.all_reduce_sums(sums), counts, objective.terms)
+            means = {"loss": total_loss(means, objective.loss_terms), **means}
+            grad_norm = torch.nn.utils.clip_grad_norm_(
+                model.parameters(), cfg.clip_norm if cfg.clip_norm > 0 else float("inf")
+            )
+            if hasattr(grad_norm, "full_tensor"):  # FSDP2: a DTensor
+                grad_norm = grad_norm.full_tensor()
+            lr = scheduler.get_last_lr()[0]  # the rate this step used (step() moves to the next)
+            updating = True  # an interrupt from here to `done` would leave a torn state
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            objective.after_step()
+            done, updating = step + 1, False
+            if not math.isfinite(means["loss"]):
+                raise FloatingPointError(f"loss became {means['loss']} at step {done}")
 
-        if done % cfg.log_every == 0 or done == cfg.steps:
-            elapsed = time.perf_counter() - t0
-            rate = distributed.all_reduce_sums({"w": work_seen})["w"] / elapsed  # all ranks'
-            row = {
-                "step": done,
-                **{k: round(v, 5) for k, v in means.items()},
-                "lr": lr,
-                "grad_norm": round(float(grad_norm), 4),
-                f"{work}_per_s": round(rate, 1),
-                "data_share": round(data_time / elapsed, 4),
-            }  # fmt: skip  (rank 0's share)
-            if main:
-                _write(metrics_file, writer, row, "train")
-            bar.set_postfix(loss=f"{means['loss']:.3f}", **{f"{work}_s": f"{rate:.0f}"})
-            last = row
-        bar.update(1)
+            if done % cfg.log_every == 0 or done == cfg.steps:
+                elapsed = time.perf_counter() - t0
+                rate = distributed.all_reduce_sums({"w": work_seen})["w"] / elapsed  # all ranks'
+                row = {
+                    "step": done,
+                    **{k: round(v, 5) for k, v in means.items()},
+                    "lr": lr,
+                    "grad_norm": round(float(grad_norm), 4),
+                    f"{work}_per_s": round(rate, 1),
+                    "data_share": round(data_time / elapsed, 4),
+                }  # fmt: skip  (rank 0's share)
+                if main:
+                    _write(metrics_file, writer, row, "train")
+                bar.set_postfix(loss=f"{means['loss']:.3f}", **{f"{work}_s": f"{rate:.0f}"})
+                last = row
+            bar.update(1)
 
-        if eval_fn and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
-            # Every rank evaluates all held-out batches (at most heldout_max sequences): FSDP2
-            # needs every rank in each forward, and the others would only wait for rank 0.
-            ev = eval_fn(distributed.unwrap(model))
-            row = {"step": done, **{f"eval_{k}": round(v, 5) for k, v in ev.items()}}
-            if main:
-                _write(metrics_file, writer, row, "eval")
-            bar.write(_fmt(row))
-            last = {**last, **row}
+            if eval_fn and cfg.eval_every and (done % cfg.eval_every == 0 or done == cfg.steps):
+                # Every rank evaluates all held-out batches (at most heldout_max sequences): FSDP2
+                # needs every rank in each forward, and the others would only wait for rank 0.
+                ev = eval_fn(distributed.unwrap(model))
+                row = {"step": done, **{f"eval_{k}": round(v, 5) for k, v in ev.items()}}
+                if main:
+                    _write(metrics_file, writer, row, "eval")
+                bar.write(_fmt(row))
+                last = {**last, **row}
 
-        if cfg.save_every and (done % cfg.save_every == 0) and done < cfg.steps:
+            if cfg.save_every and (done % cfg.save_every == 0) and done < cfg.steps:
+                _save(run_dir, done, model, optimizer, scheduler, bf16)
+                saved = done
+            if stop_after is not None and done >= stop_after:
+                break
+    except KeyboardInterrupt:  # Ctrl-C: keep the steps done (one process: no collectives)
+        if done > saved and not updating and not distributed.active():
             _save(run_dir, done, model, optimizer, scheduler, bf16)
-        if stop_after is not None and done >= stop_after:
-            break
+            log(f"interrupted: saved a checkpoint at step {done}")
+        raise
     bar.close()
     if metrics_file:
         metrics_file.close()
@@ -336,13 +346,30 @@ class _Silent:  # ranks other than 0
 
 
 class _NoBar(_Silent):
+    """No terminal: the eval lines, and a plain `step n/N  loss=...` line every `every` seconds
+    (a log file or CI shows the run is alive)."""
+
+    def __init__(self, start: int = 0, total: int = 0, every: float = 30.0):
+        self.n, self.total, self.every = start, total, every
+        self.shown, self.postfix = time.perf_counter(), {}
+
+    def update(self, n):
+        self.n += n
+        if time.perf_counter() - self.shown >= self.every:
+            self.shown = time.perf_counter()
+            extra = "".join(f"  {k}={v}" for k, v in self.postfix.items())
+            print(f"step {self.n}/{self.total}{extra}", flush=True)
+
+    def set_postfix(self, **kw):
+        self.postfix = kw
+
     def write(self, s):
         print(s, flush=True)
 
 
 def _progress(enabled: bool, start: int, total: int):
     if not enabled:
-        return _NoBar()
+        return _NoBar(start, total)
     from tqdm import tqdm
 
     return tqdm(total=total, initial=start, unit="step", dynamic_ncols=True, mininterval=1.0)

@@ -155,3 +155,73 @@ def test_embed_command_follows_the_folder(minilm_dir, tmp_path, capsys):
     np.testing.assert_allclose(norms["on"], 1.0, rtol=1e-5)
     np.testing.assert_allclose(norms["default"], 1.0, rtol=1e-5)  # modules.json has Normalize
     assert not np.allclose(norms["off"], 1.0)
+
+
+def test_embed_file_keeps_a_row_per_line(tiny_run, tmp_path, capsys):
+    """Blank lines are rows (the embedding of the empty sentence), so row i is line i + 1."""
+    lines = ["the cat sat", "", "hello world", "   ", "why ?"]
+    src = tmp_path / "s.txt"
+    src.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "v.npy"
+    main(["embed", str(tiny_run), "--input", str(src), "--out", str(out), "--batch-size", "2"])
+    assert "embedded 5 sentences" in capsys.readouterr().out
+    x = np.load(out, allow_pickle=False)
+    loaded = load_model(tiny_run)
+    ref = embed_sentences(loaded.encoder, loaded.tokenizer, [ln.strip() for ln in lines])
+    empty = embed_sentences(loaded.encoder, loaded.tokenizer, [""])[0]
+    assert x.shape == (5, loaded.encoder.dim)
+    np.testing.assert_allclose(x, ref, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(x[1], empty, atol=1e-6, rtol=0)
+    np.testing.assert_allclose(x[3], empty, atol=1e-6, rtol=0)
+    assert not np.allclose(x[0], empty)
+
+
+def test_token_vectors_are_an_npz_of_plain_arrays(tiny_run, tmp_path, capsys):
+    from selfsup.embed import read_token_vectors
+
+    src = tmp_path / "s.txt"
+    src.write_text("\n".join(SENTENCES[:4]) + "\n\n")  # a trailing blank line is a row too
+    out = tmp_path / "t.npz"
+    main(["embed", str(tiny_run), "--input", str(src), "--out", str(out), "--pooling", "tokens"])
+    capsys.readouterr()
+    with np.load(out, allow_pickle=False) as z:  # would raise on an object array
+        assert sorted(z.files) == ["offsets", "vectors"]
+        vectors, offsets = z["vectors"], z["offsets"]
+    loaded = load_model(tiny_run)
+    ref = embed_sentences(loaded.encoder, loaded.tokenizer, [*SENTENCES[:4], ""], "tokens")
+    assert vectors.dtype == np.float32 and offsets.dtype == np.int64
+    assert offsets.tolist() == np.cumsum([0] + [len(r) for r in ref]).tolist()
+    got = read_token_vectors(out)
+    assert len(got) == 5 and got[4].shape == (2, loaded.encoder.dim)  # [CLS] [SEP]
+    for g, r in zip(got, ref, strict=True):
+        np.testing.assert_allclose(g, r, atol=1e-6, rtol=0)
+
+
+@pytest.mark.parametrize(
+    "content,out,says",
+    [("a\n", "t.npy", "name --out t.npz"), ("\n  \n", "v.npy", "has no sentences")],
+)
+def test_embed_file_refusals(tiny_run, tmp_path, capsys, content, out, says):
+    from helpers import assert_clean_error, cli
+
+    src = tmp_path / "s.txt"
+    src.write_text(content)
+    pooling = ["--pooling", "tokens"] if out.endswith("t.npy") else []
+    code, _, err = cli(capsys, "embed", tiny_run, "--input", src, "--out", tmp_path / out, *pooling)
+    assert_clean_error(code, err, tmp_path / out, says)
+
+
+def test_nothing_unpickles_numpy_files():
+    """No numpy load in the package, its tests or benchmarks allows pickles (a pickled .npy can
+    run code when loaded)."""
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    needle = "allow_pickle=" + "True"  # split so this file does not match itself
+    hits = [
+        str(f.relative_to(root))
+        for folder in ("selfsup", "tests", "benchmarks", "experiments")
+        for f in (root / folder).rglob("*.py")
+        if needle in f.read_text(encoding="utf-8")
+    ]
+    assert hits == []

@@ -1,5 +1,6 @@
-"""Fine-tuning task data: read GLUE, SICK, ChnSentiCorp, POS (CoNLL-U), SQuAD-style QA and
-generic CSV/TSV/JSONL files into small example records, for `selfsup finetune --task T --data P`.
+"""Fine-tuning task data: read GLUE, SICK, CLUE (OCNLI, TNEWS', ChnSentiCorp, CMRC 2018), POS
+(CoNLL-U), SQuAD-style QA and generic CSV/TSV/JSONL files into small example records, for
+`selfsup finetune --task T --data P`.
 
     load_task("sst2", "glue/SST-2", "dev")          -> [TextExample(text, None, "1"), ...]
     load_task("pos", "ud-english-ewt", "train")     -> [TaggedSentence(words, tags), ...]
@@ -34,6 +35,16 @@ Formats and the quirks handled here:
   The other SophonPlus files read through `classify` with `text_column="review"`; a .zip holding
   one CSV/TSV/JSONL (online_shopping_10_cats.zip) is read as that file, no unzip step needed.
   One review in each of ChnSentiCorp and online_shopping is an empty string; it is kept.
+- OCNLI (CLUE; JSON lines sentence1, sentence2, label): train is train.10k.json, or train.3k.json
+  with `train_size="3k"` (both official subsets of the 50k train); dev is dev.json; test.json is
+  unlabelled. A row labelled "-" had no 3-of-5 majority among its annotators and has no gold
+  label: it is dropped from every split and counted in `Examples.skipped` (dev: 50 of 3,000, so
+  2,950 are scored, as in the OCNLI paper).
+- TNEWS' as released in FewCLUE (JSON lines sentence, label, label_desc, keywords): 5 few-shot
+  folds; train / dev are train_{fold}.json / dev_{fold}.json (240 titles each, `fold=0` by
+  default, `fold="all"` for the *_few_all.json unions), test is test_public.json (2,010
+  labelled, the test FewCLUE reports), test_private is test.json (unlabelled). Labels are the
+  ids 100-116 (no 105, 111), written as JSON ints; they stay strings ("100") here.
 - CoNLL-U: words are the FORM column; multiword-token lines ("1-2") and empty nodes ("1.1") are
   skipped, so words are syntactic words. Tags are UPOS, or any column with `tagset="xpos"` etc.
   Files not ending in .conllu are read as one "word ... tag" line per token (CoNLL-2003 style).
@@ -101,11 +112,13 @@ class QAExample:
 
 
 class Examples(list):
-    """The examples of one split, plus `skipped`: how many were dropped while reading."""
+    """The examples of one split, plus `skipped`: how many were dropped while reading, and
+    `skipped_what`: what they were, for a log line ("rows labelled '-' (no gold label)")."""
 
-    def __init__(self, items: Iterable = (), skipped: int = 0):
+    def __init__(self, items: Iterable = (), skipped: int = 0, skipped_what: str = ""):
         super().__init__(items)
         self.skipped = skipped
+        self.skipped_what = skipped_what
 
 
 # --------------------------------------------------------------------------------------------
@@ -139,6 +152,8 @@ class Task:
     raw_columns: Columns | None = None  # the same columns when the file has no header
     hf_columns: Columns | None = None  # names in a `datasets` GLUE export
     options: dict[str, Any] = field(default_factory=dict)  # defaults for load_task options
+    # Labels that mark a row without a gold label (OCNLI "-"): dropped, counted in `skipped`.
+    no_label: tuple[str, ...] = ()
 
 
 def _tables() -> dict[str, tuple[str, ...]]:
@@ -165,6 +180,14 @@ _CONLLU = {
     s: (f"*-ud-{s}.conllu", f"{s}.conllu", f"*{s}*.conllu") for s in ("train", "dev", "test")
 }
 _SQUAD_FILES = {"train": ("train-v1.1.json",), "dev": ("dev-v1.1.json",)}
+_NLI3 = ("entailment", "neutral", "contradiction")
+# TNEWS' class ids as its files write them (label_index2en2zh.json): 15 classes, no 105 or 111.
+TNEWS_LABELS = tuple(str(i) for i in range(100, 117) if i not in (105, 111))
+# Options whose value picks a file name: accepted values -> the part of the name they give.
+FILE_CHOICES = {
+    "fold": {**{str(k): str(k) for k in range(5)}, "all": "few_all"},
+    "train_size": {"10k": "10k", "3k": "3k"},
+}
 _TABLE_OPTIONS = {"text_column", "text_pair_column", "label_column", "split_column", "holdout"}
 _OPTIONS = {
     "classify": _TABLE_OPTIONS | {"seed"},
@@ -239,7 +262,7 @@ TASKS: dict[str, Task] = {
     "mnli": _glue(
         "pair-classify",
         "accuracy",
-        ("entailment", "neutral", "contradiction"),
+        _NLI3,
         ("sentence1", "sentence2", "gold_label"),
         ("premise", "hypothesis", "label"),
         dev=("dev_matched.tsv",),
@@ -293,6 +316,29 @@ TASKS: dict[str, Task] = {
         {s: ("ChnSentiCorp_htl_all.csv",) for s in ("train", "dev")},
         ("review", None, "label"),
         options={"holdout": 0.1, "seed": 0},
+    ),
+    "ocnli": Task(
+        "pair-classify",
+        "accuracy",
+        _NLI3,
+        {"train": ("train.{train_size}.json",), "dev": ("dev.json",), "test": ("test.json",)},
+        ("sentence1", "sentence2", "label"),
+        options={"train_size": "10k"},
+        no_label=("-",),
+    ),
+    "tnews": Task(
+        "classify",
+        "accuracy",
+        TNEWS_LABELS,
+        {
+            "train": ("train_{fold}.json",),
+            "dev": ("dev_{fold}.json",),
+            "test": ("test_public.json",),
+            "test_public": ("test_public.json",),
+            "test_private": ("test.json",),
+        },
+        ("sentence", None, "label"),
+        options={"fold": 0},
     ),
     "pos": Task("tag", "accuracy", UPOS, _CONLLU, options={"tagset": "upos"}),
     "squad": Task("qa", "squad", None, _SQUAD_FILES),
@@ -353,17 +399,27 @@ def load_task(task: str, path: str | Path, split: str = "train", **options: Any)
       holdout, seed: for a file without splits, dev = a seeded `holdout` share of the rows and
         train = the rest;
       tagset: CoNLL-U column for tags ("upos", "xpos", ...);
+      fold: tnews, the FewCLUE fold 0-4 (or "all") for train and dev;
+      train_size: ocnli, "10k" or "3k" (the training subset);
       skip_misaligned: QA, drop questions whose first answer is not at its answer_start
         (default: on the train split only); lang: XQuAD language ("en", "zh", ...).
     """
     spec = get_task(task)
-    unknown = set(options) - _OPTIONS[spec.kind]
+    allowed = _OPTIONS[spec.kind] | set(spec.options)
+    unknown = set(options) - allowed
     if unknown:
         raise ConfigError(
             f"unknown option(s) {', '.join(sorted(unknown))} for task {task!r}; "
-            f"it takes: {', '.join(sorted(_OPTIONS[spec.kind]))}"
+            f"it takes: {', '.join(sorted(allowed))}"
         )
     opts = {**spec.options, **options}
+    for name, choices in FILE_CHOICES.items():
+        if name in opts:
+            if str(opts[name]) not in choices:
+                raise ConfigError(
+                    f"{name} {opts[name]!r} for task {task!r} is not one of {', '.join(choices)}"
+                )
+            opts[name] = choices[str(opts[name])]
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"data path {path} does not exist")
@@ -372,7 +428,7 @@ def load_task(task: str, path: str | Path, split: str = "train", **options: Any)
             raise ConfigError(f"task {task!r} cannot read a `datasets` folder ({path})")
         records = _hf_records(path, split)
         columns = _columns(spec, spec.hf_columns or spec.columns, opts)
-        return Examples(_text_examples(records, columns, spec, split, opts, str(path)))
+        return _text_examples(records, columns, spec, split, opts, str(path))
 
     if path.is_dir() and task == "mrpc" and split in ("train", "dev"):
         glue_split = _mrpc_glue_split(path, split)
@@ -397,7 +453,12 @@ def load_task(task: str, path: str | Path, split: str = "train", **options: Any)
         records = _table_records(
             f, columns, spec.raw_columns, opts.get("split_column"), need_label=not test
         )
-        out.extend(_text_examples(records, columns, spec, split, opts, str(f)))
+        part = _text_examples(records, columns, spec, split, opts, str(f))
+        out.extend(part)
+        out.skipped += part.skipped
+        out.skipped_what = part.skipped_what or out.skipped_what
+    if out.skipped:
+        log.info("%s %s: skipped %d %s", task, split, out.skipped, out.skipped_what)
     return out
 
 
@@ -489,7 +550,7 @@ def _mrpc_glue_split(folder: Path, split: str) -> Examples | None:
     spec = TASKS["mrpc"]
     records = _table_records(msr, spec.columns, None, None, extra=("#1 ID", "#2 ID"))
     keep = [r for r in records if ((r["#1 ID"], r["#2 ID"]) in dev_ids) == (split == "dev")]
-    return Examples(_text_examples(keep, spec.columns, spec, split, {}, str(msr)))
+    return _text_examples(keep, spec.columns, spec, split, {}, str(msr))
 
 
 # --------------------------------------------------------------------------------------------
@@ -589,7 +650,7 @@ def _text_examples(
     split: str,
     opts: dict,
     where: str,
-) -> list[TextExample]:
+) -> Examples:
     text_col, pair_col, label_col = columns
     if spec.kind == "pair-classify" or (spec.kind == "regress" and pair_col is not None):
         if pair_col is None:
@@ -614,8 +675,12 @@ def _text_examples(
         records = _holdout(records, split, float(holdout), int(opts.get("seed", 0)), where)
 
     unlabelled = split.startswith("test")
-    out = []
+    out = Examples()
     for r in records:
+        if spec.no_label and str(r.get(label_col)).strip() in spec.no_label:
+            out.skipped += 1
+            out.skipped_what = _no_label_what(spec)
+            continue
         label = _label(r.get(label_col), spec, r["_line"], where)
         if label is None and not unlabelled:
             if label_col not in r:
@@ -625,6 +690,10 @@ def _text_examples(
         pair = None if pair_col is None else str(r[pair_col])
         out.append(TextExample(str(r[text_col]), pair, label))
     return out
+
+
+def _no_label_what(spec: Task) -> str:
+    return f"rows labelled {' or '.join(map(repr, spec.no_label))} (no gold label)"
 
 
 def _label(value: Any, spec: Task, line: int, where: str) -> str | float | None:
@@ -638,6 +707,8 @@ def _label(value: Any, spec: Task, line: int, where: str) -> str | float | None:
     if isinstance(value, int) and not isinstance(value, bool):
         if value < 0:  # HF GLUE test splits mark missing labels with -1
             return None
+        if spec.labels is not None and str(value) in spec.labels:  # TNEWS' 102 is label "102"
+            return str(value)
         if spec.labels is not None:  # HF ClassLabel id -> the label as GLUE's TSVs write it
             if value >= len(spec.labels):
                 raise ConfigError(f"row {line} of {where}: label id {value} is out of range")

@@ -165,15 +165,36 @@ def read_paragraphs(
 
 
 # A sentence ends at . ! ? (with closing quotes/brackets) followed by space and an upper-case
-# letter, a quote or a digit. Good enough for pair construction; no model depends on it.
-# The closing quotes/brackets stay with their sentence: only the space is a separator.
-_SENT_END = re.compile(
-    r"(?:(?<=[.!?])|(?<=[.!?][\"'”’)\]])|(?<=[.!?][\"'”’)\]]{2}))\s+(?=[\"'“‘(\[]?[A-Z0-9])"
-)
+# letter, a quote or a digit, unless the word before the full stop is an abbreviation ("Mr.",
+# "e.g.", an initial as in "J. R. R. Tolkien"); and after 。！？ (with closing quotes), space or
+# not: Chinese and Japanese put none between sentences. Good enough for pair construction; no
+# model depends on it. Closing quotes/brackets stay with their sentence: only the space between
+# is a separator.
+_LATIN_END = re.compile(r"[.!?]([\"'”’)\]]{0,2})(\s+)(?=[\"'“‘(\[]?[A-Z0-9])")
+_CJK_END = re.compile(r"[。！？]+[\"'”’」』）)\]]*(\s*)")
+ABBREVIATIONS = frozenset("mr mrs ms dr prof st sr jr vs etc cf".split())
+_DOTTED = re.compile(r"(?:[A-Za-z]\.)+[A-Za-z]")  # e.g, i.e, U.S, a.m (the last dot is the end)
+
+
+def _is_abbreviation(text: str, dot: int) -> bool:
+    """Whether the word ending at the full stop text[dot] is an abbreviation."""
+    word = text[:dot].rsplit(None, 1)[-1].lstrip("\"'“‘([") if text[:dot].strip() else ""
+    if word.lower() in ABBREVIATIONS or _DOTTED.fullmatch(word):
+        return True
+    return len(word) == 1 and word.isupper() and word != "I"  # an initial, not the pronoun
 
 
 def split_sentences(paragraph: str) -> list[str]:
-    return [s for s in (x.strip() for x in _SENT_END.split(paragraph)) if s]
+    cuts = [m.span(2) for m in _LATIN_END.finditer(paragraph)
+            if not (paragraph[m.start()] == "." and not m.group(1)
+                    and _is_abbreviation(paragraph, m.start()))]  # fmt: skip
+    cuts += [m.span(1) for m in _CJK_END.finditer(paragraph)]
+    pieces, start = [], 0
+    for a, b in sorted(cuts):
+        pieces.append(paragraph[start:a])
+        start = b
+    pieces.append(paragraph[start:])
+    return [s for s in (x.strip() for x in pieces) if s]
 
 
 # --------------------------------------------------------------------------------------------
@@ -200,7 +221,7 @@ class Corpus:
 
 
 def corpus_key(files: list[Path], tok: Tokenizer, cfg: TextDataConfig, encoding: str) -> str:
-    return cache_key(files, tok.fingerprint(), cfg.max_len, cfg.text_field, encoding, "v2")
+    return cache_key(files, tok.fingerprint(), cfg.max_len, cfg.text_field, encoding, "v3")
 
 
 def build_corpus(

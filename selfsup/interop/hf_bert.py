@@ -1,12 +1,15 @@
 """HuggingFace BERT interop: transformers' BertConfig and weight names <-> ours, reading HF
 folders (config.json + model.safetensors or pytorch_model.bin + vocab.txt) and exporting runs
-as folders that `BertForPreTraining` / `BertModel` / `BertForMaskedLM.from_pretrained` load."""
+as folders that `BertForPreTraining` / `BertModel` / `BertForMaskedLM.from_pretrained` load, and
+fine-tuned models as `BertForSequenceClassification` / `BertForTokenClassification` /
+`BertForQuestionAnswering` folders."""
 
 from __future__ import annotations
 
 import json
 import os
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -189,7 +192,6 @@ def export_hf(
 ) -> None:
     """Write a folder that transformers' BertForPreTraining / BertModel / BertForMaskedLM load:
     `module` is an MLM objective, or a BertEncoder with `encoder_only`."""
-    check_out_folder(out)
     sd = module.state_dict()
     if encoder_only:
         sd = {"encoder." + k: v for k, v in sd.items()}
@@ -205,13 +207,102 @@ def export_hf(
         hf_sd["cls.predictions.decoder.bias"] = hf_sd["cls.predictions.bias"].clone()
     if arch == ["BertModel"]:
         hf_sd = {k[len("bert.") :]: v for k, v in hf_sd.items()}
+    cfg = model_to_hf_config(config, arch)
+    write_export(out, lambda tmp: _write_hf(tmp, hf_sd, cfg, tokenizer, config.max_len))
+
+
+# --------------------------------------------------------------------------------------------
+# Fine-tuned task models: BertForSequenceClassification / TokenClassification / QuestionAnswering
+# --------------------------------------------------------------------------------------------
+
+# kind -> (transformers class, name of its head Linear); our heads are all `head.proj`.
+TASK_ARCH = {
+    "classify": ("BertForSequenceClassification", "classifier"),
+    "pair-classify": ("BertForSequenceClassification", "classifier"),
+    "regress": ("BertForSequenceClassification", "classifier"),
+    "tag": ("BertForTokenClassification", "classifier"),
+    "qa": ("BertForQuestionAnswering", "qa_outputs"),
+}
+# Token-level models read no pooled [CLS]: transformers builds them without a pooler.
+_NO_POOLER = ("tag", "qa")
+
+
+def task_to_hf_state(
+    sd: dict[str, torch.Tensor], n_layers: int, kind: str
+) -> dict[str, torch.Tensor]:
+    """A fine-tuned task model's state dict (`encoder.*` + `head.proj.*`) -> the names of the
+    transformers class TASK_ARCH gives for `kind`. Works on gradients the same way."""
+    _, head = TASK_ARCH[kind]
+    out = to_hf_state({k: v for k, v in sd.items() if k.startswith("encoder.")}, n_layers)
+    if kind in _NO_POOLER:
+        out = {k: v for k, v in out.items() if not k.startswith("bert.pooler.")}
+    out[f"{head}.weight"] = sd["head.proj.weight"].contiguous()
+    out[f"{head}.bias"] = sd["head.proj.bias"].contiguous()
+    return out
+
+
+def task_hf_config(config: BertConfig, kind: str, labels: list | None) -> dict:
+    """transformers' config for a fine-tuned model: its class, label names (id2label/label2id,
+    which the pipelines print) and problem type."""
+    if kind not in TASK_ARCH:
+        raise ConfigError(f"no HuggingFace class for task kind {kind!r}")
+    cfg = model_to_hf_config(config, [TASK_ARCH[kind][0]])
+    cfg["tie_word_embeddings"] = False  # no MLM decoder here
+    if kind == "qa":
+        cfg["num_labels"] = 2  # qa_outputs: start and end
+        return cfg
+    if kind == "regress":
+        names = ["LABEL_0"]
+        cfg["problem_type"] = "regression"  # the pipeline returns the raw score
+    else:
+        if not labels:
+            raise ConfigError(f"a {kind} model needs its labels in config.json")
+        names = [str(x) for x in labels]
+        cfg["problem_type"] = "single_label_classification"
+    cfg["num_labels"] = len(names)
+    cfg["id2label"] = {str(i): n for i, n in enumerate(names)}
+    cfg["label2id"] = {n: i for i, n in enumerate(names)}
+    return cfg
+
+
+def export_hf_task(
+    model: nn.Module,
+    config: BertConfig,
+    kind: str,
+    labels: list | None,
+    tokenizer: Tokenizer,
+    out: Path,
+    max_len: int | None = None,
+) -> str:
+    """Write a fine-tuned task model (selfsup.objectives.supervised) as a folder that
+    `transformers.AutoModelFor...` and `pipeline(...)` load without remote code; the tokenizer
+    truncates to `max_len` (default the position table). Returns the transformers class name."""
+    cfg = task_hf_config(config, kind, labels)
+    hf_sd = task_to_hf_state(model.state_dict(), config.n_layers, kind)
+    limit = min(max_len or config.max_len, config.max_len)
+    write_export(out, lambda tmp: _write_hf(tmp, hf_sd, cfg, tokenizer, limit))
+    return cfg["architectures"][0]
+
+
+# --------------------------------------------------------------------------------------------
+# Writing an export folder atomically
+# --------------------------------------------------------------------------------------------
+
+
+def _write_hf(tmp: Path, hf_sd: dict, cfg: dict, tokenizer: Tokenizer, max_len: int) -> None:
+    save_safetensors(hf_sd, tmp / "model.safetensors", metadata={"format": "pt"})
+    (tmp / "config.json").write_text(json.dumps(cfg, indent=2, ensure_ascii=False))
+    tokenizer.save(tmp, max_len)
+
+
+def write_export(out: Path, fill: Callable[[Path], None]) -> None:
+    """Build an export folder in a hidden temporary folder beside `out` (`fill(tmp)` writes the
+    files), add its manifest, then rename it into place: `out` is complete or absent."""
+    out = check_out_folder(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_folder(out.parent, out.name)  # readable by others as the umask allows
     try:
-        save_safetensors(hf_sd, tmp / "model.safetensors", metadata={"format": "pt"})
-        cfg = model_to_hf_config(config, arch)
-        (tmp / "config.json").write_text(json.dumps(cfg, indent=2))
-        tokenizer.save(tmp, config.max_len)
+        fill(tmp)
         write_manifest(tmp)  # last: every file complete and fsynced
         if out.exists():
             out.rmdir()

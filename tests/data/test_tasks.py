@@ -461,3 +461,114 @@ def test_bad_rows_and_labels(tmp_path):
         z.writestr("b.csv", "text,label\nb,1\n")
     with pytest.raises(ConfigError, match="exactly one data file, it holds 2"):
         load_task("classify", tmp_path / "two.zip")
+
+
+# --------------------------------------------------------------------------------------------
+# CLUE: OCNLI and TNEWS' (FewCLUE), real files and tiny ones in the same JSON-lines format
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "split,options,n,skipped",
+    [
+        ("train", {}, 10_000 - 15, 15),
+        ("train", {"train_size": "3k"}, 3_000 - 6, 6),
+        ("dev", {}, 2_950, 50),
+        ("test", {}, 3_000, 0),
+    ],
+)
+def test_ocnli_counts(split, options, n, skipped):
+    ex = load_task("ocnli", shared("clue/ocnli"), split, **options)
+    assert (len(ex), ex.skipped) == (n, skipped)
+    labels = Counter(e.label for e in ex)
+    if split == "test":
+        assert set(labels) == {None}
+    else:
+        assert set(labels) == {"entailment", "neutral", "contradiction"}
+    if split == "dev":  # ../shared/data/clue/ocnli/SOURCE.txt
+        assert labels == {"entailment": 947, "neutral": 1_103, "contradiction": 900}
+    assert all(e.text and e.text_pair for e in ex)
+
+
+def test_tnews_fewclue_folds_and_tests():
+    folder = shared("clue/tnews-fewclue")
+    for fold in range(5):
+        for split in ("train", "dev"):
+            ex = load_task("tnews", folder, split, fold=fold)
+            # 240 titles, 16 of each of the 15 classes
+            assert Counter(Counter(e.label for e in ex).values()) == {16: 15}
+    assert len(load_task("tnews", folder, "train", fold="all")) == 1_185
+    assert len(load_task("tnews", folder, "dev", fold="all")) == 1_098
+    test = load_task("tnews", folder, "test")
+    assert Counter(Counter(e.label for e in test).values()) == {134: 15}  # 2,010 labelled
+    private = load_task("tnews", folder, "test_private")
+    assert len(private) == 1_500 and {e.label for e in private} == {None}
+    assert task_labels("tnews", test) == list(TASKS["tnews"].labels)
+    assert {e.label for e in test} == set(TASKS["tnews"].labels)
+
+
+def _jsonl(path: Path, rows: list[dict]) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(json.dumps(r, ensure_ascii=False) for r in rows))  # no final \n
+    return path
+
+
+def _ocnli_row(i: int, label: str) -> dict:
+    votes = {f"label{k}": label for k in range(5)}
+    return {"level": "easy", "sentence1": f"前提{i}", "sentence2": f"假设{i}", "label": label,
+            **votes, "genre": "news", "prem_id": f"news_{i}", "id": i}  # fmt: skip
+
+
+def test_ocnli_drops_and_counts_dash_labels(tmp_path, caplog):
+    folder = tmp_path / "ocnli"
+    labels = ["entailment", "-", "neutral", "contradiction", "-"]
+    _jsonl(folder / "train.10k.json", [_ocnli_row(i, y) for i, y in enumerate(labels)])
+    _jsonl(folder / "train.3k.json", [_ocnli_row(i, y) for i, y in enumerate(labels[:2])])
+    _jsonl(folder / "dev.json", [_ocnli_row(i, y) for i, y in enumerate(["-", "neutral"])])
+    _jsonl(folder / "test.json", [{"sentence1": "甲", "sentence2": "乙", "id": 0}])
+    with caplog.at_level("INFO", logger="selfsup.data.tasks"):
+        train = load_task("ocnli", folder, "train")
+    assert [e.label for e in train] == ["entailment", "neutral", "contradiction"]
+    assert [e.text for e in train] == ["前提0", "前提2", "前提3"]
+    assert train.skipped == 2 and "'-'" in train.skipped_what
+    assert "skipped 2 rows labelled '-'" in caplog.text
+    small = load_task("ocnli", folder, "train", train_size="3k")
+    assert (len(small), small.skipped) == (1, 1)
+    dev = load_task("ocnli", folder, "dev")
+    assert [(e.text_pair, e.label) for e in dev] == [("假设1", "neutral")] and dev.skipped == 1
+    test = load_task("ocnli", folder, "test")
+    assert [(e.text, e.text_pair, e.label) for e in test] == [("甲", "乙", None)]
+    with pytest.raises(ConfigError, match="train_size '50k'.*10k, 3k"):
+        load_task("ocnli", folder, "train", train_size="50k")
+    _jsonl(folder / "dev.json", [_ocnli_row(0, "maybe")])
+    with pytest.raises(ConfigError, match="label 'maybe' is not one of"):
+        load_task("ocnli", folder, "dev")
+
+
+def test_tnews_int_labels_and_folds(tmp_path):
+    folder = tmp_path / "tnews-fewclue"
+
+    def rows(fold: int, labels: list[int]) -> list[dict]:
+        return [{"label": y, "label_desc": "news_x", "sentence": f"标题{fold}-{i}",
+                 "keywords": "", "id": i} for i, y in enumerate(labels)]  # fmt: skip
+
+    for fold in (0, 1):
+        _jsonl(folder / f"train_{fold}.json", rows(fold, [100, 116 - fold]))
+        _jsonl(folder / f"dev_{fold}.json", rows(fold, [102]))
+    _jsonl(folder / "train_few_all.json", rows(9, [100, 115, 116]))
+    _jsonl(folder / "test_public.json", rows(7, [104, 110]))
+    _jsonl(folder / "test.json", [{"id": "0", "sentence": "无标签"}])
+    assert [e.label for e in load_task("tnews", folder, "train")] == ["100", "116"]
+    train1 = load_task("tnews", folder, "train", fold=1)
+    assert [(e.text, e.label) for e in train1] == [("标题1-0", "100"), ("标题1-1", "115")]
+    assert len(load_task("tnews", folder, "train", fold="all")) == 3
+    assert [e.label for e in load_task("tnews", folder, "test")] == ["104", "110"]
+    assert [e.label for e in load_task("tnews", folder, "test_public")] == ["104", "110"]
+    assert [e.label for e in load_task("tnews", folder, "test_private")] == [None]
+    with pytest.raises(ConfigError, match="fold 5 for task 'tnews' is not one of 0, 1, 2, 3, 4"):
+        load_task("tnews", folder, "train", fold=5)
+    with pytest.raises(ConfigError, match="no dev file for task 'tnews'.*dev_few_all"):
+        load_task("tnews", folder, "dev", fold="all")
+    _jsonl(folder / "dev_0.json", rows(0, [105]))  # not a TNEWS' class
+    with pytest.raises(ConfigError, match="label id 105 is out of range"):
+        load_task("tnews", folder, "dev")

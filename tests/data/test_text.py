@@ -136,6 +136,30 @@ def test_split_sentences(text, sentences):
     assert split_sentences(text) == sentences
 
 
+@pytest.mark.parametrize(
+    "text, sentences",
+    [
+        # No split after a title, "e.g.", "etc." or an initial; "I." is the pronoun.
+        ("Mr. Smith met Dr. Jones. They left.", ["Mr. Smith met Dr. Jones.", "They left."]),
+        ("Mrs. Ms. Prof. St. Paul came. Then rain.", ["Mrs. Ms. Prof. St. Paul came.",
+                                                      "Then rain."]),
+        ("Fruit, e.g. Apples, i.e. Red ones. Done.", ["Fruit, e.g. Apples, i.e. Red ones.",
+                                                      "Done."]),
+        ("Tools, etc. Were sold. So did I. Then.", ["Tools, etc. Were sold.", "So did I.",
+                                                    "Then."]),
+        ("J. R. R. Tolkien wrote it. (Dr. No.) Fine.", ["J. R. R. Tolkien wrote it.",
+                                                        "(Dr. No.)", "Fine."]),
+        # Chinese: after 。！？ and their closing quotes, with or without a space.
+        ("今天天气很好。我们去公园吧！你来吗？好的。",
+         ["今天天气很好。", "我们去公园吧！", "你来吗？", "好的。"]),
+        ("他说：“你好。”然后走了。 The end.", ["他说：“你好。”", "然后走了。", "The end."]),
+        ("真的吗？！「是的。」", ["真的吗？！", "「是的。」"]),
+    ],
+)  # fmt: skip
+def test_split_sentences_abbreviations_and_chinese(text, sentences):
+    assert split_sentences(text) == sentences
+
+
 def test_read_documents_formats(tmp_path):
     (tmp_path / "sub").mkdir()
     (tmp_path / "a.txt").write_text("Line one\nwrapped here.\n\n\n  Second paragraph.  \n")

@@ -1,0 +1,48 @@
+"""`selfsup export`: any model folder as a HuggingFace folder or an ONNX graph."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from selfsup.checkpoint import is_run, verify_manifest
+from selfsup.encoders.text import BertConfig
+from selfsup.errors import ConfigError
+from selfsup.finetune import load_finetuned
+from selfsup.interop.hf_bert import export_hf_task
+from selfsup.models import FINETUNE_FORMAT, export_hf_folder, folder_format, load_model
+from selfsup.paths import check_out_folder
+
+EXPORT_FORMATS = ("hf", "onnx")
+
+
+def export_model(path: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf") -> str:
+    """Export any model folder as `fmt`: a fine-tuned folder with its task head
+    (transformers' BertFor{SequenceClassification,TokenClassification,QuestionAnswering}, or an
+    ONNX graph of its logits), a run or HF folder as BertForPreTraining / BertForMaskedLM /
+    BertModel (hf) or its encoder's last hidden state (onnx). Returns what was written, in
+    words."""
+    from selfsup.interop.onnx import export_onnx  # needs onnx: imported when asked for
+
+    if fmt not in EXPORT_FORMATS:
+        raise ConfigError(
+            f"unknown export format {fmt!r} (choose from {', '.join(EXPORT_FORMATS)})"
+        )
+    out = check_out_folder(out)
+    p = Path(path)
+    if p.is_dir() and not is_run(p) and folder_format(p) == FINETUNE_FORMAT:
+        verify_manifest(p)  # a changed or truncated weights file: one line naming it
+        model, tok, config = load_finetuned(p)
+        mcfg, kind, labels = BertConfig(**config["model"]), config["kind"], config["labels"]
+        max_len = config.get("max_len") if kind != "tag" else mcfg.max_len
+        if fmt == "hf":
+            name = export_hf_task(model, mcfg, kind, labels, tok, out, max_len)
+            return f"{name} folder (loads with transformers.{name}.from_pretrained)"
+        export_onnx(model, kind, mcfg, tok, out, labels, config.get("task"), max_len)
+        return f"ONNX {kind} model (model.onnx, tokenizer, config.json)"
+    loaded = load_model(p)
+    if fmt == "onnx":
+        export_onnx(loaded.encoder, "encoder", loaded.config, loaded.tokenizer, out)
+        return "ONNX encoder (model.onnx -> last_hidden_state, tokenizer, config.json)"
+    export_hf_folder(loaded, out)
+    return "HuggingFace BERT folder (loads with transformers.BertForPreTraining.from_pretrained)"
