@@ -1,6 +1,6 @@
 """`selfsup <command>`; bare `selfsup` lists the commands, `selfsup COMMAND --help` their options.
 
-Each command parses its flags, calls its recipe in the library (selfsup.pretrain, finetune,
+Each command parses its flags, calls its recipe in the library (selfsup.pretraining, finetune,
 benchmark, embed, fill_mask, inspect) and prints. Bad input ends with one line
 `selfsup: error: ...` on stderr and exit code 2, never a traceback.
 """
@@ -287,13 +287,34 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
         choices=["best", "last"],
         help="the weights of the evaluation with the best dev metric, or the last ones",
     )
+    p.add_argument(
+        "--patience",
+        type=int,
+        default=0,
+        help="stop after N dev evaluations without a better main metric (0: never)",
+    )
+    p.add_argument(
+        "--class-weights",
+        default=None,
+        choices=["balanced"],
+        help="classify: weigh each class's loss by n / (classes * its count in training)",
+    )
     p.add_argument("--text-column", default=None)
     p.add_argument("--text-pair-column", default=None)
     p.add_argument("--label-column", default=None)
     p.add_argument("--tagset", default=None, help="pos/tag: upos (default) or xpos")
     p.add_argument("--xpos", action="store_true", help="pos: predict XPOS instead of UPOS")
     p.add_argument("--lang", default=None, help="xquad: language (en, zh, ...)")
+    _add_clue_file_args(p)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+
+
+def _add_clue_file_args(p: argparse.ArgumentParser) -> None:
+    """The CLUE options that pick a file: tnews' FewCLUE fold, ocnli's training subset."""
+    p.add_argument("--fold", default=None, choices=[*"01234", "all"],
+                   help="tnews: FewCLUE fold 0-4 or all (default 0)")  # fmt: skip
+    p.add_argument("--ocnli-train", default=None, choices=["10k", "3k"],
+                   help="ocnli: training subset (default 10k)")  # fmt: skip
 
 
 def _add_finetune_parsers(sub) -> None:
@@ -311,6 +332,7 @@ def _add_finetune_parsers(sub) -> None:
     for name in ("--text-column", "--text-pair-column", "--label-column", "--tagset", "--lang"):
         p.add_argument(name, default=None)
     p.add_argument("--xpos", action="store_true")
+    _add_clue_file_args(p)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
     p = sub.add_parser("glue", help="every GLUE task found in a folder, several seeds: a table")
@@ -414,8 +436,8 @@ def _set_objective_option(cfg, flag: str, name: str, value) -> None:
     setattr(cfg.objective, name, value)
 
 
-def cmd_pretrain(args) -> None:
-    from selfsup.pretrain import pretrain, saved_config
+def cmd_pretrain(args) -> dict:
+    from selfsup.pretraining import pretrain, saved_config
 
     resume = args.resume is not None
     out = args.resume or args.out
@@ -431,7 +453,7 @@ def cmd_pretrain(args) -> None:
         out = f"runs/{cfg.preset}-{cfg.objective.name.replace('+', '-')}-{stamp}"
         latest = Path("runs") / "latest"
     try:
-        pretrain(
+        return pretrain(
             cfg,
             Path(out),
             resume=resume,
@@ -459,7 +481,7 @@ def _point_latest(link: Path, run: Path) -> None:
 
 
 def cmd_tokenizer(args) -> None:
-    from selfsup.pretrain import tokenizer_from_files
+    from selfsup.pretraining import tokenizer_from_files
 
     tok = tokenizer_from_files(
         args.input, args.out, args.vocab_size, not args.cased, args.text_field, args.encoding
@@ -537,6 +559,17 @@ def _task_options(args) -> dict:
             opts[name] = value
     if getattr(args, "xpos", False):
         opts["tagset"] = "xpos"
+    for flag, name, value in (
+        ("--fold", "fold", getattr(args, "fold", None)),
+        ("--ocnli-train", "train_size", getattr(args, "ocnli_train", None)),
+    ):
+        if value is not None:
+            from selfsup.data.tasks import get_task
+
+            if name not in get_task(args.task).options:
+                owner = "tnews" if name == "fold" else "ocnli"
+                raise ConfigError(f"{flag} is for task {owner}, not {args.task}")
+            opts[name] = value
     return opts
 
 
@@ -547,23 +580,24 @@ def _finetune_settings(args) -> dict:
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_len=args.max_len,
         preset=args.preset, tokenizer=args.tokenizer, eval_every=args.eval_every,
         train_limit=args.train_limit, article_holdout=args.article_holdout,
-        dev_fraction=args.dev_fraction, dev=args.dev, keep=args.keep,
-        options=_task_options(args), device=args.device,
+        dev_fraction=args.dev_fraction, dev=args.dev, keep=args.keep, patience=args.patience,
+        class_weights=args.class_weights, options=_task_options(args), device=args.device,
     )  # fmt: skip
 
 
-def cmd_finetune(args) -> None:
-    from selfsup.finetune import FinetuneConfig, finetune, json_safe
+def cmd_finetune(args) -> dict:
+    from selfsup.finetuning import FinetuneConfig, finetune, json_safe
 
     cfg = FinetuneConfig(
         args.task, args.data, args.init, args.out, seed=args.seed, **_finetune_settings(args)
     )
     res = finetune(cfg, progress=_tty())
     print(json.dumps(json_safe({"task": args.task, **res["dev"]})))
+    return res
 
 
 def cmd_evaluate(args) -> None:
-    from selfsup.finetune import evaluate_finetuned, json_safe
+    from selfsup.finetuning import evaluate_finetuned, json_safe
 
     metrics = evaluate_finetuned(
         args.model, args.task, args.data, args.split, _task_options(args), device=args.device

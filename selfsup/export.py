@@ -8,7 +8,7 @@ from pathlib import Path
 from selfsup.checkpoint import is_run, verify_manifest
 from selfsup.encoders.text import BertConfig
 from selfsup.errors import ConfigError
-from selfsup.finetune import load_finetuned
+from selfsup.finetuning import load_finetuned
 from selfsup.interop.hf_bert import export_hf_task
 from selfsup.models import FINETUNE_FORMAT, export_hf_folder, folder_format, load_model
 from selfsup.paths import check_out_folder

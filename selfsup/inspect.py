@@ -12,7 +12,7 @@ from selfsup.keys import IGNORE
 
 
 def inspect_masking(cfg: RunConfig, n_batches: int = 50, encoding: str = "utf-8") -> dict:
-    from selfsup.pretrain import prepare_data
+    from selfsup.pretraining import prepare_data
 
     if n_batches < 1:
         raise ConfigError(f"the number of batches must be at least 1, got {n_batches}")

@@ -135,7 +135,7 @@ def _text(row: dict, column: str, where: str) -> str:
 
 def class_probabilities(model, feats, pad_id: int, batch_size: int) -> list[list[float]]:
     """Softmax probabilities (one list per feature, in feature order) of a classifier."""
-    from selfsup.finetune import eval_batches
+    from selfsup.finetuning import eval_batches
     from selfsup.predict import predict_batches
 
     probs: list = [None] * len(feats)
@@ -186,7 +186,7 @@ def predict_rows(
 ) -> tuple[list[dict], dict]:
     """(one output dict per example, in order; counts) with a `load_finetuned` model. Counts:
     rows, max_len, truncated (inputs cut), and for tag cut_words, for qa windows."""
-    from selfsup.finetune import FinetuneConfig, make_features, predict
+    from selfsup.finetuning import FinetuneConfig, make_features, predict
 
     kind, labels = config["kind"], config["labels"]
     ft = config.get("finetune", {})
@@ -279,7 +279,7 @@ def predict_file(
     predict_rows plus "kind" and "note" (the truncation line, "" when nothing was cut)."""
     from selfsup.checkpoint import atomic_write_text
     from selfsup.device import resolve_device
-    from selfsup.finetune import json_safe, load_finetuned
+    from selfsup.finetuning import json_safe, load_finetuned
 
     if batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")

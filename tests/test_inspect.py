@@ -14,7 +14,7 @@ from selfsup.data.text import default_corpus
 from selfsup.inspect import inspect_masking
 from selfsup.keys import IGNORE
 from selfsup.presets import preset
-from selfsup.pretrain import prepare_data
+from selfsup.pretraining import prepare_data
 
 N_BATCHES = 20  # of 32 rows of up to 128 tokens: ~64k real tokens
 

@@ -16,7 +16,7 @@ import pytest
 import torch
 from helpers import assert_clean_error, cli, strict_json
 
-from selfsup.finetune import load_finetuned
+from selfsup.finetuning import load_finetuned
 from selfsup.label import predict_file
 
 WORDS = "the a river stone light house garden music runs over quickly good bad".split()

@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load_file
 from torch import nn
 
-import selfsup.pretrain
+import selfsup.pretraining
 from selfsup.checkpoint import save_checkpoint
 from selfsup.config import TrainConfig
 from selfsup.encoders.text import BertConfig, build_encoder
@@ -27,7 +27,7 @@ from selfsup.keys import IGNORE
 from selfsup.objectives import MLM
 from selfsup.objectives.base import batch_loss
 from selfsup.presets import preset
-from selfsup.pretrain import prepare_data, pretrain
+from selfsup.pretraining import prepare_data, pretrain
 from selfsup.train import lr_factor, param_groups, train
 
 TIMING_KEYS = {"tokens_per_s", "data_share"}  # wall-clock figures: never equal between runs
@@ -311,7 +311,7 @@ def test_failed_start_leaves_no_run(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
         raise RuntimeError("boom")
 
-    monkeypatch.setattr(selfsup.pretrain, "train", broken)
+    monkeypatch.setattr(selfsup.pretraining, "train", broken)
     with pytest.raises(RuntimeError, match="boom"):
         pretrain(cfg, out, progress=False, log=quiet)
     assert not out.exists()
@@ -320,7 +320,7 @@ def test_failed_start_leaves_no_run(tmp_path, monkeypatch):
         save_checkpoint(run_dir, 1, model, {"step": 1})
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(selfsup.pretrain, "train", interrupted_after_a_checkpoint)
+    monkeypatch.setattr(selfsup.pretraining, "train", interrupted_after_a_checkpoint)
     with pytest.raises(KeyboardInterrupt):
         pretrain(cfg, out, progress=False, log=quiet)
     assert (out / "config.json").exists()  # resumable: kept

@@ -12,7 +12,10 @@ names; `predict` returns the logits for unlabelled batches.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+import torch.nn.functional as F
 
 from selfsup.encoders.text import BertEncoder, init_bert_weights
 from selfsup.heads.classify import ClassifyHead
@@ -52,13 +55,41 @@ class _Supervised(Objective):
 
 
 class SequenceClassification(_Supervised):
+    """With `class_weights` (one per class, e.g. sklearn's "balanced" n / (C * count_c)) an
+    example's loss is w[y] * ce and the loss is a mean over the weight of the labelled examples,
+    sum(w[y] ce) / sum(w[y]) (F.cross_entropy's weighted mean), so any split of a batch still
+    trains the same. The weights only shape training: they are a non-persistent buffer, not in
+    the state dict, and predictions never use them."""
+
     terms = {"ce_loss": "examples", "acc": "examples"}
     loss_terms = ("ce_loss",)
 
-    def __init__(self, encoder: BertEncoder, n_classes: int, dropout: float = 0.1):
+    def __init__(
+        self,
+        encoder: BertEncoder,
+        n_classes: int,
+        dropout: float = 0.1,
+        class_weights: Sequence[float] | torch.Tensor | None = None,
+    ):
         super().__init__(encoder)
         self.head = ClassifyHead(encoder.dim, n_classes, dropout)
         init_bert_weights(self.head)
+        w = None
+        if class_weights is not None:
+            w = torch.as_tensor(class_weights, dtype=torch.float).detach().clone()
+            if w.shape != (n_classes,) or not bool((w >= 0).all() and w.isfinite().all()):
+                raise ValueError(f"class_weights must be {n_classes} finite values >= 0")
+            self.terms = {"ce_loss": "weight", "acc": "examples"}
+        self.register_buffer("class_weights", w, persistent=False)
+
+    def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        out = super().counts(batch)
+        if self.class_weights is not None:
+            labels = batch[LABELS]
+            keep = labels != IGNORE
+            w = self.class_weights.to(labels.device)
+            out["weight"] = float(w[labels[keep]].sum())
+        return out
 
     def predict(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         return {"logits": self.head(_encode(self.encoder, batch)["pooled"])}  # (B, C)
@@ -66,7 +97,14 @@ class SequenceClassification(_Supervised):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         logits = self.predict(batch)["logits"]
         labels = batch[LABELS]
-        return {"ce_loss": masked_ce(logits, labels, "sum"), "acc": hits(logits.detach(), labels)}
+        if self.class_weights is None:
+            loss = masked_ce(logits, labels, "sum")
+        else:  # sum of w[y] * ce over the labelled rows; the loop divides by their weight
+            loss = F.cross_entropy(
+                logits.float(), labels, weight=self.class_weights, ignore_index=IGNORE,
+                reduction="sum",
+            )  # fmt: skip
+        return {"ce_loss": loss, "acc": hits(logits.detach(), labels)}
 
 
 class Regression(_Supervised):

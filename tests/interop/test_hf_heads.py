@@ -1,7 +1,7 @@
 """Fine-tuned models exported for transformers: BertForSequenceClassification /
 TokenClassification / QuestionAnswering give our logits, losses and gradients on the same
 weights (fp32, 1e-5), and transformers' pipelines on the exported folder predict what
-selfsup.finetune.predict predicts.
+selfsup.finetuning.predict predicts.
 
 The task models carry perturbed random weights (zero biases and unit norms would hide a mapping
 bug) and are saved as `selfsup finetune` saves them.
@@ -21,7 +21,7 @@ from selfsup.checkpoint import save_final
 from selfsup.data.tasks import QAExample, TaggedSentence, TextExample
 from selfsup.encoders.text import BertConfig, build_encoder
 from selfsup.export import export_model
-from selfsup.finetune import (
+from selfsup.finetuning import (
     build_task_model,
     load_finetuned,
     make_features,
@@ -52,7 +52,7 @@ AUTO = {
 
 
 def make_finetuned(folder: Path, tok, kind: str, perturb, seed: int = 0) -> Path:
-    """A fine-tuned folder laid out as selfsup.finetune writes it, with perturbed weights."""
+    """A fine-tuned folder laid out as selfsup.finetuning writes it, with perturbed weights."""
     cfg = BertConfig(vocab_size=tok.vocab_size, dim=32, n_layers=2, n_heads=2, ffn_dim=64,
                      max_len=160, dropout=0.0, attn_dropout=0.0, pad_id=tok.pad_id)  # fmt: skip
     labels = LABELS_OF[kind]

@@ -15,7 +15,7 @@ from test_hf_heads import LABELS_OF, make_finetuned
 
 from selfsup.data.tokenizer import load_tokenizer
 from selfsup.export import export_model
-from selfsup.finetune import load_finetuned
+from selfsup.finetuning import load_finetuned
 from selfsup.interop.onnx import INPUTS, OUTPUTS
 from selfsup.layers.attention import CPU_MATH_MAX_LEN
 from selfsup.models import load_model

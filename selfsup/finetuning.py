@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -343,11 +344,13 @@ class FinetuneConfig:
     dev_fraction: float = 0.1
     dev: str | None = None  # a separate labelled file (or folder) to score on
     keep: str = "best"  # best: the weights of the evaluation with the best dev metric; last
+    patience: int = 0  # stop after this many evaluations without a better dev metric (0: off)
+    class_weights: str | None = None  # classify: "balanced" weighs each class's loss n/(C n_c)
     device: str = "auto"  # auto: the GPU when there is one
     options: dict = field(default_factory=dict)  # task reader options (columns, tagset...)
 
 
-def build_task_model(kind: str, encoder, n_labels: int | None, dropout: float):
+def build_task_model(kind: str, encoder, n_labels: int | None, dropout: float, class_weights=None):
     from selfsup.objectives.supervised import (
         Regression,
         SequenceClassification,
@@ -356,7 +359,7 @@ def build_task_model(kind: str, encoder, n_labels: int | None, dropout: float):
     )
 
     if kind in ("classify", "pair-classify"):
-        return SequenceClassification(encoder, n_labels, dropout)
+        return SequenceClassification(encoder, n_labels, dropout, class_weights)
     if kind == "regress":
         return Regression(encoder, dropout)
     if kind == "tag":
@@ -427,8 +430,11 @@ def load_splits(cfg: FinetuneConfig, log=print):
     else:
         dev_ex = load_task(cfg.task, cfg.data, "dev", **options)
     train_ex = load_task(cfg.task, cfg.data, "train", **options)
+    what = "questions whose answer is not in the context"  # the QA readers' only skip
     if getattr(train_ex, "skipped", 0):
-        log(f"skipped {train_ex.skipped} training questions whose answer is not in the context")
+        log(f"skipped {train_ex.skipped} training {getattr(train_ex, 'skipped_what', '') or what}")
+    if getattr(dev_ex, "skipped", 0) and getattr(dev_ex, "skipped_what", ""):
+        log(f"skipped {dev_ex.skipped} dev {dev_ex.skipped_what}: {len(dev_ex)} scored")
     return train_ex, dev_ex
 
 
@@ -541,9 +547,16 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
     for name in ("epochs", "lr", "batch_size", "max_len"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be positive")
-    for name in ("train_limit", "eval_every"):
+    for name in ("train_limit", "eval_every", "patience"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"--{name.replace('_', '-')} must be >= 0")
+    if cfg.keep not in ("best", "last"):
+        raise ConfigError(f"--keep must be best or last, got {cfg.keep!r}")
+    if cfg.class_weights is not None:
+        if cfg.class_weights != "balanced":
+            raise ConfigError(f"--class-weights must be balanced, got {cfg.class_weights!r}")
+        if kind not in ("classify", "pair-classify"):
+            raise ConfigError(f"--class-weights is for classification tasks, not {kind}")
     train_ex, dev_ex = load_splits(cfg, log)
     if cfg.train_limit:
         rng = np.random.default_rng(seed_for(cfg.seed, Stream.TRAIN_LIMIT))
@@ -559,7 +572,14 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
     encoder, tok, mcfg = init_encoder(cfg, log)
     max_len = min(cfg.max_len, mcfg.max_len)
     torch.manual_seed(cfg.seed)
-    model = build_task_model(kind, encoder, len(labels) if labels else None, cfg.dropout)
+    class_weights = None
+    if cfg.class_weights is not None:
+        class_weights = balanced_class_weights([e.label for e in train_ex], labels)
+        log("class weights (balanced): " + ", ".join(
+            f"{lab} {w:.3f}" for lab, w in zip(labels, class_weights, strict=True)))  # fmt: skip
+    model = build_task_model(
+        kind, encoder, len(labels) if labels else None, cfg.dropout, class_weights
+    )
     set_dropout(model.encoder, cfg.dropout)
     model.to(resolve_device(cfg.device))
     train_feats = make_features(kind, tok, train_ex, max_len, labels, cfg)
@@ -569,18 +589,27 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
     steps = max(1, round(cfg.epochs * batches.per_epoch))
     metric = main_metric(cfg.task, kind)
     history: list[dict] = []
-    if cfg.keep not in ("best", "last"):
-        raise ConfigError(f"--keep must be best or last, got {cfg.keep!r}")
-    best: dict = {}  # the best evaluation so far: its index, value and weights (on the CPU)
+    # kept: the evaluation whose weights the folder keeps (a CPU copy): the best so far by
+    # `metric` with keep=best (the last one until any is finite), every one with keep=last.
+    # best: the best value so far, for --patience.
+    kept: dict = {}
+    best = {"value": -math.inf, "index": None, "since": 0}
 
     def eval_fn(m) -> dict:
         preds = predict(m, dev_feats, kind, tok.pad_id, max_answer_len=cfg.max_answer_len)
         res = score(cfg.task, kind, dev_ex, dev_feats, preds, labels)
         history.append({"step": len(history), **res})
         value = res.get(metric, math.nan)
-        if cfg.keep == "best" and math.isfinite(value) and value > best.get("value", -math.inf):
-            weights = {k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}
-            best.update(index=len(history) - 1, value=value, weights=weights)
+        better = math.isfinite(value) and value > best["value"]
+        if better:
+            best.update(value=value, index=len(history) - 1, since=0)
+        else:
+            best["since"] += 1
+        if cfg.keep == "last" or better or best["index"] is None:
+            snapshot = {k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}
+            kept.update(index=len(history) - 1, weights=snapshot)
+        if cfg.patience and best["since"] >= cfg.patience:
+            raise _EarlyStop({metric: value})
         return {metric: value}
 
     tcfg = TrainConfig(
@@ -590,41 +619,112 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
         seed=cfg.seed, save_every=0, eval_every=cfg.eval_every or batches.per_epoch,
         log_every=max(1, min(50, steps // 20)),
     )  # fmt: skip
+
+    def step_of(i: int) -> int:  # the training step after which evaluation i ran
+        return min(steps, (i + 1) * tcfg.eval_every)
+
     out.mkdir(parents=True, exist_ok=True)
     log(f"{cfg.task}: {len(train_ex)} train / {len(dev_ex)} dev examples, {len(train_feats)} "
         f"features, {steps} steps of {cfg.batch_size}; init {cfg.init}")  # fmt: skip
+    ended: dict = {}  # stopped early / interrupted: train wrote no final weights
+
+    def finish() -> dict:
+        """Write the kept weights (when train did not), config.json and results.json."""
+        last = len(history) - 1
+        if kept and (ended or kept["index"] != last):
+            from selfsup.checkpoint import save_final
+
+            save_final(out, kept["weights"])
+        dev = history[kept["index"]] if kept else {}
+        if kept and kept["index"] != last:  # an earlier evaluation was better
+            log(f"kept the weights of step {dev['step']} ({metric} {best['value']:.4f}; the last "
+                f"evaluation gave {history[-1].get(metric, math.nan):.4f})")  # fmt: skip
+        config = {
+            "format": FINETUNE_FORMAT, "task": cfg.task, "kind": kind, "labels": labels,
+            "model": mcfg.__dict__, "max_len": max_len, "init": cfg.init,
+            "class_weights": class_weights, "finetune": {k: v for k, v in cfg.__dict__.items()},
+        }  # fmt: skip
+        save_json(out / "config.json", config)
+        result = {"task": cfg.task, "init": cfg.init, "seed": cfg.seed, "dev": dev,
+                  "main_metric": metric,
+                  "kept": "best" if cfg.keep == "best" and best["index"] is not None else "last",
+                  "kept_step": dev.get("step"), **ended, "history": history}  # fmt: skip
+        save_json(out / "results.json", result)
+        return result
+
     try:
         tok.save(out / "tokenizer")
         train(model, batches, tcfg, out, eval_fn=eval_fn, log=log, progress=progress)
+    except _EarlyStop as stop:
+        at = step_of(len(history) - 1)
+        ended["stopped_early_at"] = at
+        _append_eval_row(out / "metrics.jsonl", at, stop.metrics)  # train could not write it
+        since = step_of(best["index"]) if best["index"] is not None else "-"
+        log(f"stopped early at step {at}: {metric} did not improve on {best['value']:.4f} "
+            f"(step {since}) for {cfg.patience} evaluations")  # fmt: skip
+    except KeyboardInterrupt:
+        if not kept:  # nothing was scored: nothing worth keeping
+            shutil.rmtree(out, ignore_errors=True)
+            log(f"interrupted before the first dev evaluation: removed {out}")
+            raise
+        at = _drop_trainer_checkpoints(out)  # train saved one; a fine-tuning never resumes
+        ended.update(interrupted=True, at_step=at if at is not None else step_of(len(history) - 1))
+        _steps_of(history, step_of)
+        result = finish()
+        log(
+            f"interrupted at step {ended['at_step']}: kept the weights of step "
+            f"{result['kept_step']} ({metric} {result['dev'].get(metric, math.nan):.4f}) in {out}"
+        )
+        raise
     except BaseException:
-        import shutil
-
         shutil.rmtree(out, ignore_errors=True)
         raise
-    for i, h in enumerate(history):
-        h["step"] = min(steps, (i + 1) * tcfg.eval_every)
-    dev = history[-1] if history else {}
-    kept = "last"
-    if best and best["index"] != len(history) - 1:  # an earlier evaluation was better
-        from selfsup.checkpoint import save_final
+    _steps_of(history, step_of)
+    return finish()
 
-        save_final(out, best["weights"])  # the folder's weights are the best evaluation's
-        dev, kept = history[best["index"]], "best"
-        log(f"kept the weights of step {dev['step']} ({metric} {best['value']:.4f}; the last "
-            f"evaluation gave {history[-1].get(metric, math.nan):.4f})")  # fmt: skip
-    elif best:
-        kept = "best"
-    config = {
-        "format": FINETUNE_FORMAT, "task": cfg.task, "kind": kind, "labels": labels,
-        "model": mcfg.__dict__, "max_len": max_len, "init": cfg.init,
-        "finetune": {k: v for k, v in cfg.__dict__.items()},
-    }  # fmt: skip
-    save_json(out / "config.json", config)
-    result = {"task": cfg.task, "init": cfg.init, "seed": cfg.seed, "dev": dev,
-              "main_metric": metric, "kept": kept, "kept_step": dev.get("step"),
-              "history": history}  # fmt: skip
-    save_json(out / "results.json", result)
-    return result
+
+class _EarlyStop(Exception):
+    """Raised by the evaluation that used up --patience: it ends `train` early (the loop has
+    no other way out), and `finetune` writes what `train` would have."""
+
+    def __init__(self, metrics: dict):
+        super().__init__("early stop")
+        self.metrics = metrics
+
+
+def _steps_of(history: list[dict], step_of) -> None:
+    for i, h in enumerate(history):
+        h["step"] = step_of(i)
+
+
+def _append_eval_row(path: Path, step: int, metrics: dict) -> None:
+    """The eval row of metrics.jsonl the loop writes after each evaluation (the stopping
+    evaluation raised before it could)."""
+    row = {"step": step, **{f"eval_{k}": round(v, 5) for k, v in metrics.items()}}
+    with open(path, "a") as f:
+        f.write(json.dumps(json_safe(row)) + "\n")
+
+
+def _drop_trainer_checkpoints(out: Path) -> int | None:
+    """Remove the trainer checkpoint an interrupted `train` saves (weights plus optimizer state,
+    3x the model: a fine-tuning folder is never resumed); its step, or None without one."""
+    from selfsup.checkpoint import latest_checkpoint
+
+    ckpt = latest_checkpoint(out)
+    step = int(ckpt.name.removeprefix("step_")) if ckpt is not None else None
+    shutil.rmtree(out / "checkpoints", ignore_errors=True)
+    return step
+
+
+def balanced_class_weights(train_labels: list, labels: list[str]) -> list[float]:
+    """sklearn's class_weight="balanced": n / (k * n_c) for each of the k classes seen in
+    training (n_c examples of n); 0 for a class never seen (it is never a training target)."""
+    counts = {lab: 0 for lab in labels}
+    for y in train_labels:
+        if y is not None:
+            counts[y] += 1
+    n, k = sum(counts.values()), sum(1 for c in counts.values() if c)
+    return [n / (k * counts[lab]) if counts[lab] else 0.0 for lab in labels]
 
 
 def load_finetuned(path: str | Path):
@@ -648,9 +748,12 @@ def load_finetuned(path: str | Path):
         raise ConfigError(f"{path} has no model.safetensors (the fine-tuning did not finish)")
     mcfg = BertConfig(**config["model"])
     labels = config["labels"]
+    # class weights shape only the training loss (a non-persistent buffer, not in the
+    # weights): rebuilt from config.json so model(batch) gives the loss fine-tuning optimised
     model = build_task_model(
-        config["kind"], build_encoder(mcfg), len(labels) if labels else None, 0.0
-    )
+        config["kind"], build_encoder(mcfg), len(labels) if labels else None, 0.0,
+        config.get("class_weights"),
+    )  # fmt: skip
     model.load_state_dict(load_file(str(p / "model.safetensors")))
     model.eval()
     return model, load_tokenizer(p / "tokenizer"), config
