@@ -39,6 +39,9 @@ from selfsup.paths import check_out_folder
 from selfsup.predict import predict_batches
 from selfsup.seeds import Stream, seed_for
 
+# The layout of a fine-tuned folder's config.json; raised when a field changes meaning.
+FINETUNE_VERSION = 1
+
 # --------------------------------------------------------------------------------------------
 # Features
 # --------------------------------------------------------------------------------------------
@@ -640,7 +643,8 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
             log(f"kept the weights of step {dev['step']} ({metric} {best['value']:.4f}; the last "
                 f"evaluation gave {history[-1].get(metric, math.nan):.4f})")  # fmt: skip
         config = {
-            "format": FINETUNE_FORMAT, "task": cfg.task, "kind": kind, "labels": labels,
+            "format": FINETUNE_FORMAT, "version": FINETUNE_VERSION, "task": cfg.task,
+            "kind": kind, "labels": labels,
             "model": mcfg.__dict__, "max_len": max_len, "init": cfg.init,
             "class_weights": class_weights, "finetune": {k: v for k, v in cfg.__dict__.items()},
         }  # fmt: skip
@@ -744,6 +748,11 @@ def load_finetuned(path: str | Path):
         config = None
     if not isinstance(config, dict) or config.get("format") != FINETUNE_FORMAT:
         raise ConfigError(f"{path} is not a fine-tuned model folder (run `selfsup finetune`)")
+    if config.get("version", 1) > FINETUNE_VERSION:  # folders before versions are version 1
+        raise ConfigError(
+            f"{path} was written by a newer selfsup (fine-tuned folder version "
+            f"{config['version']}, this one reads {FINETUNE_VERSION}): upgrade selfsup"
+        )
     if not (p / "model.safetensors").is_file():
         raise ConfigError(f"{path} has no model.safetensors (the fine-tuning did not finish)")
     mcfg = BertConfig(**config["model"])

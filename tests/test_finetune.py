@@ -1103,3 +1103,19 @@ def test_ocnli_skipped_rows_are_named_in_the_log(tmp_path):
     assert (len(train_ex), len(dev_ex)) == (2, 1)
     assert "skipped 2 training rows labelled '-' (no gold label)" in lines
     assert any(line.startswith("skipped 1 dev rows labelled '-'") for line in lines)
+
+
+def test_fine_tuned_folders_carry_a_format_version(tmp_path, capsys, tiny_run):
+    from selfsup.finetuning import FINETUNE_VERSION, load_finetuned
+
+    data = write_classify(tmp_path / "data", n_train=32, n_dev=8)
+    out = tmp_path / "ft"
+    code, _, err = cli(capsys, "finetune", "--task", "classify", "--data", data, "--init",
+                       tiny_run, "--epochs", "1", "--device", "cpu", "--out", out)  # fmt: skip
+    assert code == 0, err
+    config = json.loads((out / "config.json").read_text())
+    assert config["version"] == FINETUNE_VERSION
+    config["version"] = FINETUNE_VERSION + 1
+    (out / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="newer selfsup"):
+        load_finetuned(out)
