@@ -69,3 +69,19 @@ def pair_data(folder: Path, texts: list[str], tok, chunk_len: int, max_len: int 
     chunks = make_chunks(corpus, chunk_len)
     builder = PairBuilder(corpus, chunks, tok, max_len, "nsp")
     return builder, token_masker(tok, MLMConfig()), np.arange(len(chunks))
+
+
+def pair_batch(lengths, vocab_size: int, g) -> dict:
+    """A padded batch of `[CLS]=2 A [SEP]=3 B [SEP]` rows of the given lengths, random ids from
+    the torch generator `g` (segment B is type 1)."""
+    import torch
+
+    T = max(lengths)
+    ids = torch.zeros(len(lengths), T, dtype=torch.long)
+    types = torch.zeros_like(ids)
+    for i, n in enumerate(lengths):
+        ids[i, :n] = torch.randint(5, vocab_size, (n,), generator=g)
+        ids[i, 0], ids[i, n // 2], ids[i, n - 1] = 2, 3, 3
+        types[i, n // 2 + 1 : n] = 1
+    mask = (torch.arange(T)[None] < torch.tensor(lengths)[:, None]).long()
+    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}

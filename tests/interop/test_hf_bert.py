@@ -12,6 +12,7 @@ import shutil
 
 import pytest
 import torch
+from helpers import pair_batch
 from safetensors.torch import load_file
 
 from selfsup.data.tokenizer import load_tokenizer
@@ -45,15 +46,7 @@ def close(a: torch.Tensor, b: torch.Tensor, atol: float = ATOL) -> None:
 def random_batch(vocab_size: int, lengths=(12, 8, 5), seed: int = 0) -> dict[str, torch.Tensor]:
     """Padded pair batch from random ids: [CLS]=2 A [SEP]=3 B [SEP]; segment B is type 1."""
     g = torch.Generator().manual_seed(seed)
-    T = max(lengths)
-    ids = torch.zeros(len(lengths), T, dtype=torch.long)
-    types = torch.zeros_like(ids)
-    for i, n in enumerate(lengths):
-        ids[i, :n] = torch.randint(5, vocab_size, (n,), generator=g)
-        ids[i, 0], ids[i, n // 2], ids[i, n - 1] = 2, 3, 3
-        types[i, n // 2 + 1 : n] = 1
-    mask = (torch.arange(T)[None] < torch.tensor(lengths)[:, None]).long()
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    return pair_batch(lengths, vocab_size, g)
 
 
 def assert_padded_pairs(batch: dict[str, torch.Tensor]) -> torch.Tensor:

@@ -15,7 +15,7 @@ from types import SimpleNamespace
 
 import pytest
 import torch
-from helpers import assert_clean_error, cli
+from helpers import assert_clean_error, cli, pair_batch
 
 from selfsup.checkpoint import save_final
 from selfsup.data.tasks import QAExample, TaggedSentence, TextExample
@@ -96,14 +96,8 @@ def labelled_batch(kind: str, vocab_size: int, n_labels: int, seed: int = 0) -> 
     g = torch.Generator().manual_seed(seed)
     lengths = [14, 9, 6, 11]
     B, T = len(lengths), max(lengths)
-    ids = torch.zeros(B, T, dtype=torch.long)
-    types = torch.zeros_like(ids)
-    for i, n in enumerate(lengths):
-        ids[i, :n] = torch.randint(5, vocab_size, (n,), generator=g)
-        ids[i, 0], ids[i, n // 2], ids[i, n - 1] = 2, 3, 3
-        types[i, n // 2 + 1 : n] = 1
-    mask = (torch.arange(T)[None] < torch.tensor(lengths)[:, None]).long()
-    batch = {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    batch = pair_batch(lengths, vocab_size, g)
+    mask = batch["attention_mask"]
     if kind == "qa":
         batch[START_POSITIONS] = torch.tensor([3, 0, 2, 5])
         batch[END_POSITIONS] = torch.tensor([5, 0, 4, 9])

@@ -10,7 +10,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import assert_clean_error, cli
+from helpers import assert_clean_error, cli, pair_batch
 from test_hf_heads import LABELS_OF, make_finetuned
 
 from selfsup.data.tokenizer import load_tokenizer
@@ -32,14 +32,7 @@ def batch_of(B: int, T: int, vocab_size: int, seed: int, pad: bool) -> dict[str,
     """[CLS] A [SEP] B [SEP] rows; with `pad` the rows after the first are shorter."""
     g = torch.Generator().manual_seed(seed)
     lengths = [T] + [max(4, T - 3 * (i + 1)) if pad else T for i in range(B - 1)]
-    ids = torch.zeros(B, T, dtype=torch.long)
-    types = torch.zeros_like(ids)
-    for i, n in enumerate(lengths):
-        ids[i, :n] = torch.randint(5, vocab_size, (n,), generator=g)
-        ids[i, 0], ids[i, n // 2], ids[i, n - 1] = 2, 3, 3
-        types[i, n // 2 + 1 : n] = 1
-    mask = (torch.arange(T)[None] < torch.tensor(lengths)[:, None]).long()
-    return {"input_ids": ids, "attention_mask": mask, "token_type_ids": types}
+    return pair_batch(lengths, vocab_size, g)
 
 
 def session(folder):
