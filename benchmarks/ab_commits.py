@@ -39,7 +39,8 @@ def worktree(ref: str, root: Path) -> Path:
 
 
 def run(cmd: list[str], tree: Path, env: dict) -> str:
-    env = {**os.environ, **env, "PYTHONPATH": str(tree)}
+    # fp32 on both sides: a commit with precision "auto" would take bf16 on a bf16 CPU
+    env = {**os.environ, **env, "PYTHONPATH": str(tree), "SELFSUP_PRECISION": "fp32"}
     done = subprocess.run(cmd, cwd=tree, env=env, capture_output=True, text=True)
     if done.returncode:
         raise SystemExit(f"{' '.join(cmd)} failed in {tree}:\n{done.stderr[-2000:]}")

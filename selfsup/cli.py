@@ -110,7 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=None, help="seed of weights, data and masks (0)")
     p.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
     p.add_argument("--eval-every", type=int, default=None, help="held-out eval every N steps")
-    p.add_argument("--bf16", action="store_true", help="bf16 autocast (only where supported)")
+    p.add_argument(
+        "--precision",
+        choices=("auto", "bf16", "fp32"),
+        default=None,
+        help="auto (the default: bf16 autocast where the hardware has native bf16, else fp32; "
+        "$SELFSUP_PRECISION overrides auto) | bf16 | fp32; a resumed run keeps its own",
+    )
+    p.add_argument(
+        "--bf16", dest="precision", action="store_const", const="bf16", help="--precision bf16"
+    )
     p.add_argument(
         "--fsdp",
         action="store_true",
@@ -399,8 +408,8 @@ def _run_config(args, base=None):
             (t, "threads", args.threads), (d, "num_workers", args.workers),
             (t, "device", getattr(args, "device", None)),
         ]  # fmt: skip
-        if args.bf16:
-            t.bf16 = True
+        if args.precision is not None and not (base is not None and args.precision == "auto"):
+            t.precision = args.precision  # resuming, auto means the run's own
         if args.fsdp:
             t.fsdp = True
         if args.compile:

@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field, fields, is_dataclass
 from typing import Any
 
 from selfsup.data.text import TextDataConfig
+from selfsup.device import PRECISIONS
 from selfsup.encoders.text import BertConfig
 from selfsup.errors import ConfigError
 from selfsup.objectives import get_objective
@@ -39,7 +40,9 @@ class TrainConfig:
     schedule: str = "linear"  # linear | cosine | constant
     min_lr_ratio: float = 0.0
     clip_norm: float = 1.0
-    bf16: bool = False
+    # auto: bf16 autocast where the hardware has native bf16, else fp32 (selfsup/device.py);
+    # a run records the concrete value it resolved to.
+    precision: str = "auto"  # auto | bf16 | fp32
     seed: int = 0
     save_every: int = 500
     eval_every: int = 250
@@ -61,6 +64,8 @@ class TrainConfig:
             raise ConfigError(f"lr must be positive, got {self.lr}")
         if self.save_every < 0 or self.eval_every < 0:
             raise ConfigError("save_every and eval_every must be >= 0")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"unknown precision {self.precision!r}; use {', '.join(PRECISIONS)}")
 
 
 @dataclass
@@ -119,13 +124,20 @@ class RunConfig:
 def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
     """Run configs written before objectives owned their config: the objective's name was
     `train.objective`, its masking settings the `mask` section, and `data.vocab_size` the size
-    of the tokenizer to train (now `model.vocab_size`, the one vocabulary size)."""
-    if "mask" not in d and "objective" not in d.get("train", {}):
+    of the tokenizer to train (now `model.vocab_size`, the one vocabulary size). Before
+    `train.precision`, `train.bf16: true/false` meant bf16/fp32."""
+    train = d.get("train", {})
+    old_layout = "mask" in d or "objective" in train
+    old_bf16 = isinstance(train, dict) and "bf16" in train
+    if not old_layout and not old_bf16:
         return d
     d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
     train = d.setdefault("train", {})
-    d["objective"] = {"name": train.pop("objective", MLMConfig.name), **d.pop("mask", {})}
-    d.setdefault("data", {}).pop("vocab_size", None)
+    if old_bf16:
+        train.setdefault("precision", "bf16" if train.pop("bf16") else "fp32")
+    if old_layout:
+        d["objective"] = {"name": train.pop("objective", MLMConfig.name), **d.pop("mask", {})}
+        d.setdefault("data", {}).pop("vocab_size", None)
     return d
 
 

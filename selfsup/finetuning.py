@@ -620,7 +620,7 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
         weight_decay=cfg.weight_decay, betas=(0.9, 0.999), eps=1e-8,
         warmup_steps=round(cfg.warmup_ratio * steps), schedule="linear", clip_norm=1.0,
         seed=cfg.seed, save_every=0, eval_every=cfg.eval_every or batches.per_epoch,
-        log_every=max(1, min(50, steps // 20)),
+        log_every=max(1, min(50, steps // 20)), precision="fp32",
     )  # fmt: skip
 
     def step_of(i: int) -> int:  # the training step after which evaluation i ran

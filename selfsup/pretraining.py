@@ -42,6 +42,7 @@ from selfsup.data.text import (
     unigram_baseline,
 )
 from selfsup.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from selfsup.device import resolve_precision
 from selfsup.errors import ConfigError
 from selfsup.models import run_config
 from selfsup.objectives import build_objective
@@ -226,6 +227,12 @@ def _pretrain(cfg, out, resume, encoding, progress, log, changed, device) -> dic
         check_out_folder(out, " (use --resume or another --out)")
     cfg.validate()
     _check_run_settings(cfg)
+    # Resolved once, here, so config.json records the precision the run trains in; a resumed
+    # run's config holds it already (and its checkpoint's wins in train()).
+    asked = cfg.train.precision
+    cfg.train.precision, why = resolve_precision(asked, device)
+    if resume and asked != "auto":
+        why = "the run's own"
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
     tokenizer_setting = cfg.data.tokenizer
@@ -256,6 +263,7 @@ def _pretrain(cfg, out, resume, encoding, progress, log, changed, device) -> dic
             atomic_write_text(out / "config.json", json.dumps(record, indent=2))
         if changed:
             _log_changes(changed, cfg, out, log)
+        log(f"precision {cfg.train.precision} ({why})")
         final, minutes = _train(cfg, model, data, out, resume, progress, log)
     except BaseException as e:
         kept = latest_checkpoint(out) is not None
@@ -305,13 +313,14 @@ def _train(cfg: RunConfig, model, data: PretrainData, out: Path, resume, progres
             f"distributed: {world} processes ({'FSDP2' if cfg.train.fsdp else 'DDP'}), "
             f"{cfg.train.batch_size // world} sequences of each batch per process"
         )
+    bf16 = cfg.train.precision == "bf16"
     t0 = time.perf_counter()
     final = train(
         model,
         data.batches,
         cfg.train,
         out,
-        (lambda m: evaluate(m, data.eval_batches, cfg.train.bf16)) if data.eval_batches else None,
+        (lambda m: evaluate(m, data.eval_batches, bf16)) if data.eval_batches else None,
         resume=resume,
         num_workers=cfg.data.num_workers,
         log=log,

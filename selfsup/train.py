@@ -21,7 +21,7 @@ from torch import nn
 from selfsup import distributed
 from selfsup.checkpoint import load_checkpoint, save_checkpoint, save_final
 from selfsup.config import TrainConfig
-from selfsup.device import bf16_supported
+from selfsup.device import resolve_precision
 from selfsup.errors import ConfigError
 from selfsup.objectives.base import normalise, total_loss
 
@@ -108,7 +108,7 @@ def train(
             "on a different batch; use a larger --batch-size"
         )
     found = load_checkpoint(run_dir, log) if resume else None
-    bf16 = cfg.bf16
+    precision = cfg.precision  # concrete from the recipe; "auto" is resolved here otherwise
     if found is not None:
         ckpt, weights, state = found
         try:
@@ -116,12 +116,8 @@ def train(
         except RuntimeError as e:  # missing/unexpected keys or shapes: another model
             first = str(e).splitlines()[0]
             raise ConfigError(f"the weights of {ckpt} do not fit this model: {first}") from None
-        bf16 = state.get("precision", "bf16" if cfg.bf16 else "fp32") == "bf16"  # the run's own
-    if bf16 and not bf16_supported(device):
-        raise ConfigError(
-            "bf16 was requested but this hardware has no bf16 support (it would run ~20x slower); "
-            "drop --bf16"
-        )
+        precision = state.get("precision", precision)  # the run's own
+    bf16 = resolve_precision(precision, device)[0] == "bf16"  # bf16 without the hardware: error
     model = distributed.wrap(model, cfg.fsdp)  # under torchrun: DDP or FSDP2; else as it is
     optimizer = torch.optim.AdamW(
         param_groups(model, cfg.weight_decay),

@@ -21,6 +21,9 @@ from selfsup.presets import preset
 # imports transformers (huggingface_hub reads these once, at import).
 os.environ["HF_HUB_OFFLINE"] = "1"
 os.environ["TRANSFORMERS_OFFLINE"] = "1"
+# The same numbers on any CPU: `auto` precision would pick bf16 where the CPU has it natively.
+# tests/test_precision.py unsets this to test the rule itself.
+os.environ["SELFSUP_PRECISION"] = "fp32"
 
 # Mixed case, accents, a German sharp s and Chinese, so lowercasing, accent stripping and CJK
 # splitting all matter.

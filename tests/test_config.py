@@ -41,7 +41,25 @@ def test_old_run_config_is_upgraded():
     assert cfg.model.vocab_size == 300 and cfg.train.steps == 40
     assert cfg.train.betas == (0.9, 0.98)  # a tuple again, as AdamW takes it
     assert not hasattr(cfg.train, "objective") and not hasattr(cfg.data, "vocab_size")
+    assert cfg.train.precision == "fp32"  # "bf16": false
     cfg.validate()
+
+
+@pytest.mark.parametrize("bf16, precision", [(True, "bf16"), (False, "fp32")])
+def test_a_saved_bf16_flag_keeps_its_precision(bf16, precision):
+    """Run configs written before train.precision said `train.bf16: true/false`."""
+    d = preset("tiny").to_dict()
+    train = {k: v for k, v in d["train"].items() if k != "precision"}
+    cfg = RunConfig.from_dict({**d, "train": {**train, "bf16": bf16}})
+    assert cfg.train.precision == precision and not hasattr(cfg.train, "bf16")
+
+
+def test_precision_is_a_choice():
+    cfg = preset("tiny")
+    assert cfg.train.precision == "auto"
+    cfg.train.precision = "fp16"
+    with pytest.raises(ConfigError, match="unknown precision 'fp16'; use auto, bf16, fp32"):
+        cfg.validate()
 
 
 def test_round_trip_through_json():
