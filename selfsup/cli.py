@@ -263,7 +263,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_finetune_parsers(sub)
+    for name, example in EXAMPLES.items():  # commands whose block sets no epilog of its own
+        if sub.choices[name].epilog is None:
+            sub.choices[name].epilog = f"example: {example}"
     return parser
+
+
+EXAMPLES = {
+    "pretrain": "selfsup pretrain --data books/ --preset mini --steps 2000 --out runs/mini",
+    "export": "selfsup export ft/sst2 --format onnx --out sst2-onnx/",
+    "embed": "selfsup embed runs/latest --input sentences.txt --out vectors.npy --pooling mean",
+    "predict": "selfsup predict ft/sst2 --input reviews.txt --out pred.jsonl --top-k 1",
+    "finetune": "selfsup finetune --task classify --data reviews.csv --text-column review "
+    "--label-column stars --init runs/latest --out ft/reviews",
+    "evaluate": "selfsup evaluate ft/sst2 --task sst2 --data glue/SST-2 --split dev",
+    "glue": "selfsup glue --init runs/latest --data glue/ --seeds 0 1 2 --out glue-run",
+    "clue": "selfsup clue --init runs/latest --data clue/ --seeds 0 1 2 --out clue-run",
+    "compare": "selfsup compare --init pre=runs/latest --init scratch --tokenizer runs/latest "
+    "--task sst2 --data glue/SST-2 --seeds 0 1 2 --out cmp",
+}
 
 
 def _add_finetune_args(p: argparse.ArgumentParser) -> None:

@@ -10,6 +10,7 @@ import json
 import math
 import os
 import random
+import re
 import shlex
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ import pytest
 import torch
 from helpers import assert_clean_error, cli
 
-from selfsup.cli import main
+from selfsup.cli import COMMANDS, main
 
 SUBJECTS = [
     "the old sailor", "a young doctor", "my sister", "the farmer", "our teacher", "the captain",
@@ -423,3 +424,10 @@ def test_tokenizer_command(corpus, tmp_path, capsys):
     # The folder is not empty any more: a second call refuses to overwrite it.
     code, _, err = cli(capsys, "tokenizer", "--input", *corpus, "--out", out)
     assert_clean_error(code, err, None, "not empty")
+
+
+@pytest.mark.parametrize("command", sorted(COMMANDS))
+def test_every_command_help_has_an_example(command, capsys):
+    code, out, _ = cli(capsys, command, "--help")
+    assert code == 0
+    assert re.search(r"^examples?:", out, re.M) and "selfsup " in out.split("example")[-1]
