@@ -446,8 +446,6 @@ def _run_config(args, base=None):
         if value is not None:
             _set_objective_option(cfg, flag, name, value)
     apply_overrides(cfg, args.set)
-    if getattr(cfg.objective, "whole_word", False) and getattr(cfg.objective, "span", False):
-        raise ConfigError("--whole-word and --span: choose one (span masking masks whole words)")
     if args.command == "pretrain" and base is None and 0 < t.steps <= t.warmup_steps:
         # In the run's log (stdout), not stderr: stderr holds one line, the error, if any.
         warmup = t.steps // 10

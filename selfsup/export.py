@@ -5,12 +5,17 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from selfsup.checkpoint import is_run, verify_manifest
+from selfsup.checkpoint import is_run
 from selfsup.encoders.text import BertConfig
 from selfsup.errors import ConfigError
-from selfsup.finetuning import load_finetuned
 from selfsup.interop.hf_bert import export_hf_task
-from selfsup.models import FINETUNE_FORMAT, export_hf_folder, folder_format, load_model
+from selfsup.models import (
+    FINETUNE_FORMAT,
+    export_hf_folder,
+    folder_format,
+    load_finetuned,
+    load_model,
+)
 from selfsup.paths import check_out_folder
 
 EXPORT_FORMATS = ("hf", "onnx")
@@ -31,7 +36,6 @@ def export_model(path: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf
     out = check_out_folder(out)
     p = Path(path)
     if p.is_dir() and not is_run(p) and folder_format(p) == FINETUNE_FORMAT:
-        verify_manifest(p)  # a changed or truncated weights file: one line naming it
         model, tok, config = load_finetuned(p)
         mcfg, kind, labels = BertConfig(**config["model"]), config["kind"], config["labels"]
         max_len = config.get("max_len") if kind != "tag" else mcfg.max_len

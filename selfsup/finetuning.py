@@ -34,13 +34,11 @@ from selfsup.keys import (
     START_POSITIONS,
     TOKEN_TYPE_IDS,
 )
-from selfsup.models import FINETUNE_FORMAT
+from selfsup.models import FINETUNE_FORMAT, FINETUNE_VERSION, load_finetuned
+from selfsup.objectives.supervised import build_task_model
 from selfsup.paths import check_out_folder
 from selfsup.predict import predict_batches
 from selfsup.seeds import Stream, seed_for
-
-# The layout of a fine-tuned folder's config.json; raised when a field changes meaning.
-FINETUNE_VERSION = 1
 
 # --------------------------------------------------------------------------------------------
 # Features
@@ -351,23 +349,6 @@ class FinetuneConfig:
     class_weights: str | None = None  # classify: "balanced" weighs each class's loss n/(C n_c)
     device: str = "auto"  # auto: the GPU when there is one
     options: dict = field(default_factory=dict)  # task reader options (columns, tagset...)
-
-
-def build_task_model(kind: str, encoder, n_labels: int | None, dropout: float, class_weights=None):
-    from selfsup.objectives.supervised import (
-        Regression,
-        SequenceClassification,
-        SpanQA,
-        TokenTagging,
-    )
-
-    if kind in ("classify", "pair-classify"):
-        return SequenceClassification(encoder, n_labels, dropout, class_weights)
-    if kind == "regress":
-        return Regression(encoder, dropout)
-    if kind == "tag":
-        return TokenTagging(encoder, n_labels, dropout)
-    return SpanQA(encoder)
 
 
 def set_dropout(module: torch.nn.Module, p: float) -> None:
@@ -729,43 +710,6 @@ def balanced_class_weights(train_labels: list, labels: list[str]) -> list[float]
             counts[y] += 1
     n, k = sum(counts.values()), sum(1 for c in counts.values() if c)
     return [n / (k * counts[lab]) if counts[lab] else 0.0 for lab in labels]
-
-
-def load_finetuned(path: str | Path):
-    """(model, tokenizer, config dict) of a `selfsup finetune` output folder."""
-    from safetensors.torch import load_file
-
-    from selfsup.data.tokenizer import load_tokenizer
-    from selfsup.encoders.text import BertConfig, build_encoder
-
-    p = Path(path)
-    cfg_file = p / "config.json"
-    if not p.is_dir() or not cfg_file.exists():
-        raise ConfigError(f"{path} is not a fine-tuned model folder")
-    try:
-        config = json.loads(cfg_file.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError):
-        config = None
-    if not isinstance(config, dict) or config.get("format") != FINETUNE_FORMAT:
-        raise ConfigError(f"{path} is not a fine-tuned model folder (run `selfsup finetune`)")
-    if config.get("version", 1) > FINETUNE_VERSION:  # folders before versions are version 1
-        raise ConfigError(
-            f"{path} was written by a newer selfsup (fine-tuned folder version "
-            f"{config['version']}, this one reads {FINETUNE_VERSION}): upgrade selfsup"
-        )
-    if not (p / "model.safetensors").is_file():
-        raise ConfigError(f"{path} has no model.safetensors (the fine-tuning did not finish)")
-    mcfg = BertConfig(**config["model"])
-    labels = config["labels"]
-    # class weights shape only the training loss (a non-persistent buffer, not in the
-    # weights): rebuilt from config.json so model(batch) gives the loss fine-tuning optimised
-    model = build_task_model(
-        config["kind"], build_encoder(mcfg), len(labels) if labels else None, 0.0,
-        config.get("class_weights"),
-    )  # fmt: skip
-    model.load_state_dict(load_file(str(p / "model.safetensors")))
-    model.eval()
-    return model, load_tokenizer(p / "tokenizer"), config
 
 
 def evaluate_finetuned(

@@ -10,15 +10,25 @@ from pathlib import Path
 
 from torch import nn
 
-from selfsup.checkpoint import RUN_FORMAT, is_run, latest_checkpoint, load_weights, read_run_config
+from selfsup.checkpoint import (
+    RUN_FORMAT,
+    is_run,
+    latest_checkpoint,
+    load_weights,
+    read_run_config,
+    read_safetensors,
+)
 from selfsup.config import RunConfig
 from selfsup.data.tokenizer import Tokenizer, load_tokenizer
 from selfsup.encoders.text import BertConfig, BertEncoder, build_encoder
 from selfsup.errors import ConfigError
 from selfsup.interop.hf_bert import export_hf, load_hf
 from selfsup.objectives import build_objective
+from selfsup.objectives.supervised import build_task_model
 
 FINETUNE_FORMAT = "selfsup-finetuned"
+# The layout of a fine-tuned folder's config.json; raised when a field changes meaning.
+FINETUNE_VERSION = 1
 
 
 @dataclass
@@ -68,35 +78,58 @@ def folder_format(p: Path) -> str | None:
 
 def _load_run(p: Path) -> Loaded:
     cfg = run_config(p)
-    folder = p
-    if not (p / "model.safetensors").exists():
-        folder = latest_checkpoint(p)
-        if folder is None:
+    if (p / "model.safetensors").exists():
+        weights = load_weights(p)  # checks the run's manifest
+    else:
+        ckpt = latest_checkpoint(p)  # the newest whose files match its manifest
+        if ckpt is None:
             raise ConfigError(f"run {p} has no weights yet (no model.safetensors or checkpoint)")
+        weights = read_safetensors(ckpt / "model.safetensors")
     objective = build_objective(cfg.objective, cfg.model)
-    objective.load_state_dict(load_weights(folder))  # checks the folder's manifest
+    objective.load_state_dict(weights)
     objective.eval()
     return Loaded(objective.encoder, objective, load_tokenizer(p), cfg.model, "run")
 
 
 def _load_finetuned(p: Path) -> Loaded:
     """The encoder of a fine-tuned folder (its task head is not a pretraining objective)."""
-    config = json.loads((p / "config.json").read_text())
-    if not isinstance(config.get("model"), dict):
-        raise ConfigError(f"{p / 'config.json'} has no model section")
+    model, tok, config = load_finetuned(p)
+    return Loaded(model.encoder, None, tok, BertConfig(**config["model"]), "finetuned")
+
+
+def load_finetuned(path: str | Path):
+    """(model, tokenizer, config dict) of a `selfsup finetune` output folder."""
+    p = Path(path)
+    cfg_file = p / "config.json"
+    if not p.is_dir() or not cfg_file.exists():
+        raise ConfigError(f"{path} is not a fine-tuned model folder")
+    try:
+        config = json.loads(cfg_file.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        config = None
+    if not isinstance(config, dict) or config.get("format") != FINETUNE_FORMAT:
+        raise ConfigError(f"{path} is not a fine-tuned model folder (run `selfsup finetune`)")
+    if config.get("version", 1) > FINETUNE_VERSION:  # folders before versions are version 1
+        raise ConfigError(
+            f"{path} was written by a newer selfsup (fine-tuned folder version "
+            f"{config['version']}, this one reads {FINETUNE_VERSION}): upgrade selfsup"
+        )
+    if not (p / "model.safetensors").is_file():
+        raise ConfigError(f"{path} has no model.safetensors (the fine-tuning did not finish)")
     try:
         mcfg = BertConfig(**config["model"])
-    except TypeError as e:
-        raise ConfigError(f"{p / 'config.json'}: bad model section ({e})") from None
-    if not (p / "model.safetensors").is_file():
-        raise ConfigError(f"{p} has no model.safetensors (the fine-tuning did not finish)")
-    encoder = build_encoder(mcfg)
-    sd = load_weights(p)
-    encoder.load_state_dict(
-        {k[len("encoder.") :]: v for k, v in sd.items() if k.startswith("encoder.")}
-    )
-    encoder.eval()
-    return Loaded(encoder, None, load_tokenizer(p / "tokenizer"), mcfg, "finetuned")
+        labels = config["labels"]
+    except (KeyError, TypeError) as e:
+        raise ConfigError(f"{cfg_file}: bad or missing model section ({e})") from None
+    # class weights shape only the training loss (a non-persistent buffer, not in the
+    # weights): rebuilt from config.json so model(batch) gives the loss fine-tuning optimised
+    model = build_task_model(
+        config["kind"], build_encoder(mcfg), len(labels) if labels else None, 0.0,
+        config.get("class_weights"),
+    )  # fmt: skip
+    model.load_state_dict(load_weights(p))  # checks the folder's manifest
+    model.eval()
+    return model, load_tokenizer(p / "tokenizer"), config
 
 
 def export_hf_folder(loaded: Loaded, out: Path) -> None:

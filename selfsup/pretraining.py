@@ -26,7 +26,6 @@ from selfsup.checkpoint import (
     atomic_write_text,
     is_run,
     latest_checkpoint,
-    read_trainer_state,
 )
 from selfsup.config import RunConfig
 from selfsup.data.cache import build_once, cache_key, default_cache_dir
@@ -73,8 +72,9 @@ def tokenizer_for(cfg: RunConfig, encoding: str, log=print) -> Tokenizer:
     if cfg.data.tokenizer:
         return load_tokenizer(cfg.data.tokenizer)
     d = cfg.data
-    key = cache_key(resolve_files(d.paths), cfg.model.vocab_size, d.lowercase, d.text_field,
-                    encoding, "v1")  # fmt: skip
+    key = cache_key(
+        resolve_files(d.paths), cfg.model.vocab_size, d.lowercase, d.text_field, encoding, "v2"
+    )  # fmt: skip  (v2: the deterministic trainer)
     folder = Path(d.cache_dir or default_cache_dir()) / "tokenizer" / key
 
     def build(tmp: Path) -> None:
@@ -336,7 +336,7 @@ def _log_changes(changed: dict[str, tuple], cfg: RunConfig, out: Path, log) -> N
         return
     old, new = changed["train.steps"]
     ckpt = latest_checkpoint(out)
-    done = read_trainer_state(ckpt)["step"] if ckpt is not None else 0
+    done = int(ckpt.name.removeprefix("step_")) if ckpt is not None else 0  # folders: step_N
     t = cfg.train
 
     def lr(step: int, total: int) -> float:
@@ -352,9 +352,6 @@ def _log_changes(changed: dict[str, tuple], cfg: RunConfig, out: Path, log) -> N
 def _check_run_settings(cfg: RunConfig) -> None:
     """Settings that would otherwise fail only once the run folder exists."""
     d, t = cfg.data, cfg.train
-    obj = cfg.objective
-    if getattr(obj, "whole_word", False) and getattr(obj, "span", False):
-        raise ConfigError("whole_word and span: choose one (span masking masks whole words)")
     if not d.tokenizer and cfg.model.vocab_size < 16:
         raise ConfigError(f"vocab size {cfg.model.vocab_size} is too small")
     lowest = {

@@ -59,6 +59,11 @@ class MLMConfig:
             raise ConfigError("replace_prob + random_prob must be <= 1")
         if self.span_max < 1 or not 0.0 < self.span_p <= 1.0:
             raise ConfigError("span_max must be >= 1 and span_p in (0, 1]")
+        if self.whole_word and self.span:
+            raise ConfigError(
+                "--whole-word and --span (objective.whole_word, objective.span): choose one "
+                "(span masking masks whole words)"
+            )
 
 
 def real_tokens(batch: dict[str, torch.Tensor]) -> int:

@@ -189,3 +189,14 @@ class SpanQA(_Supervised):
             valid, reduction="sum",
         )  # fmt: skip
         return {"span_loss": loss}
+
+
+def build_task_model(kind: str, encoder, n_labels: int | None, dropout: float, class_weights=None):
+    """The objective of a fine-tuning task kind: classify, pair-classify, regress, tag, qa."""
+    if kind in ("classify", "pair-classify"):
+        return SequenceClassification(encoder, n_labels, dropout, class_weights)
+    if kind == "regress":
+        return Regression(encoder, dropout)
+    if kind == "tag":
+        return TokenTagging(encoder, n_labels, dropout)
+    return SpanQA(encoder)
