@@ -127,3 +127,12 @@ def one_thread(monkeypatch, tmp_path):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture
+def isolated_cache(monkeypatch, tmp_path):
+    """Caches go to tmp_path (never ~/.cache); torch's thread count is restored afterwards."""
+    monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path / "cache"))
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)

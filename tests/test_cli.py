@@ -97,13 +97,7 @@ def strict_json(text: str):
     return json.loads(text, parse_constant=lambda c: pytest.fail(f"{c} in JSON"))
 
 
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    """Caches go to tmp_path (never ~/.cache); torch's thread count is restored afterwards."""
-    monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture(scope="module")

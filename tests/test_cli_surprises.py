@@ -17,13 +17,7 @@ import selfsup.train
 from selfsup.checkpoint import is_run
 from selfsup.cli import COMMANDS, _point_latest, _run_config, build_parser
 
-
-@pytest.fixture(autouse=True)
-def _isolated(monkeypatch, tmp_path):
-    monkeypatch.setenv("SELFSUP_CACHE", str(tmp_path / "cache"))
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("isolated_cache")
 
 
 @pytest.fixture(scope="module")
