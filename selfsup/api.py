@@ -143,11 +143,7 @@ class Model:
             raise ConfigError(
                 f"{self.path} is not a fine-tuned folder (run `selfsup finetune`): cannot predict"
             )
-        if not hasattr(self, "_task"):
-            from selfsup.finetuning import load_finetuned
-
-            self._task = load_finetuned(self.path)
-        return self._task
+        return self.loaded.task, self.loaded.tokenizer, self.loaded.task_config
 
 
 def load(path: str | os.PathLike) -> Model:

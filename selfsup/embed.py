@@ -33,6 +33,7 @@ from selfsup.data.tokenizer import Tokenizer
 from selfsup.encoders.text import BertEncoder
 from selfsup.errors import ConfigError
 from selfsup.models import load_model
+from selfsup.paths import check_out_file
 from selfsup.predict import default_workers, predict_batches
 
 # Sentences per batch (of one token length). Not yet measured: compare 32/64/128 with
@@ -176,9 +177,7 @@ def embed_file(
         raise ConfigError("--workers must be >= 1")
     if max_len is not None and max_len < 2:
         raise ConfigError("--max-len must be >= 2 (room for [CLS] and [SEP])")
-    out = Path(out_path)
-    if out.is_dir():
-        raise ConfigError(f"{out_path} is a folder; --out takes a file name such as vectors.npy")
+    out = check_out_file(out_path, "vectors.npy")
     loaded = load_model(model)
     st = sentence_transformers_settings(model)
     pooling = pooling or st.get("pooling", "mean")

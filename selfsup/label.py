@@ -46,6 +46,7 @@ import torch
 from selfsup.data.readers import data_suffix, read_lines, read_records, read_text
 from selfsup.data.tasks import QAExample, TaggedSentence, TextExample, read_squad
 from selfsup.errors import ConfigError
+from selfsup.paths import check_out_file
 
 CHUNK_BATCHES = 16  # batches featurised at once: bounds memory, paces the progress lines
 MAX_QUERY_LEN = 64  # question tokens kept by finetune.encode_qa
@@ -285,9 +286,7 @@ def predict_file(
         raise ConfigError("--batch-size must be >= 1")
     if top_k is not None and top_k < 1:
         raise ConfigError("--top-k must be >= 1")
-    out = Path(out_path)
-    if out.is_dir():
-        raise ConfigError(f"{out_path} is a folder; --out takes a file name such as pred.jsonl")
+    out = check_out_file(out_path, "pred.jsonl")
     if out.exists() and Path(input_path).exists() and out.samefile(input_path):
         raise ConfigError("--out is the --input file")
     torch_device = resolve_device(device)

@@ -34,13 +34,16 @@ FINETUNE_VERSION = 1
 @dataclass
 class Loaded:
     """What `load_model` returns. `model` is the pretraining objective (MLM...) when its weights
-    exist, else None; `encoder` is always set."""
+    exist, else None; `encoder` is always set; a fine-tuned folder's task objective and its
+    config.json are `task` and `task_config`."""
 
     encoder: BertEncoder
     model: nn.Module | None
     tokenizer: Tokenizer
     config: BertConfig
     source: str  # "run", "finetuned" or "hf"
+    task: nn.Module | None = None
+    task_config: dict | None = None
 
 
 def run_config(p: Path) -> RunConfig:
@@ -94,7 +97,8 @@ def _load_run(p: Path) -> Loaded:
 def _load_finetuned(p: Path) -> Loaded:
     """The encoder of a fine-tuned folder (its task head is not a pretraining objective)."""
     model, tok, config = load_finetuned(p)
-    return Loaded(model.encoder, None, tok, BertConfig(**config["model"]), "finetuned")
+    mcfg = BertConfig(**config["model"])
+    return Loaded(model.encoder, None, tok, mcfg, "finetuned", task=model, task_config=config)
 
 
 def load_finetuned(path: str | Path):

@@ -18,3 +18,12 @@ def check_out_folder(path: str | os.PathLike, hint: str = "") -> Path:
     if p.exists() and any(p.iterdir()):
         raise ConfigError(f"output folder {p} exists and is not empty{hint}")
     return p
+
+
+def check_out_file(path: str | os.PathLike, example: str) -> Path:
+    """`path` as a Path when a command may write its output file there (not a folder);
+    `example` names such a file in the message."""
+    p = Path(path)
+    if p.is_dir():
+        raise ConfigError(f"{path} is a folder; --out takes a file name such as {example}")
+    return p
