@@ -10,6 +10,13 @@ Every method does the same work: tokenize, encode, mean-pool over real tokens, L
   sentence-transformers  SentenceTransformer(folder).encode, which sorts by character length
   onnxruntime            the BertModel exported by torch.onnx.export (dynamic batch and length),
                          fed like sentence-transformers (sorted by character length), numpy pooling
+  onnxruntime (fused, exact lengths)
+                         the same export after onnxruntime's transformer optimizer (fused
+                         attention, skip-layer-norm, bias-GELU), fed selfsup's batches of equal
+                         token length (no padding) and selfsup's tokenizer ids, on all threads
+  onnxruntime (fused, exact lengths, per-core workers)
+                         the same, one session per thread (one intra-op thread each), batches
+                         run side by side in Python threads as selfsup's workers run them
   selfsup                selfsup.embed.embed_sentences: batches of equal token length, no padding,
                          one worker thread per core (each with one intra-op thread)
   selfsup (1 worker)     the same, one batch at a time on all the threads (as the others run)
@@ -41,7 +48,8 @@ from selfsup.models import load_model
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # local folders only
 ROOT = Path(__file__).resolve().parent
 MAX_LEN = 256  # all-MiniLM-L6-v2's max_seq_length (sentence_bert_config.json)
-START, END = "<!-- inference.py: start -->", "<!-- inference.py: end -->"
+# one section per CPU model: a run replaces its own machine's section, never another's
+START, END = (f"<!-- inference.py, {cpu_name()}: {w} -->" for w in ("start", "end"))
 
 
 def default_model() -> str:
@@ -132,6 +140,80 @@ def onnxruntime_sorted(model_dir: str, batch_size: int, threads: int, tmp: str) 
     return run
 
 
+def _export(model_dir: str, tmp: str):
+    """(the BertModel, the path of its ONNX export with dynamic batch and length)."""
+    import transformers
+
+    path = os.path.join(tmp, "model.onnx")
+    tok = transformers.AutoTokenizer.from_pretrained(model_dir)
+    model = transformers.BertModel.from_pretrained(model_dir, attn_implementation="sdpa").eval()
+    if not os.path.exists(path):
+        example = tok(["an example sentence", "two"], padding=True, return_tensors="pt")
+        names = ["input_ids", "attention_mask", "token_type_ids"]
+        B, T = torch.export.Dim("batch"), torch.export.Dim("length")
+        with contextlib.redirect_stdout(sys.stderr):  # the exporter prints its progress
+            torch.onnx.export(model, tuple(example[k] for k in names), path, input_names=names,
+                              output_names=["last_hidden_state", "pooler_output"],
+                              dynamic_shapes=tuple({0: B, 1: T} for _ in names), dynamo=True,
+                              external_data=False, verbose=False)  # fmt: skip
+    return model, path
+
+
+def onnxruntime_exact(model_dir: str, batch_size: int, threads: int, tmp: str, workers: int):
+    """onnxruntime on the transformer-optimized graph, fed selfsup's equal-length batches."""
+    import onnxruntime as ort
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    from selfsup.embed import length_batches, tokenize
+
+    model, path = _export(model_dir, tmp)
+    fused = os.path.join(tmp, "model-fused.onnx")
+    if not os.path.exists(fused):
+        cfg = model.config
+        with contextlib.redirect_stdout(sys.stderr):
+            opt = optimize_model(path, "bert", num_heads=cfg.num_attention_heads,
+                                 hidden_size=cfg.hidden_size)  # fmt: skip
+        opt.save_model_to_file(fused)
+        print(f"onnxruntime fusions: {opt.get_fused_operator_statistics()}", file=sys.stderr)
+
+    def session(n_threads: int):
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = n_threads
+        opts.inter_op_num_threads = 1
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        return ort.InferenceSession(fused, opts, providers=["CPUExecutionProvider"])
+
+    sessions = [session(1) for _ in range(workers)] if workers > 1 else [session(threads)]
+    names = [i.name for i in sessions[0].get_inputs()]
+    tok = load_model(model_dir).tokenizer
+    dim = model.config.hidden_size
+
+    def encode(k: int, ids: np.ndarray) -> np.ndarray:
+        feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids),
+                 "token_type_ids": np.zeros_like(ids)}  # fmt: skip
+        h = sessions[k % len(sessions)].run(["last_hidden_state"], {n: feeds[n] for n in names})
+        return l2(h[0].mean(1))
+
+    def run(sentences: list[str]) -> np.ndarray:
+        ids = tokenize(tok, sentences, MAX_LEN)
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        groups = length_batches(lengths, batch_size)
+        out = np.empty((len(sentences), dim), dtype=np.float32)
+        arrays = (np.array([ids[i] for i in g], dtype=np.int64) for g in groups)
+        if len(sessions) == 1:
+            for g, a in zip(groups, arrays, strict=True):
+                out[g] = encode(0, a)
+            return out
+        from concurrent.futures import ThreadPoolExecutor
+
+        with ThreadPoolExecutor(len(sessions)) as pool:
+            for g, v in zip(groups, pool.map(encode, range(len(groups)), arrays), strict=True):
+                out[g] = v
+        return out
+
+    return run
+
+
 def selfsup_embed(
     model_dir: str, batch_size: int, compile: bool = False, workers: int | None = None
 ) -> Callable:
@@ -172,12 +254,13 @@ def table(names, rates, diffs, batches) -> str:
     return "\n".join(rows)
 
 
-def write_results(text: str) -> None:
+def write_results(text: str, start: str = START, end: str = END) -> None:
+    """Replace the section between the `start` and `end` markers of RESULTS.md (or add it)."""
     path = ROOT / "RESULTS.md"
     old = path.read_text() if path.exists() else "# Benchmark results\n"
-    section = f"{START}\n{text.strip()}\n{END}"
-    if START in old and END in old:
-        new = old[: old.index(START)] + section + old[old.index(END) + len(END) :]
+    section = f"{start}\n{text.strip()}\n{end}"
+    if start in old and end in old:
+        new = old[: old.index(start)] + section + old[old.index(end) + len(end) :]
     else:
         new = old.rstrip() + "\n\n" + section + "\n"
     path.write_text(new)
@@ -210,13 +293,19 @@ def main(argv: list[str] | None = None) -> None:
         "transformers": lambda: transformers_plain(args.model, bs),
         "sentence-transformers": lambda: sentence_transformers(args.model, bs),
         "onnxruntime": lambda: onnxruntime_sorted(args.model, bs, args.threads, tmp.name),
+        "onnxruntime (fused, exact lengths)": lambda: onnxruntime_exact(
+            args.model, sbs, args.threads, tmp.name, 1
+        ),
+        "onnxruntime (fused, exact lengths, per-core workers)": lambda: onnxruntime_exact(
+            args.model, sbs, args.threads, tmp.name, args.threads
+        ),
         "selfsup": lambda: selfsup_embed(args.model, sbs),
         # the same, one batch at a time on all threads: what the per-core workers are worth
         "selfsup (1 worker)": lambda: selfsup_embed(args.model, sbs, workers=1),
     }
     if args.compile:
         makers["selfsup (compiled)"] = lambda: selfsup_embed(args.model, sbs, compile=True)
-    batches = {n: sbs if n.startswith("selfsup") else bs for n in makers}
+    batches = {n: sbs if n.startswith("selfsup") or "exact" in n else bs for n in makers}
     methods, setup = {}, {}
     for name, make in makers.items():
         if args.only and name not in args.only:

@@ -15,9 +15,11 @@ full-length examples (exactly 128 tokens: no padding on either side).
 Reported per size and scenario: real (non-pad) tokens/s of each side (median of repeats, the
 sides interleaved), the ratio, and model-FLOP utilisation: the useful FLOPs of the step (encoder
 on real tokens, attention within each example, MLM head at masked positions, forward and
-backward = 3x forward) over time, against an fp32 matmul peak measured in the same run. Peak
-memory comes from a short run of each side in a fresh process (RSS on CPU, allocator peak on
-GPU).
+backward = 3x forward) over time, against the matmul peak of the precision used, measured in
+the same run. `--precisions fp32 bf16` runs both sides in each: bf16 is autocast around the
+forward on both (transformers' model and selfsup's, the same `torch.autocast`); the default is
+fp32, plus bf16 where the hardware has it natively. Peak memory comes from a short run of each
+side in a fresh process (RSS on CPU, allocator peak on GPU; fp32).
 """
 
 from __future__ import annotations
@@ -109,7 +111,7 @@ def make_examples(tok, paths: list[str], n: int, full_length: bool, seed: int = 
 class HFSide:
     name = "transformers"
 
-    def __init__(self, size: str, tok, device, dropout: float | None):
+    def __init__(self, size: str, tok, device, dropout: float | None, bf16: bool = False):
         from transformers import BertConfig, BertForPreTraining, DataCollatorForLanguageModeling
 
         m = MODELS[size]
@@ -122,13 +124,14 @@ class HFSide:
         self.model = BertForPreTraining(cfg).to(device).train()
         self.collator = DataCollatorForLanguageModeling(tok, mlm_probability=0.15)
         self.opt = torch.optim.AdamW(self.model.parameters(), lr=1e-4, weight_decay=0.01)
-        self.device = device
+        self.device, self.bf16 = device, bf16
 
     def step(self, examples) -> tuple[int, int]:
         feats = [{"input_ids": i, "token_type_ids": t, "next_sentence_label": y}
                  for i, t, y in examples]  # fmt: skip
         batch = {k: v.to(self.device) for k, v in self.collator(feats).items()}
-        loss = self.model(**batch).loss
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
+            loss = self.model(**batch).loss
         loss.backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
         self.opt.step()
@@ -137,7 +140,9 @@ class HFSide:
 
 
 class SelfsupSide:
-    def __init__(self, size: str, tok, device, pack: bool = True, compile: bool = False):
+    def __init__(
+        self, size: str, tok, device, pack: bool = True, compile: bool = False, bf16: bool = False
+    ):
         from selfsup.data.tokenizer import load_tokenizer
 
         self.name = "selfsup" + ("" if pack else " (padded)") + (" compiled" if compile else "")
@@ -148,7 +153,7 @@ class SelfsupSide:
         self.forward = torch.compile(self.model) if compile else self.model
         self.masker = token_masker(load_tokenizer(minilm_folder()), MLMConfig())
         self.opt = torch.optim.AdamW(param_groups(self.model, 0.01), lr=1e-4, fused=True)
-        self.pack, self.device, self.pad = pack, device, tok.pad_token_id
+        self.pack, self.device, self.pad, self.bf16 = pack, device, tok.pad_token_id, bf16
         self.k = 0
 
     def step(self, examples) -> tuple[int, int]:
@@ -161,7 +166,8 @@ class SelfsupSide:
         batch = self.masker(b, torch.Generator().manual_seed(self.k))
         counts = self.model.counts(batch)  # what selfsup.train does: sums over global counts
         batch = {k: v.to(self.device) for k, v in batch.items()}
-        out = self.forward(batch)
+        with torch.autocast(self.device.type, torch.bfloat16, enabled=self.bf16):
+            out = self.forward(batch)
         terms = self.model.terms
         sum(out[k] / max(counts[terms[k]], 1) for k in self.model.loss_terms).backward()
         torch.nn.utils.clip_grad_norm_(self.model.parameters(), 1.0)
@@ -187,9 +193,10 @@ def step_flops(size: str, vocab: int, lengths: list[int], n_masked: int) -> floa
     return 3.0 * fwd
 
 
-def matmul_peak(device, n: int = 2048, reps: int = 10) -> float:
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
+def matmul_peak(device, precision: str = "fp32", n: int = 2048, reps: int = 10) -> float:
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float32
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
     best = float("inf")
     for _ in range(reps + 2):
         _sync(device)
@@ -330,6 +337,8 @@ def main(argv=None) -> None:
     p.add_argument("--data", nargs="+", default=[str(ROOT / "selfsup/corpora/gutenberg.jsonl.gz")])
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=None,
+                   help="default: fp32, and bf16 where the hardware has it natively")  # fmt: skip
     p.add_argument("--hf-dropout", type=float, default=None,
                    help="transformers' dropout (default: its own, 0.1)")  # fmt: skip
     p.add_argument("--padded", action="store_true", help="also selfsup without packing")
@@ -349,9 +358,14 @@ def main(argv=None) -> None:
         return probe_memory(args)
 
     device = torch.device(args.device)
+    if args.precisions is None:
+        from selfsup.device import bf16_supported
+
+        args.precisions = ["fp32", "bf16"] if bf16_supported(device) else ["fp32"]
     tok = _tokenizer()
-    peak = matmul_peak(device)
-    print(f"{versions()}; device {device}; fp32 matmul peak {peak / 1e9:.1f} GFLOP/s", flush=True)
+    peaks = {p: matmul_peak(device, p) for p in args.precisions}
+    shown = ", ".join(f"{p} {v / 1e9:.1f} GFLOP/s" for p, v in peaks.items())
+    print(f"{versions()}; device {device}; matmul peak {shown}", flush=True)
     n = args.batch_size * (args.warmup + args.steps)
     rows = []
     for scenario in args.scenarios:
@@ -359,53 +373,60 @@ def main(argv=None) -> None:
         batches = [examples[s : s + args.batch_size] for s in range(0, n, args.batch_size)]
         mean_len = sum(len(e[0]) for e in examples) / len(examples)
         for size in args.sizes:
-            sides = [HFSide(size, tok, device, args.hf_dropout), SelfsupSide(size, tok, device)]
-            if args.padded:
-                sides.append(SelfsupSide(size, tok, device, pack=False))
-            if args.compile:
-                sides.append(SelfsupSide(size, tok, device, compile=True))
-            # The peak is measured again before every size and the run's highest kept: one
-            # sample taken while the machine was briefly slow would inflate every MFU.
-            peak = max(peak, matmul_peak(device))
-            res = measure(sides, batches, size, tok.vocab_size, device, args.warmup, args.repeats)
             mem = {}
             if not args.no_memory:
                 for key, side in (("hf", "transformers"), ("selfsup", "selfsup")):
                     mem[side] = child_memory(args, key, size, scenario == "full")
-            hf = res["transformers"]["tokens_per_s"]
-            for name, r in res.items():
-                row = {"scenario": scenario, "size": size, "side": name,
-                       "mean_len": round(mean_len, 1), "tokens_per_s": round(r["tokens_per_s"]),
-                       "ratio": round(r["tokens_per_s"] / hf, 2),
-                       "flops_per_s": r["flops_per_s"],
-                       "real_share": round(r["real_share"], 3),
-                       "peak_mb": mem.get(name)}  # fmt: skip
-                rows.append(row)
-                print(json.dumps(row), flush=True)
-            del sides
-    for row in rows:  # against the highest peak measured in the whole run
-        row["mfu"] = round(row.pop("flops_per_s") / peak, 3)
-    table = _table(rows, peak, args)
+            for precision in args.precisions:
+                bf16 = precision == "bf16"
+                sides = [HFSide(size, tok, device, args.hf_dropout, bf16),
+                         SelfsupSide(size, tok, device, bf16=bf16)]  # fmt: skip
+                if args.padded:
+                    sides.append(SelfsupSide(size, tok, device, pack=False, bf16=bf16))
+                if args.compile:
+                    sides.append(SelfsupSide(size, tok, device, compile=True, bf16=bf16))
+                # The peak is measured again before every size and the run's highest kept: one
+                # sample taken while the machine was briefly slow would inflate every MFU.
+                peaks[precision] = max(peaks[precision], matmul_peak(device, precision))
+                res = measure(sides, batches, size, tok.vocab_size, device, args.warmup,
+                              args.repeats)  # fmt: skip
+                hf = res["transformers"]["tokens_per_s"]
+                for name, r in res.items():
+                    row = {"scenario": scenario, "size": size, "side": name,
+                           "precision": precision, "mean_len": round(mean_len, 1),
+                           "tokens_per_s": round(r["tokens_per_s"]),
+                           "ratio": round(r["tokens_per_s"] / hf, 2),
+                           "flops_per_s": r["flops_per_s"],
+                           "real_share": round(r["real_share"], 3),
+                           "peak_mb": mem.get(name) if not bf16 else None}  # fmt: skip
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
+                del sides
+    for row in rows:  # against the highest peak of its precision measured in the whole run
+        row["mfu"] = round(row.pop("flops_per_s") / peaks[row["precision"]], 3)
+    table = _table(rows, peaks, args)
     print(table)
     if args.write:
         _write_results(table, device)
 
 
-def _table(rows, peak, args) -> str:
+def _table(rows, peaks, args) -> str:
     lines = [
-        f"fp32 matmul peak measured in the run (highest of one measurement before each size): "
-        f"{peak / 1e9:.1f} GFLOP/s on {args.device}; "
+        "matmul peak measured in the run (highest of one 2048x2048 measurement before each "
+        "size), the MFU's reference for its precision: "
+        + ", ".join(f"{p} {v / 1e9:.1f} GFLOP/s" for p, v in peaks.items())
+        + f" on {args.device}; "
         f"batch {args.batch_size} examples, {args.steps} timed steps x {args.repeats} repeats "
         f"(median); transformers dropout "
         f"{'default 0.1' if args.hf_dropout is None else args.hf_dropout}, selfsup dropout 0.",
         "",
-        "| text | size | side | mean len | real tokens/s | vs transformers | MFU | real share "
-        "of slots | peak MB |",
-        "|---|---|---|---|---|---|---|---|---|",
+        "| text | size | precision | side | mean len | real tokens/s | vs transformers | MFU | "
+        "real share of slots | peak MB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(
-            f"| {r['scenario']} | {r['size']} | {r['side']} | {r['mean_len']} | "
+            f"| {r['scenario']} | {r['size']} | {r['precision']} | {r['side']} | {r['mean_len']} | "
             f"{r['tokens_per_s']:,} | {r['ratio']:.2f}x | {100 * r['mfu']:.0f}% | "
             f"{100 * r['real_share']:.0f}% | {r['peak_mb'] if r['peak_mb'] is not None else '-'} |"
         )
@@ -415,7 +436,8 @@ def _table(rows, peak, args) -> str:
 def _write_results(table: str, device) -> None:
     path = ROOT / "benchmarks" / "RESULTS.md"
     text = path.read_text() if path.exists() else "# Benchmark results\n"
-    head = f"## Pretraining throughput ({'GPU' if device.type == 'cuda' else 'CPU'})"
+    # one section per kind of machine: a run replaces its own machine's, never another's
+    head = f"## Pretraining throughput ({'GPU' if device.type == 'cuda' else 'CPU: ' + cpu_name()})"
     cmd = "python " + " ".join(["benchmarks/pretrain_throughput.py", *sys.argv[1:]])
     section = (f"{head}\n\n{time.strftime('%Y-%m-%d')}, {versions()}\n\n"
                f"```\n{cmd}\n```\n\n{table}\n")  # fmt: skip

@@ -97,24 +97,34 @@ class Model:
         return fill_mask(self.loaded, text, top_k)
 
     def embed(
-        self, sentences: list[str], pooling: str = "mean", normalize: bool = False
+        self,
+        sentences: list[str],
+        pooling: str = "mean",
+        normalize: bool = False,
+        precision: str = "fp32",
     ) -> np.ndarray | list[np.ndarray]:
         """(N, D) float32 sentence vectors (mean over real tokens, or `cls`), or with
-        `pooling="tokens"` one (T_i, D) array per sentence."""
+        `pooling="tokens"` one (T_i, D) array per sentence. `precision` fp32 | bf16 | auto."""
         from selfsup.embed import embed_sentences
 
         if isinstance(sentences, str):
             raise ConfigError("embed takes a list of sentences, not one string")
         return embed_sentences(
             self.loaded.encoder, self.loaded.tokenizer, list(sentences), pooling,
-            normalize=normalize,
+            normalize=normalize, bf16=self._bf16(precision),
         )  # fmt: skip
 
-    def predict(self, inputs: list, top_k: int | None = None, batch_size: int = 64) -> list:
+    def predict(
+        self,
+        inputs: list,
+        top_k: int | None = None,
+        batch_size: int = 64,
+        precision: str = "fp32",
+    ) -> list:
         """One prediction per input, in order, as `selfsup predict` writes them (its schema):
         texts (classify, regress), (text, text_pair) pairs (pair-classify), texts whose
         whitespace-separated words are tagged or lists of words (tag), {"question", "context"}
-        dicts (qa)."""
+        dicts (qa). `precision` fp32 | bf16 | auto."""
         from selfsup.data.tasks import QAExample, TaggedSentence, TextExample
         from selfsup.label import predict_rows
 
@@ -135,8 +145,14 @@ class Model:
                 examples.append(TextExample(str(x[0]), str(x[1])))
             else:
                 examples.append(TextExample(str(x)))
-        rows, _ = predict_rows(net, tok, config, examples, batch_size, top_k, log=lambda s: None)
+        rows, _ = predict_rows(net, tok, config, examples, batch_size, top_k,
+                               log=lambda s: None, bf16=self._bf16(precision))  # fmt: skip
         return rows
+
+    def _bf16(self, precision: str) -> bool:
+        from selfsup.device import inference_bf16
+
+        return inference_bf16(precision, next(self.loaded.encoder.parameters()).device)
 
     def _finetuned(self):
         if self.loaded.source != "finetuned":

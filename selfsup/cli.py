@@ -223,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="torch.compile the encoder (pays off on large inputs)",
     )
+    _add_inference_precision(p, "the encoder")
     p.add_argument(
         "--workers",
         type=int,
@@ -241,6 +242,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--text-pair-column", default=None, help="default: the fine-tuning's, else text_pair"
     )
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    _add_inference_precision(p, "the forwards")
 
     p = sub.add_parser(
         "inspect-masking",
@@ -287,10 +289,11 @@ EXAMPLES = {
 def _add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--task", required=True, help="cola sst2 mrpc ... pos squad ... classify tag")
     p.add_argument("--data", required=True, help="task folder or file")
-    p.add_argument("--epochs", type=float, default=3.0)
-    p.add_argument("--lr", type=float, default=5e-5)
-    p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--max-len", type=int, default=128)
+    p.add_argument("--epochs", type=float, default=3.0, help="passes over the training set")
+    p.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (linear decay)")
+    p.add_argument("--batch-size", type=int, default=32, help="examples per step")
+    p.add_argument("--max-len", type=int, default=128, help="tokens per example (longer: cut)")
+    _add_inference_precision(p, "training and dev evaluation")
     p.add_argument("--preset", default=None, help="architecture for --init scratch")
     p.add_argument("--tokenizer", default=None, help="tokenizer (folder or run) for scratch")
     p.add_argument("--eval-every", type=int, default=0, help="dev evaluation every N steps")
@@ -336,6 +339,14 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
 
 
+def _add_inference_precision(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument(
+        "--precision", default="fp32", choices=("fp32", "bf16", "auto"),
+        help=f"of {what}: fp32, bf16 autocast (needs native bf16), or auto (bf16 where the "
+        "hardware has it)",
+    )  # fmt: skip
+
+
 def _add_clue_file_args(p: argparse.ArgumentParser) -> None:
     """The CLUE options that pick a file: tnews' FewCLUE fold, ocnli's training subset."""
     p.add_argument("--fold", default=None, choices=[*"01234", "all"],
@@ -361,6 +372,7 @@ def _add_finetune_parsers(sub) -> None:
     p.add_argument("--xpos", action="store_true")
     _add_clue_file_args(p)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    _add_inference_precision(p, "the forwards")
 
     p = sub.add_parser("glue", help="every GLUE task found in a folder, several seeds: a table")
     p.add_argument("--init", required=True)
@@ -398,6 +410,7 @@ def _add_suite_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", default=None)
     p.add_argument("--tokenizer", default=None)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
+    _add_inference_precision(p, "training and dev evaluation")
     p.add_argument("--out", required=True)
 
 
@@ -548,6 +561,7 @@ def cmd_embed(args) -> None:
         args.normalize,
         args.compile,
         args.workers,
+        args.precision,
     )
     print(f"embedded {n} sentences -> {args.out} {shape}")
 
@@ -558,6 +572,7 @@ def cmd_predict(args) -> None:
     res = predict_file(
         args.model, args.input, args.out, args.batch_size, args.top_k, args.device,
         args.text_column, args.text_pair_column, log=lambda m: print(m, file=sys.stderr),
+        precision=args.precision,
     )  # fmt: skip
     print(f"predicted {res['rows']} rows ({res['kind']}) -> {args.out}; "
           + (res["note"] or "nothing truncated"))  # fmt: skip
@@ -607,6 +622,7 @@ def _finetune_settings(args) -> dict:
         train_limit=args.train_limit, article_holdout=args.article_holdout,
         dev_fraction=args.dev_fraction, dev=args.dev, keep=args.keep, patience=args.patience,
         class_weights=args.class_weights, options=_task_options(args), device=args.device,
+        precision=args.precision,
     )  # fmt: skip
 
 
@@ -625,7 +641,13 @@ def cmd_evaluate(args) -> None:
     from selfsup.finetuning import evaluate_finetuned, json_safe
 
     metrics = evaluate_finetuned(
-        args.model, args.task, args.data, args.split, _task_options(args), device=args.device
+        args.model,
+        args.task,
+        args.data,
+        args.split,
+        _task_options(args),
+        device=args.device,
+        precision=args.precision,
     )
     print(json.dumps(json_safe({"task": args.task, "split": args.split, **metrics})))
 
@@ -635,7 +657,7 @@ def _suite_settings(args) -> dict:
     return dict(
         epochs=args.epochs, lr=args.lr, batch_size=args.batch_size, max_len=args.max_len,
         train_limit=args.train_limit, preset=args.preset, tokenizer=args.tokenizer,
-        device=args.device,
+        device=args.device, precision=args.precision,
     )  # fmt: skip
 
 

@@ -73,3 +73,9 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
             "~20x slower); use --precision fp32 or auto"
         )
     return precision, why
+
+
+def inference_bf16(precision: str, device: torch.device) -> bool:
+    """Whether a forward-only command (predict, embed, evaluate) runs in bf16: `precision` is
+    fp32 (their default), bf16, or auto (as for pretraining)."""
+    return resolve_precision(precision, device)[0] == "bf16"

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.data.tokenizer import Tokenizer
+from selfsup.device import inference_bf16
 from selfsup.encoders.text import BertEncoder
 from selfsup.errors import ConfigError
 from selfsup.models import load_model
@@ -83,10 +84,12 @@ def embed_sentences(
     normalize: bool = False,
     hidden: Callable | None = None,
     workers: int | None = None,
+    bf16: bool = False,
 ) -> list[np.ndarray] | np.ndarray:
     """(N, D) float32 for mean/cls pooling (L2-normalised if `normalize`); a list of (T_i, D)
     arrays for `tokens`. `hidden` replaces hidden_fn(encoder), e.g. a compiled one. `workers`
-    batches run at once (default: default_workers); 1 runs them one by one on all threads."""
+    batches run at once (default: default_workers); 1 runs them one by one on all threads.
+    `bf16`: the encoder runs under bf16 autocast (the vectors are still float32)."""
     if pooling not in ("mean", "cls", "tokens"):
         raise ValueError(f"pooling must be mean, cls or tokens, not {pooling!r}")
     hidden = hidden or hidden_fn(encoder)
@@ -111,7 +114,7 @@ def embed_sentences(
     groups = length_batches(lengths, batch_size)
     batches = ((idx, torch.tensor([ids[i] for i in idx])) for idx in groups)  # (B, T), one length
     workers = min(default_workers(device) if workers is None else workers, len(groups))
-    for idx, result in predict_batches(encoder, batches, encode, workers):
+    for idx, result in predict_batches(encoder, batches, encode, workers, bf16):
         if pooling == "tokens":
             for j, i in enumerate(idx):
                 out[i] = result[j].numpy()
@@ -155,11 +158,13 @@ def embed_file(
     normalize: bool | None = None,
     compile: bool = False,
     workers: int | None = None,
+    precision: str = "fp32",
 ):
     """Embed one sentence per line, blank lines too, to a .npy file (an .npz of vectors and
     offsets for `tokens`; see the module docstring). pooling, max_len and normalize left as None
     follow the model folder's sentence-transformers settings when it has them (all-MiniLM-L6-v2:
-    mean, 256, normalised), else mean pooling, the model's max_len, no normalisation."""
+    mean, 256, normalised), else mean pooling, the model's max_len, no normalisation.
+    `precision`: fp32 (the default) | bf16 | auto, of the encoder's forwards."""
     src = Path(input_path)
     if not src.is_file():
         raise ConfigError(f"no such input file: {input_path}")
@@ -196,6 +201,7 @@ def embed_file(
         normalize,
         hidden_fn(loaded.encoder, compile),
         workers,
+        inference_bf16(precision, next(loaded.encoder.parameters()).device),
     )
     try:
         out.parent.mkdir(parents=True, exist_ok=True)

@@ -237,10 +237,16 @@ def eval_batches(feats: Features, batch_size: int, pad_id: int, kind: str):
 
 
 def predict(
-    model, feats: Features, kind: str, pad_id: int, batch_size: int = 64, max_answer_len: int = 30
+    model,
+    feats: Features,
+    kind: str,
+    pad_id: int,
+    batch_size: int = 64,
+    max_answer_len: int = 30,
+    bf16: bool = False,
 ):
     """classify: class ids; regress: floats; tag: per-feature lists of tag ids at word starts;
-    qa: per-example best (score, char_start, char_end)."""
+    qa: per-example best (score, char_start, char_end). `bf16`: forwards under bf16 autocast."""
     forward = model.predict
     if kind == "qa":  # the span search needs each window's context positions
 
@@ -252,7 +258,8 @@ def predict(
         best: dict[int, tuple[float, int, int]] = {}
     else:
         out: list = [None] * n
-    for idx, res in predict_batches(model, eval_batches(feats, batch_size, pad_id, kind), forward):
+    batches = eval_batches(feats, batch_size, pad_id, kind)
+    for idx, res in predict_batches(model, batches, forward, bf16=bf16):
         if kind == "tag":
             preds = res["logits"].argmax(-1).cpu()  # (B, T)
             for r, i in enumerate(idx):
@@ -348,6 +355,7 @@ class FinetuneConfig:
     patience: int = 0  # stop after this many evaluations without a better dev metric (0: off)
     class_weights: str | None = None  # classify: "balanced" weighs each class's loss n/(C n_c)
     device: str = "auto"  # auto: the GPU when there is one
+    precision: str = "fp32"  # fp32 | bf16 | auto (bf16 where the hardware has it): training and dev
     options: dict = field(default_factory=dict)  # task reader options (columns, tagset...)
 
 
@@ -522,7 +530,7 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
     """Fine-tune and evaluate on dev; returns {"dev": metrics, "history": [...], ...}."""
     from selfsup.config import TrainConfig
     from selfsup.data.tasks import check_labels, get_task, task_labels
-    from selfsup.device import resolve_device
+    from selfsup.device import resolve_device, resolve_precision
     from selfsup.train import train
 
     spec = get_task(cfg.task)
@@ -565,7 +573,10 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
         kind, encoder, len(labels) if labels else None, cfg.dropout, class_weights
     )
     set_dropout(model.encoder, cfg.dropout)
-    model.to(resolve_device(cfg.device))
+    device = resolve_device(cfg.device)
+    precision, why = resolve_precision(cfg.precision, device)
+    bf16 = precision == "bf16"
+    model.to(device)
     train_feats = make_features(kind, tok, train_ex, max_len, labels, cfg)
     dev_feats = make_features(kind, tok, dev_ex, max_len if kind != "tag" else mcfg.max_len,
                               labels, cfg)  # fmt: skip
@@ -580,7 +591,8 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
     best = {"value": -math.inf, "index": None, "since": 0}
 
     def eval_fn(m) -> dict:
-        preds = predict(m, dev_feats, kind, tok.pad_id, max_answer_len=cfg.max_answer_len)
+        preds = predict(m, dev_feats, kind, tok.pad_id, max_answer_len=cfg.max_answer_len,
+                        bf16=bf16)  # fmt: skip
         res = score(cfg.task, kind, dev_ex, dev_feats, preds, labels)
         history.append({"step": len(history), **res})
         value = res.get(metric, math.nan)
@@ -601,7 +613,7 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
         weight_decay=cfg.weight_decay, betas=(0.9, 0.999), eps=1e-8,
         warmup_steps=round(cfg.warmup_ratio * steps), schedule="linear", clip_norm=1.0,
         seed=cfg.seed, save_every=0, eval_every=cfg.eval_every or batches.per_epoch,
-        log_every=max(1, min(50, steps // 20)), precision="fp32",
+        log_every=max(1, min(50, steps // 20)), precision=precision,
     )  # fmt: skip
 
     def step_of(i: int) -> int:  # the training step after which evaluation i ran
@@ -609,7 +621,8 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
 
     out.mkdir(parents=True, exist_ok=True)
     log(f"{cfg.task}: {len(train_ex)} train / {len(dev_ex)} dev examples, {len(train_feats)} "
-        f"features, {steps} steps of {cfg.batch_size}; init {cfg.init}")  # fmt: skip
+        f"features, {steps} steps of {cfg.batch_size}; init {cfg.init}; precision {precision}"
+        + ("" if why == "as asked" else f" ({why})"))  # fmt: skip
     ended: dict = {}  # stopped early / interrupted: train wrote no final weights
 
     def finish() -> dict:
@@ -720,13 +733,17 @@ def evaluate_finetuned(
     options: dict | None = None,
     log=print,
     device: str = "auto",
+    precision: str = "fp32",
 ) -> dict:
-    """Predict `split` of `task` from `data` with a fine-tuned folder; write predictions."""
+    """Predict `split` of `task` from `data` with a fine-tuned folder; write predictions.
+    `precision` fp32 | bf16 | auto: of the forwards."""
     from selfsup.data.tasks import check_labels, get_task, load_task
-    from selfsup.device import resolve_device
+    from selfsup.device import inference_bf16, resolve_device
 
     model, tok, config = load_finetuned(path)
-    model.to(resolve_device(device))
+    torch_device = resolve_device(device)
+    bf16 = inference_bf16(precision, torch_device)
+    model.to(torch_device)
     spec = get_task(task)
     if spec.kind != config["kind"]:
         raise ConfigError(f"{path} was fine-tuned for a {config['kind']} task, not {spec.kind}")
@@ -739,7 +756,8 @@ def evaluate_finetuned(
                          max_answer_len=ft.get("max_answer_len", 30))  # fmt: skip
     max_len = config["max_len"] if spec.kind != "tag" else config["model"]["max_len"]
     feats = make_features(spec.kind, tok, examples, max_len, labels, cfg)
-    preds = predict(model, feats, spec.kind, tok.pad_id, max_answer_len=cfg.max_answer_len)
+    preds = predict(model, feats, spec.kind, tok.pad_id, max_answer_len=cfg.max_answer_len,
+                    bf16=bf16)  # fmt: skip
     metrics = score(task, spec.kind, examples, feats, preds, labels)
     rows = []
     if spec.kind == "qa":

@@ -134,14 +134,16 @@ def _text(row: dict, column: str, where: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 
-def class_probabilities(model, feats, pad_id: int, batch_size: int) -> list[list[float]]:
+def class_probabilities(
+    model, feats, pad_id: int, batch_size: int, bf16: bool = False
+) -> list[list[float]]:
     """Softmax probabilities (one list per feature, in feature order) of a classifier."""
     from selfsup.finetuning import eval_batches
     from selfsup.predict import predict_batches
 
     probs: list = [None] * len(feats)
     batches = eval_batches(feats, batch_size, pad_id, "classify")
-    for idx, res in predict_batches(model, batches):
+    for idx, res in predict_batches(model, batches, bf16=bf16):
         p = torch.softmax(res["logits"].float(), -1).cpu().tolist()  # (B, C)
         for r, i in enumerate(idx):
             probs[i] = p[r]
@@ -184,9 +186,11 @@ def predict_rows(
     top_k: int | None = None,
     log: Callable[[str], None] = print,
     progress_every: float = 5.0,
+    bf16: bool = False,
 ) -> tuple[list[dict], dict]:
     """(one output dict per example, in order; counts) with a `load_finetuned` model. Counts:
-    rows, max_len, truncated (inputs cut), and for tag cut_words, for qa windows."""
+    rows, max_len, truncated (inputs cut), and for tag cut_words, for qa windows. `bf16`: the
+    forwards run under bf16 autocast."""
     from selfsup.finetuning import FinetuneConfig, make_features, predict
 
     kind, labels = config["kind"], config["labels"]
@@ -211,16 +215,16 @@ def predict_rows(
         feats = make_features(kind, tok, part, max_len, labels, cfg)
         if kind in ("classify", "pair-classify"):
             counts["truncated"] += truncated_texts(tok, part, feats, max_len)
-            for p in class_probabilities(model, feats, tok.pad_id, batch_size):
+            for p in class_probabilities(model, feats, tok.pad_id, batch_size, bf16):
                 top = sorted(range(len(p)), key=lambda j: -p[j])[:k]
                 top = [{"label": labels[j], "score": p[j]} for j in top]
                 rows.append({"label": top[0]["label"], "score": top[0]["score"], "top": top})
         elif kind == "regress":
             counts["truncated"] += truncated_texts(tok, part, feats, max_len)
-            preds = predict(model, feats, kind, tok.pad_id, batch_size)
+            preds = predict(model, feats, kind, tok.pad_id, batch_size, bf16=bf16)
             rows += [{"value": v} for v in preds]
         elif kind == "tag":
-            preds = predict(model, feats, kind, tok.pad_id, batch_size)
+            preds = predict(model, feats, kind, tok.pad_id, batch_size, bf16=bf16)
             starts = tagged_words(tok, part, max_len)
             for e, p, w in zip(part, preds, starts, strict=True):
                 tags = [None] * len(e.words)
@@ -231,7 +235,7 @@ def predict_rows(
                 counts["cut_words"] += cut
                 counts["truncated"] += cut > 0
         else:
-            best = predict(model, feats, kind, tok.pad_id, batch_size, cfg.max_answer_len)
+            best = predict(model, feats, kind, tok.pad_id, batch_size, cfg.max_answer_len, bf16)
             counts["windows"] += len(feats)
             questions = tok.encode_plain([e.question for e in part])
             counts["truncated"] += sum(len(q) > MAX_QUERY_LEN for q in questions)
@@ -274,12 +278,14 @@ def predict_file(
     text_pair_column: str | None = None,
     log: Callable[[str], None] = print,
     progress_every: float = 5.0,
+    precision: str = "fp32",
 ) -> dict:
     """Predict every row of `input_path` with the fine-tuned folder `model`; write JSON lines to
     `out_path` (see the module docstring for inputs and rows). Returns the counts of
-    predict_rows plus "kind" and "note" (the truncation line, "" when nothing was cut)."""
+    predict_rows plus "kind" and "note" (the truncation line, "" when nothing was cut).
+    `precision`: fp32 (the default) | bf16 | auto, of the forwards."""
     from selfsup.checkpoint import atomic_write_text
-    from selfsup.device import resolve_device
+    from selfsup.device import inference_bf16, resolve_device
     from selfsup.finetuning import json_safe, load_finetuned
 
     if batch_size < 1:
@@ -290,6 +296,7 @@ def predict_file(
     if out.exists() and Path(input_path).exists() and out.samefile(input_path):
         raise ConfigError("--out is the --input file")
     torch_device = resolve_device(device)
+    bf16 = inference_bf16(precision, torch_device)
     net, tok, config = load_finetuned(model)
     kind = config["kind"]
     opts = config.get("finetune", {}).get("options", {})
@@ -302,9 +309,9 @@ def predict_file(
         raise ConfigError(f"cannot write {out_path}: {e.strerror}") from None
     net.to(torch_device)
     log(f"predict: {len(examples):,} rows of {input_path} with a {kind} model "
-        f"({config['task']}) on {torch_device}")  # fmt: skip
+        f"({config['task']}) on {torch_device}{' in bf16' if bf16 else ''}")  # fmt: skip
     rows, counts = predict_rows(net, tok, config, examples, batch_size, top_k, log,
-                                progress_every)  # fmt: skip
+                                progress_every, bf16)  # fmt: skip
     note = truncation_note(kind, counts)
     if note:
         log(f"predict: {note}")

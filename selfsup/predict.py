@@ -5,7 +5,8 @@ fine-tuned predictions (finetune.predict), embeddings (embed) and fill-mask.
         ...
 
 The model is put in eval mode (and back in its mode afterwards), each batch goes to the model's
-device and runs under inference mode, outputs come back in input order. On CPU, `workers` > 1
+device and runs under inference mode (under bf16 autocast with `bf16`, floating outputs returned in
+fp32), outputs come back in input order. On CPU, `workers` > 1
 runs that many batches at once, each in a Python thread with one intra-op thread: PyTorch releases
 the GIL inside its ops, and the small element-wise ops of short sequences then pay no thread
 synchronisation (embed's speed path).
@@ -73,22 +74,35 @@ def to_device(batch: Any, device: torch.device) -> Any:
     return {k: v.to(device) if isinstance(v, torch.Tensor) else v for k, v in batch.items()}
 
 
+def _fp32(out: Any) -> Any:
+    """Floating tensors (alone, or the values of a dict) in fp32; anything else as it is."""
+    if isinstance(out, torch.Tensor):
+        return out.float() if out.is_floating_point() else out
+    if isinstance(out, dict):
+        return {k: _fp32(v) for k, v in out.items()}
+    return out
+
+
 def predict_batches(
     model: nn.Module,
     batches: Iterable[tuple[Any, Any]],
     forward: Callable | None = None,
     workers: int = 1,
+    bf16: bool = False,
 ) -> Iterator[tuple[Any, Any]]:
     """(key, forward(batch)) for each (key, batch) of `batches`, in order. `batches` is read
     lazily; a batch is a tensor or a dict of tensors, moved to the model's device. `forward`
-    defaults to `model.predict`. `model` is in eval mode until the last output is taken."""
+    defaults to `model.predict`. `model` is in eval mode until the last output is taken. `bf16`
+    runs each forward under bf16 autocast and returns its floating tensors in fp32."""
     device = next(model.parameters()).device
     forward = forward or model.predict
 
     def run(item: tuple[Any, Any]) -> tuple[Any, Any]:
         key, batch = item
-        with torch.inference_mode():  # per call: inference mode is thread-local
-            return key, forward(to_device(batch, device))
+        # per call: inference mode and autocast are thread-local
+        with torch.inference_mode(), torch.autocast(device.type, torch.bfloat16, enabled=bf16):
+            out = forward(to_device(batch, device))
+        return key, _fp32(out) if bf16 else out
 
     with eval_mode(model), batch_workers(workers) as run_all:
         yield from run_all(run, batches)

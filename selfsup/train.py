@@ -224,6 +224,7 @@ def train(
                     "grad_norm": round(float(grad_norm), 4),
                     f"{work}_per_s": round(rate, 1),
                     "data_share": round(data_time / elapsed, 4),
+                    "elapsed_s": round(elapsed, 2),  # since this process started training
                 }  # fmt: skip  (rank 0's share)
                 if main:
                     _write(metrics_file, writer, row, "train")

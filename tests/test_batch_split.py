@@ -87,7 +87,7 @@ def quiet(_: str) -> None:
 def rows(run: Path) -> list[dict]:
     lines = (run / "metrics.jsonl").read_text().splitlines()
     return [{k: v for k, v in json.loads(r).items() if not k.endswith("_per_s") and
-             k != "data_share"} for r in lines]  # fmt: skip
+             k not in ("data_share", "elapsed_s")} for r in lines]  # fmt: skip
 
 
 def assert_same_run(a: Path, b: Path) -> None:

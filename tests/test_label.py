@@ -16,6 +16,7 @@ import pytest
 import torch
 from helpers import assert_clean_error, cli, strict_json
 
+from selfsup.data.tasks import TextExample
 from selfsup.finetuning import load_finetuned
 from selfsup.label import predict_file
 
@@ -374,3 +375,91 @@ def test_failed_run_keeps_the_old_output_and_success_leaves_no_temporary(tuned, 
     code, _, err = cli(capsys, "predict", model, "--input", good, "--out", good)
     assert_clean_error(code, err, None, "is the --input file")
     assert good.read_text() == "a\nb\n"
+
+
+# --------------------------------------------------------------------------------------------
+# bf16 forwards (--precision)
+# --------------------------------------------------------------------------------------------
+
+
+def bf16_flags(monkeypatch, native: bool) -> None:
+    """The CPU's bf16 flags as the test says (bf16 autocast itself runs on any CPU, emulated)."""
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: native, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+
+
+def test_predict_batches_in_bf16_returns_fp32_close_to_fp32(tuned):
+    from selfsup.finetuning import eval_batches, make_features
+    from selfsup.predict import predict_batches
+
+    model, tok, config = load_finetuned(tuned("classify"))
+    labels = config["labels"]
+    examples = [TextExample(t, label=labels[0]) for t in LINES]
+    feats = make_features("classify", tok, examples, 32, labels, None)
+    batches = list(eval_batches(feats, 4, tok.pad_id, "classify"))
+    fp32 = [r["logits"] for _, r in predict_batches(model, batches)]
+    bf16 = [r["logits"] for _, r in predict_batches(model, batches, bf16=True)]
+    for a, b in zip(fp32, bf16, strict=True):
+        assert b.dtype == torch.float32
+        assert not torch.equal(a, b)  # the forward did run in bf16
+        assert torch.allclose(a, b, atol=0.05, rtol=0.05)
+
+
+def test_predict_and_evaluate_in_bf16(monkeypatch, tuned, tmp_path, capsys):
+    bf16_flags(monkeypatch, native=True)
+    model, src = tuned("classify"), tmp_path / "in.txt"
+    src.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    ref, _, _ = predict_cli(capsys, model, src, tmp_path / "fp32.jsonl")
+    rows, _, err = predict_cli(capsys, model, src, tmp_path / "bf16.jsonl", "--precision", "bf16")
+    assert "in bf16" in err
+    assert [r["line"] for r in rows] == [r["line"] for r in ref]
+    got = [t["score"] for r in rows for t in sorted(r["top"], key=lambda t: t["label"])]
+    want = [t["score"] for r in ref for t in sorted(r["top"], key=lambda t: t["label"])]
+    assert got == pytest.approx(want, abs=0.02)
+    assert got != want  # not the fp32 path again
+
+
+def test_bf16_forwards_without_the_hardware_are_one_line(monkeypatch, tuned, tmp_path, capsys):
+    bf16_flags(monkeypatch, native=False)
+    src = tmp_path / "in.txt"
+    src.write_text("good\n", encoding="utf-8")
+    out = tmp_path / "p.jsonl"
+    code, _, err = cli(capsys, "predict", tuned("classify"), "--input", src, "--out", out,
+                       "--precision", "bf16")  # fmt: skip
+    assert_clean_error(code, err, out, "bf16 was requested but this CPU has no native bf16")
+    vec = tmp_path / "v.npy"
+    code, _, err = cli(capsys, "embed", tuned("classify"), "--input", src, "--out", vec,
+                       "--precision", "bf16")  # fmt: skip
+    assert_clean_error(code, err, vec, "bf16 was requested but this CPU has no native bf16")
+
+
+def test_embed_in_bf16_is_float32_and_close(monkeypatch, tiny_run, tmp_path, capsys):
+    import numpy as np
+
+    bf16_flags(monkeypatch, native=True)
+    src = tmp_path / "in.txt"
+    src.write_text("\n".join(LINES) + "\n", encoding="utf-8")
+    vecs = {}
+    for p in ("fp32", "bf16"):
+        out = tmp_path / f"{p}.npy"
+        code, _, err = cli(capsys, "embed", tiny_run, "--input", src, "--out", out,
+                           "--precision", p)  # fmt: skip
+        assert code == 0, err
+        vecs[p] = np.load(out)
+    assert vecs["bf16"].dtype == np.float32 and vecs["bf16"].shape == vecs["fp32"].shape
+    a, b = vecs["fp32"], vecs["bf16"]
+    cos = (a * b).sum(1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+    assert cos.min() > 0.99
+    assert not np.array_equal(a, b)
+
+
+def test_finetune_in_bf16_records_it(monkeypatch, tiny_run, tmp_path, capsys):
+    bf16_flags(monkeypatch, native=True)
+    data, out = task_data(tmp_path / "data", "classify"), tmp_path / "ft"
+    code, stdout, err = cli(capsys, "finetune", "--task", "classify", "--data", data, "--init",
+                            tiny_run, "--out", out, "--epochs", "1", "--batch-size", "16",
+                            "--max-len", "32", "--precision", "bf16")  # fmt: skip
+    assert code == 0, err
+    assert "precision bf16" in stdout + err
+    config = json.loads((out / "config.json").read_text())
+    assert config["finetune"]["precision"] == "bf16"

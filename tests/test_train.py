@@ -30,7 +30,8 @@ from selfsup.presets import preset
 from selfsup.pretraining import prepare_data, pretrain
 from selfsup.train import lr_factor, param_groups, train
 
-TIMING_KEYS = {"tokens_per_s", "data_share"}  # wall-clock figures: never equal between runs
+# wall-clock figures: never equal between runs
+TIMING_KEYS = {"tokens_per_s", "data_share", "elapsed_s"}
 
 NAMES = ["Anna", "Boris", "Clara", "David", "Elena", "Felix", "Greta", "Hugo", "Ines", "Jonas"]
 VERBS = ["opened", "painted", "found", "carried", "watched", "cleaned", "sold", "described"]

@@ -21,6 +21,7 @@ from torch import nn
 
 from selfsup.layers.attention import CrossAttention, SelfAttention, causal_attn_mask
 from selfsup.layers.mlp import MLP
+from selfsup.layers.norm import LayerNorm
 
 __all__ = [
     "PostLNBlock",
@@ -47,7 +48,7 @@ class PostLNBlock(nn.Module):
         dropout: float = 0.1,
         attn_dropout: float = 0.1,
         norm_eps: float = 1e-12,
-        norm: type[nn.Module] = nn.LayerNorm,
+        norm: type[nn.Module] = LayerNorm,
         act: type[nn.Module] = nn.GELU,
     ):
         super().__init__()
@@ -99,7 +100,7 @@ class PostLNDecoderBlock(nn.Module):
         dropout: float = 0.1,
         attn_dropout: float = 0.1,
         norm_eps: float = 1e-12,
-        norm: type[nn.Module] = nn.LayerNorm,
+        norm: type[nn.Module] = LayerNorm,
         act: type[nn.Module] = nn.GELU,
         kv_dim: int | None = None,
     ):
@@ -169,7 +170,7 @@ class Transformer(nn.Module):
         attn_dropout: float = 0.1,
         norm_eps: float = 1e-12,
         block: type[nn.Module] = PostLNBlock,
-        norm: type[nn.Module] = nn.LayerNorm,
+        norm: type[nn.Module] = LayerNorm,
         final_norm: bool = False,
         act: type[nn.Module] = nn.GELU,
     ):
