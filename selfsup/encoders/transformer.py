@@ -21,7 +21,6 @@ from torch import nn
 
 from selfsup.layers.attention import CrossAttention, SelfAttention, causal_attn_mask
 from selfsup.layers.mlp import MLP
-from selfsup.layers.norm import LayerNorm
 
 __all__ = [
     "PostLNBlock",
@@ -48,7 +47,7 @@ class PostLNBlock(nn.Module):
         dropout: float = 0.1,
         attn_dropout: float = 0.1,
         norm_eps: float = 1e-12,
-        norm: type[nn.Module] = LayerNorm,
+        norm: type[nn.Module] = nn.LayerNorm,
         act: type[nn.Module] = nn.GELU,
     ):
         super().__init__()
@@ -100,7 +99,7 @@ class PostLNDecoderBlock(nn.Module):
         dropout: float = 0.1,
         attn_dropout: float = 0.1,
         norm_eps: float = 1e-12,
-        norm: type[nn.Module] = LayerNorm,
+        norm: type[nn.Module] = nn.LayerNorm,
         act: type[nn.Module] = nn.GELU,
         kv_dim: int | None = None,
     ):
@@ -170,7 +169,7 @@ class Transformer(nn.Module):
         attn_dropout: float = 0.1,
         norm_eps: float = 1e-12,
         block: type[nn.Module] = PostLNBlock,
-        norm: type[nn.Module] = LayerNorm,
+        norm: type[nn.Module] = nn.LayerNorm,
         final_norm: bool = False,
         act: type[nn.Module] = nn.GELU,
     ):

@@ -6,8 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.layers.norm import LayerNorm
-
 
 class MLMHead(nn.Module):
     """BERT's prediction head (arXiv:1810.04805). The decoder weight is the input embedding matrix
@@ -17,7 +15,7 @@ class MLMHead(nn.Module):
         super().__init__()
         self.dense = nn.Linear(dim, dim)
         self.act = nn.GELU()
-        self.norm = LayerNorm(dim, eps=norm_eps)
+        self.norm = nn.LayerNorm(dim, eps=norm_eps)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
     def forward(self, h: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:

@@ -53,7 +53,7 @@ def attend_math(
         T, S = scores.shape[-2:]
         hidden = torch.ones(T, S, dtype=torch.bool, device=scores.device).triu_(1)  # (T, S)
         scores.masked_fill_(hidden, float("-inf"))
-    probs = scores.softmax(-1, dtype=torch.float32).to(v.dtype)  # summed in fp32 under autocast
+    probs = scores.softmax(-1)
     if dropout_p:
         probs = F.dropout(probs, dropout_p)
     return torch.matmul(probs, v)  # (B, H, T, D/H)

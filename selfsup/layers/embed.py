@@ -6,8 +6,6 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from selfsup.layers.norm import LayerNorm
-
 
 class TextEmbedding(nn.Module):
     def __init__(
@@ -24,7 +22,7 @@ class TextEmbedding(nn.Module):
         self.tokens = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
         self.positions = nn.Embedding(max_len, dim)
         self.segments = nn.Embedding(type_vocab_size, dim)
-        self.norm = LayerNorm(dim, eps=norm_eps)
+        self.norm = nn.LayerNorm(dim, eps=norm_eps)
         self.drop = nn.Dropout(dropout)
 
     def forward(
