@@ -10,6 +10,7 @@ from torch import nn
 from selfsup.encoders.transformer import Transformer, block_attn_mask, padding_attn_mask
 from selfsup.errors import ConfigError
 from selfsup.layers.embed import TextEmbedding
+from selfsup.layers.linear import Linear
 
 
 @dataclass
@@ -73,7 +74,7 @@ class BertEncoder(nn.Module):
         self.transformer = Transformer(
             dim, n_layers, n_heads, ffn_dim, dropout, attn_dropout, norm_eps
         )
-        self.pooler = nn.Linear(dim, dim)
+        self.pooler = Linear(dim, dim)
 
     def forward(
         self,

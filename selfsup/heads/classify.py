@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from selfsup.layers.linear import Linear
+
 
 class ClassifyHead(nn.Module):
     """Dropout -> Linear on a pooled (B, D) vector; used for NSP/SOP (2 classes) and fine-tuning."""
@@ -12,7 +14,7 @@ class ClassifyHead(nn.Module):
     def __init__(self, dim: int, n_classes: int, dropout: float = 0.0):
         super().__init__()
         self.drop = nn.Dropout(dropout)
-        self.proj = nn.Linear(dim, n_classes)
+        self.proj = Linear(dim, n_classes)
 
     def forward(self, pooled: torch.Tensor) -> torch.Tensor:
         return self.proj(self.drop(pooled))

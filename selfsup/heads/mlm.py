@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import nn
+
+from selfsup.layers.linear import Linear, linear
 
 
 class MLMHead(nn.Module):
@@ -13,11 +14,11 @@ class MLMHead(nn.Module):
 
     def __init__(self, dim: int, vocab_size: int, norm_eps: float = 1e-12):
         super().__init__()
-        self.dense = nn.Linear(dim, dim)
+        self.dense = Linear(dim, dim)
         self.act = nn.GELU()
         self.norm = nn.LayerNorm(dim, eps=norm_eps)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
     def forward(self, h: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
         """h: (M, D) hidden states at the masked positions; embedding: (V, D). Returns (M, V)."""
-        return F.linear(self.norm(self.act(self.dense(h))), embedding, self.bias)
+        return linear(self.norm(self.act(self.dense(h))), embedding, self.bias)

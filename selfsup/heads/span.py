@@ -5,6 +5,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from selfsup.layers.linear import Linear
+
 
 class SpanHead(nn.Module):
     """BERT's SQuAD head (arXiv:1810.04805, 4.2): logits_start = h . S, logits_end = h . E, with a
@@ -12,7 +14,7 @@ class SpanHead(nn.Module):
 
     def __init__(self, dim: int):
         super().__init__()
-        self.proj = nn.Linear(dim, 2)
+        self.proj = Linear(dim, 2)
 
     def forward(self, h: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         start, end = self.proj(h).unbind(-1)  # (B, T) each

@@ -17,6 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.layers.linear import Linear
+
 # On CPU, rows up to this many tokens use two matmuls and a softmax (attend_math); longer rows
 # and GPUs use PyTorch's SDPA kernels. Measured here (2 cores, fp32, forward + backward of
 # packed 128-token rows, 4 heads of 64): about 6.5-8.5 ms a layer against 8-11 ms for SDPA's
@@ -97,8 +99,8 @@ class SelfAttention(nn.Module):
         super().__init__()
         self.n_heads = n_heads
         self.attn_dropout = attn_dropout
-        self.qkv = nn.Linear(dim, 3 * dim)
-        self.out = nn.Linear(dim, dim)
+        self.qkv = Linear(dim, 3 * dim)
+        self.out = Linear(dim, dim)
 
     def forward(
         self,
@@ -131,9 +133,9 @@ class CrossAttention(nn.Module):
         super().__init__()
         self.n_heads = n_heads
         self.attn_dropout = attn_dropout
-        self.q = nn.Linear(dim, dim)
-        self.kv = nn.Linear(dim if kv_dim is None else kv_dim, 2 * dim)
-        self.out = nn.Linear(dim, dim)
+        self.q = Linear(dim, dim)
+        self.kv = Linear(dim if kv_dim is None else kv_dim, 2 * dim)
+        self.out = Linear(dim, dim)
 
     def forward(
         self,
