@@ -4,7 +4,7 @@ then fine-tune it on SST-2 (dev and the labelled test file) and EWT POS.
     python experiments/recipe.py pretrain NAME --minutes 15 -- --preset mini --objective mlm ...
     python experiments/recipe.py sst2 NAME --seeds 0 1 2 -- --epochs 3 --lr 1e-4
     python experiments/recipe.py pos NAME --seeds 0 1 2 -- --epochs 3 --lr 2e-4
-    python experiments/recipe.py table
+    python experiments/recipe.py table -- --epochs 2 --lr 2e-4 --batch-size 64 --precision bf16
 
 A budget of M minutes becomes a number of steps before the run: a 60-step probe of the same
 settings measures steps/s (steps 20-60, after warm-up of the caches and allocator), and the run
@@ -176,19 +176,24 @@ def finetune(task: str, name: str, seeds: list[int], flags: list[str]) -> None:
         })  # fmt: skip
 
 
-def table() -> None:
+def table(ft_flags: list[str] | None = None) -> None:
+    """A markdown table: one row per pretraining run, with its SST-2 fine-tunings (`ft_flags`
+    only, when given: the screening recipe) as dev / test accuracy, median over seeds."""
     rows = [json.loads(x) for x in RESULTS.read_text().splitlines() if x]
-    for r in rows:
-        if r["kind"] == "pretrain":
-            print(f"pretrain {r['name']}: {r['steps']} steps, {r['minutes']} min, "
-                  f"{r['tokens_trained'] / 1e6:.1f}M tokens, {r['flops'] / 1e15:.2f} PFLOP, "
-                  f"held-out MLM acc {r['heldout_mlm_acc']}")  # fmt: skip
-        else:
-            metric = "accuracy"
-            print(
-                f"{r['kind']} {r['name']} s{r['seed']} {' '.join(r['flags'])}: dev "
-                f"{r['dev'].get(metric)} test {r['test'].get(metric)} ({r['minutes']} min)"
-            )
+    runs = {r["name"]: r for r in rows if r["kind"] == "pretrain"}
+    print("| run | settings | steps | tokens | PFLOP | held-out MLM acc | SST-2 dev | SST-2 test "
+          "| fine-tunings |")  # fmt: skip
+    print("|---|---|---|---|---|---|---|---|---|")
+    for name, r in runs.items():
+        ft = [x for x in rows if x["kind"] == "sst2" and x["name"] == name
+              and (ft_flags is None or x["flags"] == ft_flags)]  # fmt: skip
+        dev = [x["dev"]["accuracy"] for x in ft]
+        test = [x["test"]["accuracy"] for x in ft]
+        med = lambda v: f"{100 * sorted(v)[len(v) // 2]:.1f}" if v else "-"  # noqa: E731
+        note = f"; {r['note']}" if r.get("note") else ""
+        print(f"| {name} | {' '.join(r['flags'])} ({r['precision']}{note}) | {r['steps']} | "
+              f"{r['tokens_trained'] / 1e6:.1f}M | {r['flops'] / 1e15:.2f} | "
+              f"{r['heldout_mlm_acc']:.3f} | {med(dev)} | {med(test)} | {len(ft)} |")  # fmt: skip
 
 
 def main() -> None:
@@ -202,7 +207,7 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0])
     args = ap.parse_args(argv)
     if args.what == "table":
-        table()
+        table(rest or None)
     elif args.what == "pretrain":
         pretrain(args.name, args.minutes, rest)
     else:
