@@ -19,6 +19,12 @@ class MLMHead(nn.Module):
         self.norm = nn.LayerNorm(dim, eps=norm_eps)
         self.bias = nn.Parameter(torch.zeros(vocab_size))
 
+    def transform(self, h: torch.Tensor) -> torch.Tensor:
+        """dense -> GELU -> LayerNorm: (M, D) -> (M, D), what the decoder projects."""
+        return self.norm(self.act(self.dense(h)))
+
     def forward(self, h: torch.Tensor, embedding: torch.Tensor) -> torch.Tensor:
-        """h: (M, D) hidden states at the masked positions; embedding: (V, D). Returns (M, V)."""
-        return linear(self.norm(self.act(self.dense(h))), embedding, self.bias)
+        """h: (M, D) hidden states at the masked positions; embedding: (V, D). Returns (M, V).
+        Training does not call this: the MLM objective feeds `transform(h)`, the embedding and
+        `bias` to losses.linear_ce, which never holds the (M, V) logits whole."""
+        return linear(self.transform(h), embedding, self.bias)

@@ -33,7 +33,7 @@ from selfsup.keys import (
     SEQ_IDS,
     TOKEN_TYPE_IDS,
 )
-from selfsup.losses import hits, masked_ce
+from selfsup.losses import hits, linear_ce, masked_ce
 from selfsup.objectives.base import Objective
 
 
@@ -146,12 +146,11 @@ class MLM(Objective):
         labels = batch[LABELS]
         keep = labels != IGNORE  # (B, T)
         h = out["hidden"][keep]  # (M, D): only the masked positions are scored
-        logits = self.mlm_head(h, self.encoder.embed.tokens.weight)  # (M, V)
-        targets = labels[keep]
-        result = {
-            "mlm_loss": masked_ce(logits, targets, reduction="sum"),
-            "mlm_acc": hits(logits.detach(), targets),
-        }
+        # The decoder (the tied embedding) and the loss in one, a chunk of rows at a time: the
+        # (M, V) logits are never held whole (losses.linear_ce).
+        z = self.mlm_head.transform(h)
+        loss, hit = linear_ce(z, self.encoder.embed.tokens.weight, self.mlm_head.bias, labels[keep])
+        result = {"mlm_loss": loss, "mlm_acc": hit}
         if self.pair_task:
             pair_logits = self.pair_head(out["pooled"])  # (B, 2)
             pair_labels = batch[PAIR_LABELS]
