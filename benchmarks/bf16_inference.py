@@ -60,7 +60,6 @@ def main(argv=None) -> None:
         sys.exit("this CPU has no native bf16 (avx512_bf16 or AMX): nothing to compare")
     torch.set_num_threads(args.threads)
     sentences = read_sst2(args.data)
-    lines = []
     rows = ["| command | model | fp32 /s | bf16 /s | bf16 speed-up | largest difference | "
             "other |", "|---|---|---|---|---|---|---|"]  # fmt: skip
     if args.model:

@@ -72,6 +72,17 @@ def _add_mask_args(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_set_arg(p: argparse.ArgumentParser, example: str) -> None:
+    p.add_argument(
+        "--set",
+        nargs="+",
+        action="extend",
+        default=[],
+        metavar="SECTION.KEY=VALUE",
+        help=f"any other setting, e.g. {example}; repeat to add more",
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(
         prog="selfsup",
@@ -140,15 +151,7 @@ def build_parser() -> argparse.ArgumentParser:
         "settings; it may change --steps, --fsdp, --device, --threads, --workers, --compile, "
         "--save-every, --eval-every (others are refused)",
     )
-    p.add_argument(
-        "--set",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="any other setting, e.g. train.weight_decay=0.1 objective.random_prob=0; "
-        "repeat to add more",
-    )
+    _add_set_arg(p, "train.weight_decay=0.1 objective.random_prob=0")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
     p = sub.add_parser(
@@ -255,14 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--batches", type=int, default=50, help="batches to count over")
     p.add_argument("--batch-size", type=int, default=32, help="sequences per batch")
     p.add_argument("--seed", type=int, default=0, help="seed of the batches and masks")
-    p.add_argument(
-        "--set",
-        nargs="+",
-        action="extend",
-        default=[],
-        metavar="SECTION.KEY=VALUE",
-        help="any other setting, e.g. objective.span_p=0.3; repeat to add more",
-    )
+    _add_set_arg(p, "objective.span_p=0.3")
     p.add_argument("--json", action="store_true", help="print JSON")
     _add_finetune_parsers(sub)
     for name, example in EXAMPLES.items():  # commands whose block sets no epilog of its own

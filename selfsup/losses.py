@@ -6,6 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from selfsup.keys import IGNORE
+from selfsup.layers.linear import linear
 
 
 def masked_ce(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -39,10 +40,7 @@ class _SoftmaxCrossEntropy(torch.autograd.Function):
     def forward(ctx, logits: torch.Tensor, targets: torch.Tensor, summed: bool) -> torch.Tensor:
         keep = targets != IGNORE  # (M,)
         t = targets.clamp(min=0)[:, None]  # (M, 1)
-        top = logits.amax(-1, keepdim=True)  # (M, 1)
-        e = (logits - top).exp_()  # (M, V)
-        total = e.sum(-1, keepdim=True)  # (M, 1)
-        per_row = (total.log() + top - logits.gather(1, t)).squeeze(1)  # (M,)
+        e, total, per_row = _exp_rows(logits, t)
         n = torch.ones((), dtype=logits.dtype) if summed else keep.sum().clamp(min=1)
         ctx.save_for_backward(e, total, t, keep, n)
         ctx.consumed = False
@@ -54,10 +52,23 @@ class _SoftmaxCrossEntropy(torch.autograd.Function):
             raise RuntimeError("masked_ce's fused backward runs once (no retain_graph)")
         ctx.consumed = True
         e, total, t, keep, n = ctx.saved_tensors
-        grad = e.div_(total)  # softmax, in place
-        grad.scatter_add_(1, t, torch.full_like(t, -1, dtype=grad.dtype))  # - onehot
-        grad.mul_((keep * grad_out / n)[:, None].to(grad.dtype))
-        return grad, None, None
+        return _softmax_minus_onehot_(e, total, t, keep * grad_out / n), None, None
+
+
+def _exp_rows(logits: torch.Tensor, t: torch.Tensor):
+    """(exp(x - max), its row sums, logsumexp(x) - x[t]) for (M, V) logits, t (M, 1)."""
+    top = logits.amax(-1, keepdim=True)  # (M, 1)
+    e = (logits - top).exp_()  # (M, V)
+    total = e.sum(-1, keepdim=True)  # (M, 1)
+    return e, total, (total.log() + top - logits.gather(1, t)).squeeze(1)  # (M,)
+
+
+def _softmax_minus_onehot_(e, total, t, row_scale) -> torch.Tensor:
+    """(softmax(x) - onehot(t)) * row_scale per row, the cross-entropy's gradient, made in place
+    in `e` (exp(x - max), from _exp_rows)."""
+    grad = e.div_(total)  # softmax
+    grad.scatter_add_(1, t, torch.full_like(t, -1, dtype=grad.dtype))  # - onehot
+    return grad.mul_(row_scale[:, None].to(grad.dtype))
 
 
 def hits(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
@@ -126,8 +137,6 @@ def linear_ce(
 class _LinearCE(torch.autograd.Function):
     @staticmethod
     def forward(ctx, h, weight, bias, targets, chunk):
-        from selfsup.layers.linear import linear
-
         bf16 = torch.is_autocast_enabled(h.device.type) and (
             torch.get_autocast_dtype(h.device.type) == torch.bfloat16
         )
@@ -138,7 +147,7 @@ class _LinearCE(torch.autograd.Function):
             need = ctx.needs_input_grad
             dh = torch.empty_like(hc) if need[0] else None
             dw = torch.zeros_like(weight, dtype=torch.float32) if need[1] else None
-            db = torch.zeros(weight.shape[0], dtype=torch.float32) if need[2] else None
+            db = torch.zeros(weight.shape[0], device=h.device) if need[2] else None
             loss = torch.zeros((), dtype=torch.float32, device=h.device)
             hit = torch.zeros((), dtype=torch.float32, device=h.device)
             for s in range(0, h.shape[0], chunk):
@@ -146,17 +155,12 @@ class _LinearCE(torch.autograd.Function):
                 logits = linear(x, wc, bc).float()  # (C, V), the unfused path's values
                 keep = t != IGNORE
                 tt = t.clamp(min=0)[:, None]
-                target_logit = logits.gather(1, tt).squeeze(1)
-                top = logits.amax(-1, keepdim=True)
-                hit += ((target_logit >= top.squeeze(1)) & keep).sum()
-                e = (logits - top).exp_()
-                total = e.sum(-1, keepdim=True)
-                loss += ((total.log().squeeze(1) + top.squeeze(1) - target_logit) * keep).sum()
+                hit += hits(logits, t)
+                e, total, per_row = _exp_rows(logits, tt)
+                loss += (per_row * keep).sum()
                 if dh is None and dw is None and db is None:
                     continue
-                g = e.div_(total)  # softmax
-                g.scatter_add_(1, tt, torch.full_like(tt, -1, dtype=g.dtype))  # - onehot
-                g.mul_(keep[:, None].to(g.dtype))
+                g = _softmax_minus_onehot_(e, total, tt, keep)
                 gd = g.to(dt)
                 if dh is not None:
                     dh[s : s + chunk] = gd @ wc  # (C, D)

@@ -5,11 +5,11 @@ fine-tuned predictions (finetune.predict), embeddings (embed) and fill-mask.
         ...
 
 The model is put in eval mode (and back in its mode afterwards), each batch goes to the model's
-device and runs under inference mode (under bf16 autocast with `bf16`, floating outputs returned in
-fp32), outputs come back in input order. On CPU, `workers` > 1
-runs that many batches at once, each in a Python thread with one intra-op thread: PyTorch releases
-the GIL inside its ops, and the small element-wise ops of short sequences then pay no thread
-synchronisation (embed's speed path).
+device and runs under inference mode (and under bf16 autocast with `bf16`, its floating outputs
+returned in fp32), outputs come back in input order. On CPU, `workers` > 1 runs that many batches
+at once, each in a Python thread with one intra-op thread: PyTorch releases the GIL inside its
+ops, and the small element-wise ops of short sequences then pay no thread synchronisation
+(embed's speed path).
 """
 
 from __future__ import annotations
