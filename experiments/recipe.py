@@ -70,10 +70,13 @@ def metrics(run: Path) -> list[dict]:
 
 
 def record(row: dict) -> None:
+    """Append `row`, replacing an earlier row of the same run (a finished step run again)."""
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     row = {"cpu": cpu(), "date": time.strftime("%Y-%m-%d %H:%M"), **row}
-    with open(RESULTS, "a") as f:
-        f.write(json.dumps(row) + "\n")
+    key = lambda r: (r["kind"], r["name"], r.get("seed"), r["flags"])  # noqa: E731
+    kept = [x for x in RESULTS.read_text().splitlines() if x] if RESULTS.exists() else []
+    kept = [x for x in kept if key(json.loads(x)) != key(row)]
+    RESULTS.write_text("".join(x + "\n" for x in [*kept, json.dumps(row)]))
     print(json.dumps(row), flush=True)
 
 
@@ -145,6 +148,7 @@ def pretrain(name: str, minutes: float, flags: list[str]) -> None:
         "heldout_mlm_acc": summary.get("heldout_mlm_acc"),
         "unigram_baseline_acc": summary.get("unigram_baseline_acc"),
         "corpus_tokens": summary.get("tokens"),
+        **({"note": plan["note"]} if plan.get("note") else {}),
     })  # fmt: skip
 
 
