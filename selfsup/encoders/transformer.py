@@ -32,6 +32,7 @@ __all__ = [
     "causal_padding_attn_mask",
     "padding_attn_mask",
     "block_attn_mask",
+    "reorder_cache",
 ]
 
 
@@ -119,11 +120,13 @@ class PostLNDecoderBlock(nn.Module):
         memory: torch.Tensor | None = None,
         memory_mask: torch.Tensor | None = None,
         bias: torch.Tensor | None = None,
+        cache: dict | None = None,
     ) -> torch.Tensor:
         if memory is None:
             raise ValueError("a decoder block needs the encoder's output as `memory`")
-        x = self.attn_norm(x + self.drop(self.attn(x, attn_mask, True, bias)))
-        x = self.cross_norm(x + self.drop(self.cross_attn(x, memory, memory_mask)))
+        c_self, c_cross = (None, None) if cache is None else (cache["self"], cache["cross"])
+        x = self.attn_norm(x + self.drop(self.attn(x, attn_mask, True, bias, c_self)))
+        x = self.cross_norm(x + self.drop(self.cross_attn(x, memory, memory_mask, c_cross)))
         return self.mlp_norm(x + self.drop(self.mlp(x)))
 
 
@@ -140,11 +143,13 @@ class PreLNDecoderBlock(PostLNDecoderBlock):
         memory: torch.Tensor | None = None,
         memory_mask: torch.Tensor | None = None,
         bias: torch.Tensor | None = None,
+        cache: dict | None = None,
     ) -> torch.Tensor:
         if memory is None:
             raise ValueError("a decoder block needs the encoder's output as `memory`")
-        x = x + self.drop(self.attn(self.attn_norm(x), attn_mask, True, bias))
-        x = x + self.drop(self.cross_attn(self.cross_norm(x), memory, memory_mask))
+        c_self, c_cross = (None, None) if cache is None else (cache["self"], cache["cross"])
+        x = x + self.drop(self.attn(self.attn_norm(x), attn_mask, True, bias, c_self))
+        x = x + self.drop(self.cross_attn(self.cross_norm(x), memory, memory_mask, c_cross))
         return x + self.drop(self.mlp(self.mlp_norm(x)))
 
 
@@ -155,7 +160,9 @@ class Transformer(nn.Module):
 
     forward: `attn_mask`, `causal` and `bias` go to every block's self-attention (see
     selfsup.layers.attention); decoder blocks are always causal and get `memory` (B, S, kv_dim)
-    and `memory_mask` instead of `causal`. return_all gives the input and every block's output,
+    and `memory_mask` instead of `causal`, and `cache` for incremental decoding: one
+    `new_cache()` entry per block, holding the keys and values of the tokens decoded so far
+    (the next call's x follows them). return_all gives the input and every block's output,
     the last one after the final norm, so its last entry is what forward returns otherwise.
     """
 
@@ -191,13 +198,15 @@ class Transformer(nn.Module):
         bias: torch.Tensor | None = None,
         memory: torch.Tensor | None = None,
         memory_mask: torch.Tensor | None = None,
+        cache: list[dict] | None = None,
     ) -> torch.Tensor | list[torch.Tensor]:
         states = [x]
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             if memory is None:
                 x = block(x, attn_mask, causal=causal, bias=bias)  # (B, T, D)
             else:
-                x = block(x, attn_mask, memory=memory, memory_mask=memory_mask, bias=bias)
+                c = None if cache is None else cache[i]
+                x = block(x, attn_mask, memory=memory, memory_mask=memory_mask, bias=bias, cache=c)
             if return_all:
                 states.append(x)
         if self.final_norm is not None:
@@ -205,6 +214,20 @@ class Transformer(nn.Module):
             if return_all:
                 states[-1] = x
         return states if return_all else x
+
+    def new_cache(self) -> list[dict]:
+        """An empty incremental-decoding cache for a decoder stack: per block, the
+        self-attention's keys and values so far and the memory's (computed once)."""
+        return [{"self": {}, "cross": {}} for _ in self.blocks]
+
+
+def reorder_cache(cache: list[dict], index: torch.Tensor) -> None:
+    """Keep and reorder a decoding cache's rows in place, `index` (B',) into the batch: the
+    beams a beam search keeps at each step."""
+    for layer in cache:
+        for part in layer.values():
+            for key in part:
+                part[key] = part[key].index_select(0, index)
 
 
 def padding_attn_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:

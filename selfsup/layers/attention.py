@@ -108,13 +108,28 @@ class SelfAttention(nn.Module):
         attn_mask: torch.Tensor | None = None,
         causal: bool = False,
         bias: torch.Tensor | None = None,
+        cache: dict | None = None,
     ) -> torch.Tensor:
+        """`cache` (incremental decoding): a dict holding the keys and values of the tokens
+        before x ("k", "v": (B, H, S_past, D/H)), empty at the first step; x's keys and values
+        are appended to it. With a cache, x's tokens follow the cached ones: causal then lets
+        query t see the cached keys and x's keys up to t; `attn_mask` covers all the keys."""
         B, T, D = x.shape
         H = self.n_heads
         qkv = self.qkv(x).view(B, T, 3, H, D // H).permute(2, 0, 3, 1, 4)  # (3, B, H, T, D/H)
         # unbind, not qkv[0], qkv[1], qkv[2]: its backward stacks the three gradients once,
         # where three selects would each zero-fill and add a gradient the size of all of qkv.
         q, k, v = qkv.unbind(0)  # (B, H, T, D/H) each
+        if cache is not None:
+            if "k" in cache:
+                past = cache["k"].shape[2]
+                k, v = torch.cat([cache["k"], k], 2), torch.cat([cache["v"], v], 2)
+                if causal and T > 1:  # causal with an offset: query t sees keys 0..past+t
+                    t = torch.arange(T, device=x.device)[:, None]
+                    keep = torch.arange(past + T, device=x.device)[None] <= t + past  # (T, S)
+                    attn_mask = keep if attn_mask is None else attn_mask & keep
+                causal = False  # one new query sees every cached key; more: the mask above
+            cache["k"], cache["v"] = k, v
         p = self.attn_dropout if self.training else 0.0
         y = attend(q, k, v, attn_mask, p, causal, bias)  # (B, H, T, D/H)
         y = y.transpose(1, 2).reshape(B, T, D)  # (B, T, D)
@@ -142,13 +157,21 @@ class CrossAttention(nn.Module):
         x: torch.Tensor,
         memory: torch.Tensor,
         memory_mask: torch.Tensor | None = None,
+        cache: dict | None = None,
     ) -> torch.Tensor:
+        """`cache` (incremental decoding): the memory's keys and values are computed at the
+        first call and kept in the dict ("k", "v") for the next ones."""
         B, T, D = x.shape
         S = memory.shape[1]
         H = self.n_heads
         q = self.q(x).view(B, T, H, D // H).transpose(1, 2)  # (B, H, T, D/H)
-        kv = self.kv(memory).view(B, S, 2, H, D // H).permute(2, 0, 3, 1, 4)  # (2, B, H, S, D/H)
-        k, v = kv.unbind(0)  # (B, H, S, D/H) each
+        if cache is not None and "k" in cache:
+            k, v = cache["k"], cache["v"]
+        else:
+            kv = self.kv(memory).view(B, S, 2, H, D // H).permute(2, 0, 3, 1, 4)  # (2,B,H,S,D/H)
+            k, v = kv.unbind(0)  # (B, H, S, D/H) each
+            if cache is not None:
+                cache["k"], cache["v"] = k, v
         if memory_mask is not None and memory_mask.dim() == 2:
             memory_mask = memory_mask.bool()[:, None, None, :]  # (B, 1, 1, S)
         p = self.attn_dropout if self.training else 0.0

@@ -1,0 +1,180 @@
+"""An encoder-decoder on the shared Transformer stack, in BART's layout (arXiv:1910.13461):
+one token table shared by the encoder's input, the decoder's input and the output projection
+(tied); learned positions and a LayerNorm on each side's embeddings; post-LN blocks (the
+decoder's with causal self-attention and cross-attention to the encoder's output); GELU.
+The weights map one to one onto `transformers.BartForConditionalGeneration`
+(selfsup.interop.hf_bart).
+
+Legend: B batch, S source tokens, T target tokens, D model width, V vocabulary.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from selfsup.encoders.text import init_bert_weights
+from selfsup.encoders.transformer import (
+    PostLNDecoderBlock,
+    Transformer,
+    block_attn_mask,
+    padding_attn_mask,
+)
+from selfsup.errors import ConfigError
+
+
+@dataclass
+class Seq2SeqConfig:
+    """The shape of an encoder-decoder; the defaults are BART-base's (6 + 6 layers of 768),
+    with LayerNorm eps 1e-5 and no dropout inside attention, as BART."""
+
+    vocab_size: int = 8192
+    dim: int = 768
+    n_layers: int = 6  # encoder layers
+    decoder_layers: int = 0  # 0: as many as the encoder
+    n_heads: int = 12
+    ffn_dim: int = 3072
+    max_len: int = 1024  # positions on each side
+    dropout: float = 0.1
+    attn_dropout: float = 0.0
+    norm_eps: float = 1e-5
+    pad_id: int = 0
+
+    def validate(self) -> None:
+        if self.dim % self.n_heads:
+            raise ConfigError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
+        for name in ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_len"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.decoder_layers < 0:
+            raise ConfigError(f"model.decoder_layers must be >= 0, got {self.decoder_layers}")
+
+    @property
+    def n_decoder_layers(self) -> int:
+        return self.decoder_layers or self.n_layers
+
+
+class PositionedEmbedding(nn.Module):
+    """Token vectors (B, T, D) + learned positions, then LayerNorm and dropout (BART's input
+    embedding, without segments). The token table itself belongs to the model (shared)."""
+
+    def __init__(self, max_len: int, dim: int, dropout: float = 0.1, norm_eps: float = 1e-5):
+        super().__init__()
+        self.positions = nn.Embedding(max_len, dim)
+        self.norm = nn.LayerNorm(dim, eps=norm_eps)
+        self.drop = nn.Dropout(dropout)
+
+    def forward(
+        self, tokens: torch.Tensor, offset: int = 0, position_ids: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        if position_ids is None:
+            position_ids = torch.arange(offset, offset + tokens.shape[1], device=tokens.device)
+        return self.drop(self.norm(tokens + self.positions(position_ids)))
+
+
+class Seq2SeqModel(nn.Module):
+    """encode(source) -> the encoder contract ({"hidden", "padding_mask"[, "all_hidden"]});
+    decode(target input, memory) -> decoder states (B, T, D); logits(states) -> (B, T, V) with
+    the tied token table. Incremental decoding passes a `decoder.new_cache()` to decode."""
+
+    def __init__(
+        self,
+        vocab_size: int,
+        dim: int,
+        n_layers: int,
+        n_heads: int,
+        ffn_dim: int,
+        max_len: int = 1024,
+        decoder_layers: int = 0,
+        dropout: float = 0.1,
+        attn_dropout: float = 0.0,
+        norm_eps: float = 1e-5,
+        pad_id: int = 0,
+    ):
+        super().__init__()
+        self.dim, self.max_len, self.pad_id = dim, max_len, pad_id
+        self.tokens = nn.Embedding(vocab_size, dim, padding_idx=pad_id)
+        self.enc_embed = PositionedEmbedding(max_len, dim, dropout, norm_eps)
+        self.dec_embed = PositionedEmbedding(max_len, dim, dropout, norm_eps)
+        self.encoder = Transformer(dim, n_layers, n_heads, ffn_dim, dropout, attn_dropout,
+                                   norm_eps)  # fmt: skip
+        self.decoder = Transformer(dim, decoder_layers or n_layers, n_heads, ffn_dim, dropout,
+                                   attn_dropout, norm_eps, block=PostLNDecoderBlock)  # fmt: skip
+        self.logits_bias = nn.Parameter(torch.zeros(vocab_size))  # BART's final_logits_bias
+
+    def _check_len(self, n: int, side: str) -> None:
+        if n > self.max_len:
+            raise ValueError(f"{side} length {n} > max_len {self.max_len}")
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        return_all: bool = False,
+        position_ids: torch.Tensor | None = None,
+        seq_ids: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """The encoder's contract. Packed rows pass `position_ids` restarting per example and
+        `seq_ids` (attention stays inside each example; -1 marks padding)."""
+        self._check_len(input_ids.shape[1], "source")
+        x = self.enc_embed(self.tokens(input_ids), position_ids=position_ids)  # (B, S, D)
+        mask = padding_attn_mask(attention_mask) if seq_ids is None else block_attn_mask(seq_ids)
+        out = self.encoder(x, mask, return_all=return_all)
+        h = out[-1] if return_all else out
+        if seq_ids is not None:
+            padding = seq_ids < 0
+        elif attention_mask is not None:
+            padding = attention_mask == 0
+        else:
+            padding = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
+        result = {"hidden": h, "padding_mask": padding}
+        if return_all:
+            result["all_hidden"] = out
+        return result
+
+    def decode(
+        self,
+        decoder_input_ids: torch.Tensor,
+        memory: torch.Tensor,
+        memory_padding: torch.Tensor | None = None,
+        cache: list[dict] | None = None,
+        offset: int = 0,
+        attn_mask: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        memory_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Decoder states (B, T, D) for `decoder_input_ids` (B, T) that follow `offset` tokens
+        already decoded (their keys and values in `cache`). `memory_padding` (B, S) is True on
+        the memory's padding; `memory_mask` (B, 1, T, S) replaces it for packed rows, with
+        `attn_mask` (B, 1, T, T) keeping each target inside its example."""
+        self._check_len(offset + decoder_input_ids.shape[1], "target")
+        x = self.dec_embed(self.tokens(decoder_input_ids), offset, position_ids)  # (B, T, D)
+        if memory_mask is None and memory_padding is not None and bool(memory_padding.any()):
+            memory_mask = ~memory_padding[:, None, None, :]  # (B, 1, 1, S)
+        return self.decoder(x, attn_mask, memory=memory, memory_mask=memory_mask, cache=cache)
+
+    def logits(self, states: torch.Tensor) -> torch.Tensor:
+        """(..., D) -> (..., V): the tied token table as the output projection, plus a bias."""
+        return states @ self.tokens.weight.t() + self.logits_bias
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        decoder_input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Logits (B, T, V) of every target position (for tests and interop: an objective
+        scores only the positions it needs)."""
+        enc = self.encode(input_ids, attention_mask)
+        return self.logits(self.decode(decoder_input_ids, enc["hidden"], enc["padding_mask"]))
+
+
+def build_seq2seq(cfg: Seq2SeqConfig) -> Seq2SeqModel:
+    model = Seq2SeqModel(
+        cfg.vocab_size, cfg.dim, cfg.n_layers, cfg.n_heads, cfg.ffn_dim, cfg.max_len,
+        cfg.decoder_layers, cfg.dropout, cfg.attn_dropout, cfg.norm_eps, cfg.pad_id,
+    )  # fmt: skip
+    init_bert_weights(model)  # BART's initialisation too: N(0, 0.02), zero biases
+    return model
