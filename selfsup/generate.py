@@ -1,0 +1,223 @@
+"""Decoding an encoder-decoder: greedy, beam search and sampling, with a key/value cache.
+
+The encoder reads the (padded) sources once; the decoder then writes one token per step for
+every row at once, its keys and values kept in a cache so a step costs one token's work. Rules
+applied to each step's scores, in this order (the order transformers applies them, so its
+`generate` on an exported model writes the same greedy output):
+- no-repeat n-gram: a token that would repeat an n-gram already in the row is banned;
+- minimum length: EOS is banned before `min_new_tokens` tokens;
+- forced EOS: the last allowed token is EOS (`max_new_tokens` tokens at most, EOS included).
+Beam search keeps `beams` rows per source, scores a finished hypothesis by its summed
+log-probability over length ** length_penalty (length: the tokens written, EOS included, as
+transformers counts them), and stops when no running beam can beat the
+worst of `beams` finished ones.
+
+Legend: B sources, K beams, V vocabulary, T tokens written so far.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from selfsup.encoders.transformer import reorder_cache
+from selfsup.errors import ConfigError
+
+
+@dataclass
+class GenerateConfig:
+    max_new_tokens: int = 64  # tokens written, EOS included
+    min_new_tokens: int = 0  # EOS is banned before this many
+    beams: int = 1
+    length_penalty: float = 1.0  # > 1 favours longer hypotheses in beam search
+    no_repeat_ngram: int = 0  # ban repeating any n-gram of this size (0: off)
+    sample: bool = False
+    temperature: float = 1.0
+    top_k: int = 0  # sample among the k most likely tokens (0: all)
+    top_p: float = 1.0  # sample within the smallest set of this much probability
+    forced_eos: bool = True  # the last allowed token is EOS
+
+    def validate(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        if not 0 <= self.min_new_tokens <= self.max_new_tokens:
+            raise ConfigError("min_new_tokens must be in [0, max_new_tokens]")
+        if self.beams < 1:
+            raise ConfigError(f"beams must be >= 1, got {self.beams}")
+        if self.sample and self.beams > 1:
+            raise ConfigError("sampling with beams is not supported: choose one")
+        if self.temperature <= 0 or not 0 < self.top_p <= 1 or self.top_k < 0:
+            raise ConfigError("temperature must be > 0, top_p in (0, 1], top_k >= 0")
+        if self.no_repeat_ngram < 0:
+            raise ConfigError("no_repeat_ngram must be >= 0")
+
+
+def banned_ngram_tokens(rows: list[list[int]], n: int) -> list[list[int]]:
+    """For each row (tokens so far), the tokens that would complete an n-gram already in it."""
+    out = []
+    for row in rows:
+        if len(row) + 1 < n:
+            out.append([])
+            continue
+        prefix = tuple(row[len(row) - n + 1 :])
+        out.append([row[i + n - 1] for i in range(len(row) - n + 1)
+                    if tuple(row[i : i + n - 1]) == prefix])  # fmt: skip
+    return out
+
+
+def process_scores(
+    scores: torch.Tensor, rows: list[list[int]], written: int, eos_id: int, cfg: GenerateConfig
+) -> torch.Tensor:
+    """Apply the rules to next-token scores (N, V) of rows (tokens so far, start included)
+    that have `written` tokens after the start. In place; returns `scores`."""
+    if cfg.no_repeat_ngram:
+        for i, banned in enumerate(banned_ngram_tokens(rows, cfg.no_repeat_ngram)):
+            if banned:
+                scores[i, banned] = float("-inf")
+    if written < cfg.min_new_tokens:
+        scores[:, eos_id] = float("-inf")
+    if cfg.forced_eos and written == cfg.max_new_tokens - 1:
+        scores.fill_(float("-inf"))
+        scores[:, eos_id] = 0.0
+    return scores
+
+
+def filter_top(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Logits (N, V) with all but the top-k and the top-p nucleus set to -inf (the most likely
+    token always stays)."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = logits.topk(top_k, dim=-1).values[:, -1:]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = logits.sort(dim=-1, descending=True)
+        probs = sorted_logits.softmax(-1)
+        before = probs.cumsum(-1) - probs  # probability of the tokens ranked above
+        drop = before >= top_p
+        drop[:, 0] = False
+        logits = logits.masked_fill(drop.scatter(1, order, drop), float("-inf"))
+    return logits
+
+
+@torch.no_grad()
+def generate(
+    model,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    start_id: int,
+    eos_id: int,
+    cfg: GenerateConfig | None = None,
+    generator: torch.Generator | None = None,
+) -> list[list[int]]:
+    """The tokens written for each source (B, S), without the start token and the final EOS.
+    `model` has encode / decode / logits and a decoder with new_cache() (Seq2SeqModel)."""
+    cfg = cfg or GenerateConfig()
+    cfg.validate()
+    enc = model.encode(input_ids, attention_mask)
+    memory, padding = enc["hidden"], enc["padding_mask"]
+    if cfg.beams > 1:
+        return _beam_search(model, memory, padding, start_id, eos_id, cfg)
+    B = input_ids.shape[0]
+    cache = model.decoder.new_cache()
+    rows = [[start_id] for _ in range(B)]
+    done = torch.zeros(B, dtype=torch.bool)
+    last = torch.full((B, 1), start_id, dtype=torch.long, device=input_ids.device)
+    for t in range(cfg.max_new_tokens):
+        h = model.decode(last, memory, padding, cache, offset=t)[:, -1]  # (B, D)
+        scores = model.logits(h).float()  # (B, V)
+        scores = process_scores(scores, rows, t, eos_id, cfg)
+        if cfg.sample:
+            logits = filter_top(scores / cfg.temperature, cfg.top_k, cfg.top_p)
+            nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
+        else:
+            nxt = scores.argmax(-1)  # (B,)
+        nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
+        for i, tok in enumerate(nxt.tolist()):
+            if not done[i]:
+                rows[i].append(tok)
+        done |= nxt.cpu() == eos_id
+        if bool(done.all()):
+            break
+        last = nxt[:, None]
+    return [_strip(r, eos_id) for r in rows]
+
+
+def _strip(row: list[int], eos_id: int) -> list[int]:
+    row = row[1:]
+    return row[:-1] if row and row[-1] == eos_id else row
+
+
+def _beam_search(model, memory, padding, start_id, eos_id, cfg) -> list[list[int]]:
+    B, K = memory.shape[0], cfg.beams
+    expand = torch.arange(B, device=memory.device).repeat_interleave(K)  # (B*K,)
+    memory, padding = memory[expand], padding[expand]
+    cache = model.decoder.new_cache()
+    rows = [[start_id] for _ in range(B * K)]
+    beam_scores = torch.zeros(B, K)
+    beam_scores[:, 1:] = float("-inf")  # at first only one beam is real
+    finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]
+    done = [False] * B
+    last = torch.full((B * K, 1), start_id, dtype=torch.long, device=memory.device)
+    lp = cfg.length_penalty
+    for t in range(cfg.max_new_tokens):
+        h = model.decode(last, memory, padding, cache, offset=t)[:, -1]  # (B*K, D)
+        logp = model.logits(h).float().log_softmax(-1).cpu()  # (B*K, V)
+        logp = process_scores(logp, rows, t, eos_id, cfg)
+        V = logp.shape[-1]
+        total = (logp + beam_scores.reshape(-1, 1)).view(B, K * V)
+        top_scores, top_index = total.topk(2 * K, dim=1)  # (B, 2K)
+        keep_rows, keep_tokens, keep_scores = [], [], []
+        for b in range(B):
+            chosen = []
+            if not done[b]:
+                for rank, (s, idx) in enumerate(
+                    zip(top_scores[b].tolist(), top_index[b].tolist(), strict=True)
+                ):
+                    beam, tok = divmod(idx, V)
+                    src = b * K + beam
+                    if tok == eos_id:
+                        if rank < K and s > float("-inf"):
+                            hyp = rows[src][1:] + [eos_id]
+                            _add(finished[b], s / len(hyp) ** lp, hyp, K)
+                        continue
+                    chosen.append((src, tok, s))
+                    if len(chosen) == K:
+                        break
+            while len(chosen) < K:  # a finished source (or too few candidates): filler rows
+                chosen.append((b * K, eos_id, float("-inf")))
+            for src, tok, s in chosen:
+                keep_rows.append(src)
+                keep_tokens.append(tok)
+                keep_scores.append(s)
+            if not done[b] and len(finished[b]) == K:
+                best_running = max(s for _, _, s in chosen)
+                # transformers' default (early_stopping=False): the best running beam's score
+                # at the current length cannot rise above the worst finished hypothesis
+                done[b] = best_running / (t + 1) ** lp <= min(x for x, _ in finished[b])
+        if all(done):
+            break
+        index = torch.tensor(keep_rows)
+        rows = [rows[i] + [tok] for i, tok in zip(keep_rows, keep_tokens, strict=True)]
+        beam_scores = torch.tensor(keep_scores).view(B, K)
+        reorder_cache(cache, index.to(memory.device))
+        last = torch.tensor(keep_tokens, device=memory.device)[:, None]
+    for b in range(B):  # running beams join when the length ran out
+        if not done[b]:
+            for k in range(K):
+                s = float(beam_scores[b, k])
+                if s > float("-inf"):
+                    hyp = rows[b * K + k][1:]
+                    _add(finished[b], s / len(hyp) ** lp, hyp, K)
+    out = []
+    for b in range(B):
+        best = max(finished[b], key=lambda x: x[0])[1] if finished[b] else []
+        out.append(best[:-1] if best and best[-1] == eos_id else best)
+    return out
+
+
+def _add(hyps: list[tuple[float, list[int]]], score: float, hyp: list[int], k: int) -> None:
+    """Keep the k best finished hypotheses."""
+    if len(hyps) < k or score > min(s for s, _ in hyps):
+        hyps.append((score, hyp))
+        if len(hyps) > k:
+            hyps.remove(min(hyps, key=lambda x: x[0]))
