@@ -182,7 +182,12 @@ def test_banned_ngrams_by_hand():
 
 def test_bad_settings_are_config_errors(model):
     ids, mask = sources()
-    for bad in (GenerateConfig(max_new_tokens=0), GenerateConfig(beams=2, sample=True),
-                GenerateConfig(min_new_tokens=9, max_new_tokens=5), GenerateConfig(top_p=0)):  # fmt: skip
+    bad_settings = [
+        GenerateConfig(max_new_tokens=0),
+        GenerateConfig(beams=2, sample=True),
+        GenerateConfig(min_new_tokens=9, max_new_tokens=5),
+        GenerateConfig(top_p=0),
+    ]
+    for bad in bad_settings:
         with pytest.raises(ConfigError):
             generate(model, ids, mask, START, EOS, bad)
