@@ -268,3 +268,53 @@ def t5_lengths(input_length: int, density: float = 0.15, mean_span: float = 3.0)
     while lengths(raw + 1)[0] <= input_length:
         raw += 1
     return raw, lengths(raw)[1]
+
+
+@dataclass
+class BartNoise:
+    """A combination of BART's noises with their rates (the paper's large model by default: 30%
+    of the tokens masked in Poisson(3) spans, every sentence permuted, 10% of the masks replaced
+    by random tokens). Applied in the order permutation, deletion, masking, rotation."""
+
+    mask_prob: float = 0.3  # share of tokens masked (0: no masking)
+    infill: bool = True  # spans, each one [MASK] (text infilling); False: token masking
+    poisson_lambda: float = 3.0  # mean span length for infilling
+    random_prob: float = 0.1  # share of the masks that become a random token instead
+    delete_prob: float = 0.0  # share of tokens deleted
+    permute: float = 1.0  # share of the sentences permuted
+    rotate: float = 0.0  # probability of rotating the document
+
+
+def bart_noise(
+    sentences: list[torch.Tensor],
+    generator: torch.Generator,
+    noise: BartNoise,
+    mask_id: int,
+    random_ids: torch.Tensor,
+) -> tuple[torch.Tensor, dict]:
+    """The corrupted source of one segment, given as its sentences, and what was done to it:
+    {"order": sentence order, "masked": tokens masked, "spans": span lengths, "deleted",
+    "rotated": offset}. The target is the segment itself, uncorrupted."""
+    ids, order = permute_sentences(sentences, generator, noise.permute)
+    info: dict = {"order": order, "masked": 0, "spans": [], "deleted": 0, "rotated": 0}
+    if noise.delete_prob > 0:
+        kept = token_delete(ids, generator, noise.delete_prob)
+        info["deleted"] = len(ids) - len(kept)
+        ids = kept
+    if noise.mask_prob > 0 and len(ids):
+        if noise.infill:
+            ids, spans = text_infill(
+                ids, generator, mask_id, noise.mask_prob, noise.poisson_lambda, random_ids,
+                noise.random_prob,
+            )  # fmt: skip
+            info["spans"] = [e - s for s, e in spans]
+            info["masked"] = sum(info["spans"])
+        else:
+            before = ids
+            ids = token_mask(
+                ids, generator, mask_id, noise.mask_prob, random_ids, noise.random_prob
+            )
+            info["masked"] = int((ids != before).sum())
+    if noise.rotate > 0 and float(torch.rand((), generator=generator)) < noise.rotate:
+        ids, info["rotated"] = rotate(ids, generator)
+    return ids, info

@@ -239,3 +239,35 @@ def test_same_seed_same_output(fn):
     assert torch.equal(fn(gen(7)), fn(gen(7)))
     outs = {tuple(fn(gen(s)).tolist()) for s in range(5)}
     assert len(outs) > 1
+
+
+def test_bart_noise_permutes_masks_and_keeps_the_text_recoverable():
+    from selfsup.corrupt.seq2seq import BartNoise, bart_noise
+
+    sentences = [torch.arange(10 * i + 10, 10 * i + 18) for i in range(4)]  # distinct tokens
+    random_ids = torch.arange(600, 700)
+    permuted = 0
+    for seed in range(30):
+        out, info = bart_noise(sentences, gen(seed), BartNoise(), MASK, random_ids)
+        permuted += info["order"] != [0, 1, 2, 3]
+        assert info["masked"] == round(0.3 * 32)
+        kept = [x for x in out.tolist() if x != MASK and not 600 <= x < 700]
+        assert len(kept) == 32 - info["masked"]
+        # the kept tokens come in the permuted sentence order
+        original = torch.cat([sentences[i] for i in info["order"]]).tolist()
+        it = iter(original)
+        assert all(any(x == y for y in it) for x in kept)  # a subsequence
+    assert permuted >= 25  # the identity comes 1 time in 24
+
+
+def test_bart_noise_deletion_rotation_and_token_masking():
+    from selfsup.corrupt.seq2seq import BartNoise, bart_noise
+
+    sentences = [torch.arange(100, 140)]
+    noise = BartNoise(mask_prob=0.0, permute=0.0, delete_prob=0.25, rotate=1.0)
+    out, info = bart_noise(sentences, gen(), noise, MASK, torch.arange(5, 9))
+    assert len(out) == 40 - info["deleted"] and 4 <= info["deleted"] <= 18
+    assert info["rotated"] > 0 or len(out) < 2
+    noise = BartNoise(mask_prob=0.5, infill=False, permute=0.0, random_prob=0.0)
+    out, info = bart_noise([torch.arange(100, 1100)], gen(), noise, MASK, torch.arange(5, 9))
+    assert len(out) == 1000 and abs(int((out == MASK).sum()) - 500) < 60
