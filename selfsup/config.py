@@ -1,7 +1,8 @@
 """The run config: one dataclass per part, each owned by its part, composed here, plus an
 override parser that walks them.
 
-    model      the encoder's config (text: encoders/text.py BertConfig)
+    model      the model's config, the class the objective names in `model_config` (text:
+               encoders/text.py BertConfig; encoder-decoders: encoders/seq2seq.py Seq2SeqConfig)
     objective  the objective's own config (objectives/*.py), chosen by its `name`
     data       the data pipeline's config (text: data/text.py TextDataConfig)
     train      the loop's config (TrainConfig, below)
@@ -71,14 +72,19 @@ class TrainConfig:
 @dataclass
 class RunConfig:
     preset: str = "tiny"
-    model: BertConfig = field(default_factory=BertConfig)
+    model: Any = field(default_factory=BertConfig)  # the objective's model_config (BERT's)
     objective: Any = field(default_factory=MLMConfig)  # the objective's Config, by its name
     data: TextDataConfig = field(default_factory=TextDataConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
-        self.model.validate()
         objective = get_objective(self.objective.name)
+        if not isinstance(self.model, model_config_of(objective)):
+            raise ConfigError(
+                f"model section is not a {model_config_of(objective).__name__} "
+                f"(objective {self.objective.name})"
+            )
+        self.model.validate()
         if not isinstance(self.objective, objective.Config):
             raise ConfigError(f"objective section is not a {objective.Config.__name__}")
         if hasattr(self.objective, "validate"):
@@ -99,10 +105,18 @@ class RunConfig:
 
     def set_objective(self, name: str) -> None:
         """Switch to objective `name`, keeping the settings its config shares with the old one."""
-        cls = get_objective(name).Config
+        objective = get_objective(name)
+        cls = objective.Config
         old = asdict(self.objective)
         self.objective = cls(**{f.name: old[f.name] for f in fields(cls) if f.name in old})
         self.objective.name = name
+        model_cls = model_config_of(objective)
+        if not isinstance(self.model, model_cls):  # e.g. BERT's shape -> an encoder-decoder
+            # The shape carries over; each layout keeps its own LayerNorm eps (BERT 1e-12,
+            # BART 1e-5), so a converted model still maps onto its reference implementation.
+            shape = {k: v for k, v in asdict(self.model).items() if k != "norm_eps"}
+            self.model = model_cls(**{f.name: shape[f.name] for f in fields(model_cls)
+                                      if f.name in shape})  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -114,11 +128,16 @@ class RunConfig:
         name = obj.get("name", MLMConfig.name)
         return cls(
             preset=d.get("preset", "custom"),
-            model=build_section(BertConfig, d.get("model", {}), "model"),
+            model=build_section(model_config_of(get_objective(name)), d.get("model", {}), "model"),
             objective=build_section(get_objective(name).Config, obj, "objective"),
             data=build_section(TextDataConfig, d.get("data", {}), "data"),
             train=build_section(TrainConfig, d.get("train", {}), "train"),
         )
+
+
+def model_config_of(objective: type) -> type:
+    """The model config class an objective builds from (`model_config`; BERT's by default)."""
+    return getattr(objective, "model_config", BertConfig)
 
 
 def _upgrade(d: dict[str, Any]) -> dict[str, Any]:

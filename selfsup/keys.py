@@ -12,6 +12,9 @@ LABELS = "labels"  # (B, T) MLM/tag targets or (B,) class/regression targets
 PAIR_LABELS = "pair_labels"  # (B,) NSP/SOP labels
 SEQ_IDS = "seq_ids"  # (R, T) example of each token in a packed row, -1 on padding
 CLS_INDEX = "cls_index"  # (E,) flat index of each packed example's first token
+# encoder-decoder (the source is INPUT_IDS / ATTENTION_MASK, the target LABELS, IGNORE on padding)
+DECODER_INPUT_IDS = "decoder_input_ids"  # (B, T) the target shifted right
+DECODER_POSITION_IDS = "decoder_position_ids"  # (B, T) positions of the target (MASS)
 # extractive QA
 START_POSITIONS = "start_positions"  # (B,)
 END_POSITIONS = "end_positions"  # (B,)

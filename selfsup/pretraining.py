@@ -32,6 +32,7 @@ from selfsup.data.cache import build_once, cache_key, default_cache_dir
 from selfsup.data.text import (
     PairBuilder,
     PretrainBatches,
+    SegmentBuilder,
     TextNeeds,
     build_corpus,
     make_chunks,
@@ -120,13 +121,19 @@ def prepare_data(
     tok = tok or tokenizer_for(cfg, encoding, log)
     if needs is None:
         model_cfg = replace(cfg.model, vocab_size=tok.vocab_size, pad_id=tok.pad_id)
-        needs = build_objective(cfg.objective, model_cfg).text_needs(tok)
+        needs = build_objective(cfg.objective, model_cfg).text_needs(tok, cfg.data.max_len)
+    if needs.examples is not None and cfg.data.pack:
+        raise ConfigError(f"--pack is not supported by objective {cfg.objective.name} yet")
     corpus = build_corpus(cfg.data.paths, tok, cfg.data, encoding, log=log)
-    chunks = make_chunks(corpus, cfg.data.max_len)
+    chunks = make_chunks(corpus, cfg.data.max_len, needs.segment_len)
     train_ids, held_ids = split_chunks(len(chunks), cfg.data.heldout_every, cfg.data.heldout_max)
     if len(train_ids) < 2:
         raise ConfigError("the corpus is too small: it makes fewer than 2 training sequences")
-    builder = PairBuilder(corpus, chunks, tok, cfg.data.max_len, needs.pair_task)
+    if needs.examples is not None:
+        builder = SegmentBuilder(corpus, chunks, tok, cfg.data.max_len, needs.examples,
+                                 needs.collate)  # fmt: skip
+    else:
+        builder = PairBuilder(corpus, chunks, tok, cfg.data.max_len, needs.pair_task)
     corrupt = needs.corrupt
     seed = cfg.train.seed
     batches = PretrainBatches(
@@ -248,7 +255,7 @@ def _pretrain(cfg, out, resume, encoding, progress, log, changed, device) -> dic
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     model = build_objective(cfg.objective, cfg.model)
     with distributed.main_first():
-        data = prepare_data(cfg, encoding, log, tok, model.text_needs(tok))
+        data = prepare_data(cfg, encoding, log, tok, model.text_needs(tok, cfg.data.max_len))
     model = model.to(device)
     if cfg.train.compile:
         model.compile(dynamic=True)  # in place, so state_dict keys and checkpoints are unchanged

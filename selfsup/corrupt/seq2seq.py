@@ -186,17 +186,23 @@ def mass_fragment(
     share: float = 0.5,
     random_ids: torch.Tensor | None = None,
     random_prob: float = 0.0,
+    keep_prob: float = 0.0,
 ) -> Fragment:
     """MASS: one contiguous fragment of round(`share` x T) tokens (at least one), placed uniformly,
-    is masked in the encoder's input; the decoder writes only the fragment, fed the fragment
-    shifted right (its first input is the token just before the fragment, or `start_id` at the
-    beginning: the other tokens of the decoder's input are hidden, as in the paper)."""
+    is masked in the encoder's input (a `random_prob` share of it a random token, a `keep_prob`
+    share unchanged: the paper's 80/10/10 is 0.1 and 0.1); the decoder writes only the
+    fragment, fed the fragment shifted right (its first input is the token just before the
+    fragment, or `start_id` at the beginning: the other tokens of the decoder's input are
+    hidden, as in the paper)."""
     n = len(ids)
     length = min(n, max(1, round(share * n)))
     start = int(torch.randint(0, n - length + 1, (1,), generator=generator))
     chosen = torch.zeros(n, dtype=torch.bool)
     chosen[start : start + length] = True
-    source = replace_some(ids, chosen, generator, mask_id, random_ids, random_prob)
+    if keep_prob > 0:
+        chosen &= _uniform(generator, n) >= keep_prob
+    source = replace_some(ids, chosen, generator, mask_id, random_ids,
+                          random_prob / (1 - keep_prob))  # fmt: skip
     target = ids[start : start + length].clone()
     first = ids[start - 1 : start] if start > 0 else torch.tensor([start_id])
     return Fragment(source, target, torch.cat([first, target[:-1]]), start)

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,12 +64,20 @@ class TextDataConfig:
 
 @dataclass(frozen=True)
 class TextNeeds:
-    """What an objective asks of the text pipeline (its `text_needs(tokenizer)`): segment pairs
-    with a pair task's labels ("nsp", "sop" or None), and a corruption applied to each collated
-    batch with the batch's generator, (batch, generator) -> batch."""
+    """What an objective asks of the text pipeline (its `text_needs(tokenizer, max_len)`):
+    segment pairs with a pair task's labels ("nsp", "sop" or None), and a corruption applied to
+    each collated batch with the batch's generator, (batch, generator) -> batch.
+
+    An objective that builds its own examples (an encoder-decoder's source and target) gives
+    `examples` instead: (the segment's sentences as token-id arrays, the example's generator)
+    -> one example, and `collate`: examples -> batch; `segment_len` is then the most tokens
+    of text in one segment (default max_len - 3)."""
 
     pair_task: str | None = None
     corrupt: Callable[[dict, torch.Generator], dict] | None = None
+    examples: Callable[[list[np.ndarray], np.random.Generator], Any] | None = None
+    collate: Callable[[list], dict] | None = None
+    segment_len: int | None = None
 
 
 # --------------------------------------------------------------------------------------------
@@ -307,11 +316,11 @@ def open_corpus(folder: Path) -> Corpus:
     )
 
 
-def make_chunks(corpus: Corpus, max_len: int) -> np.ndarray:
-    """Greedily group consecutive sentences of a document into chunks of up to max_len - 3
-    tokens (room for [CLS] A [SEP] B [SEP]). Returns (C, 3) int64 rows: first sentence,
-    end sentence (exclusive), document."""
-    budget = max_len - 3
+def make_chunks(corpus: Corpus, max_len: int, budget: int | None = None) -> np.ndarray:
+    """Greedily group consecutive sentences of a document into chunks of up to `budget` tokens
+    (default max_len - 3: room for [CLS] A [SEP] B [SEP]). Returns (C, 3) int64 rows: first
+    sentence, end sentence (exclusive), document."""
+    budget = budget or max_len - 3
     lens = np.diff(corpus.sent_offsets)
     rows = []
     for d in range(len(corpus.doc_sents) - 1):
@@ -353,8 +362,10 @@ class PairBuilder:
         self.n_docs = len(corpus.doc_sents) - 1
 
     def sentences(self, row) -> list[np.ndarray]:
-        off, tok = self.corpus.sent_offsets, self.corpus.tokens
-        return [np.asarray(tok[off[i] : off[i + 1]], dtype=np.int64) for i in range(row[0], row[1])]
+        return chunk_sentences(self.corpus, row)
+
+    def collate(self, examples: list) -> dict[str, torch.Tensor]:
+        return collate(examples, self.tok.pad_id)
 
     def example(self, chunk: int, rng: np.random.Generator) -> tuple[list[int], list[int], int]:
         sents = self.sentences(self.chunks[chunk])
@@ -393,6 +404,30 @@ class PairBuilder:
         return np.concatenate(sents[start:] + sents[:start])[:length]
 
 
+def chunk_sentences(corpus: Corpus, row) -> list[np.ndarray]:
+    """The sentences of chunk `row` (first, end, document) as int64 token-id arrays."""
+    off, tok = corpus.sent_offsets, corpus.tokens
+    return [np.asarray(tok[off[i] : off[i + 1]], dtype=np.int64) for i in range(row[0], row[1])]
+
+
+class SegmentBuilder:
+    """Examples an objective builds itself from each chunk's sentences (TextNeeds.examples and
+    .collate): an encoder-decoder's corrupted source and its target, for instance."""
+
+    pair_task = None
+
+    def __init__(self, corpus: Corpus, chunks: np.ndarray, tok: Tokenizer, max_len: int,
+                 examples: Callable, collate: Callable):  # fmt: skip
+        self.corpus, self.chunks, self.tok, self.max_len = corpus, chunks, tok, max_len
+        self._examples, self._collate = examples, collate
+
+    def example(self, chunk: int, rng: np.random.Generator):
+        return self._examples(chunk_sentences(self.corpus, self.chunks[chunk]), rng)
+
+    def collate(self, examples: list) -> dict[str, torch.Tensor]:
+        return self._collate(examples)
+
+
 def _truncate_pair(a: np.ndarray, b: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
     while len(a) + len(b) > budget:
         if len(a) > len(b):
@@ -427,7 +462,7 @@ class PretrainBatches(torch.utils.data.Dataset):
 
     def __init__(
         self,
-        builder: PairBuilder,
+        builder: PairBuilder | SegmentBuilder,
         corrupt: Callable[[dict, torch.Generator], dict] | None,
         chunk_ids: np.ndarray,
         batch_size: int,
@@ -472,7 +507,7 @@ class PretrainBatches(torch.utils.data.Dataset):
             examples.append(self.builder.example(chunk, rng))
         pad = self.builder.tok.pad_id
         g = torch.Generator().manual_seed(seed_for(self.seed, Stream.CORRUPT, k))
-        batch = collate(examples, pad)  # (B, T)
+        batch = self.builder.collate(examples)  # (B, T)
         if self.corrupt is not None:
             batch = self.corrupt(batch, g)
         share = B // world_size

@@ -14,10 +14,14 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 
 from selfsup.errors import ConfigError
+from selfsup.objectives.bart import BART
 from selfsup.objectives.base import Objective
+from selfsup.objectives.mass import MASS
 from selfsup.objectives.mlm import MLM, MLMConfig, MLMWithNSP, MLMWithSOP
 
-OBJECTIVES: dict[str, type[Objective]] = {"mlm": MLM, "mlm+nsp": MLMWithNSP, "mlm+sop": MLMWithSOP}
+OBJECTIVES: dict[str, type[Objective]] = {
+    "mlm": MLM, "mlm+nsp": MLMWithNSP, "mlm+sop": MLMWithSOP, "bart": BART, "mass": MASS,
+}  # fmt: skip
 
 ENTRY_POINTS = "selfsup.objectives"
 _loaded_entry_points = False

@@ -120,7 +120,7 @@ class MLM(Objective):
     def build(cls, cfg: MLMConfig, model: BertConfig) -> MLM:
         return cls(build_encoder(model), model.vocab_size, model.norm_eps, cfg)
 
-    def text_needs(self, tok: Tokenizer) -> TextNeeds:
+    def text_needs(self, tok: Tokenizer, max_len: int | None = None) -> TextNeeds:
         """Pairs of segments (with NSP/SOP labels when there is a pair task), masked."""
         return TextNeeds(pair_task=self.pair_task, corrupt=token_masker(tok, self.cfg))
 

@@ -271,3 +271,15 @@ def test_bart_noise_deletion_rotation_and_token_masking():
     noise = BartNoise(mask_prob=0.5, infill=False, permute=0.0, random_prob=0.0)
     out, info = bart_noise([torch.arange(100, 1100)], gen(), noise, MASK, torch.arange(5, 9))
     assert len(out) == 1000 and abs(int((out == MASK).sum()) - 500) < 60
+
+
+def test_mass_80_10_10_inside_the_fragment():
+    ids = torch.arange(100, 4100)
+    random_ids = torch.arange(5000, 6000)
+    f = mass_fragment(ids, gen(), MASK, START, 0.5, random_ids, random_prob=0.1, keep_prob=0.1)
+    frag = f.source[f.start : f.start + 2000]
+    assert abs(float((frag == MASK).float().mean()) - 0.8) < 0.03
+    assert abs(float((frag >= 5000).float().mean()) - 0.1) < 0.02
+    assert abs(float((frag == ids[f.start : f.start + 2000]).float().mean()) - 0.1) < 0.02
+    outside = torch.cat([f.source[: f.start], f.source[f.start + 2000 :]])
+    assert torch.equal(outside, torch.cat([ids[: f.start], ids[f.start + 2000 :]]))

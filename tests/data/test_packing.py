@@ -14,6 +14,9 @@ from selfsup.encoders.text import BertConfig, build_encoder
 from selfsup.keys import IGNORE
 from selfsup.objectives import OBJECTIVES
 from selfsup.objectives.base import batch_loss
+from selfsup.objectives.mlm import MLM
+
+MLM_FAMILY = sorted(name for name, cls in OBJECTIVES.items() if issubclass(cls, MLM))
 
 
 def _examples(lengths, seed=0, vocab=50):
@@ -90,7 +93,7 @@ def test_packed_outputs_equal_padded_outputs():
     torch.testing.assert_close(out["pooled"], ref["pooled"], atol=1e-5, rtol=1e-5)
 
 
-@pytest.mark.parametrize("objective", sorted(OBJECTIVES))
+@pytest.mark.parametrize("objective", MLM_FAMILY)
 def test_packed_loss_and_gradients_equal_padded(objective):
     ex = _examples([40, 12, 25, 60, 7, 33], seed=3)
     rng = np.random.default_rng(4)

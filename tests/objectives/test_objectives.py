@@ -8,13 +8,16 @@ import math
 import subprocess
 import sys
 import textwrap
+from dataclasses import asdict, fields
 
 import pytest
 import torch
 from toys import ToyContrastive, VectorBatches, VectorRegression, text_batch
 
+from selfsup.config import model_config_of
 from selfsup.encoders.text import BertConfig, build_encoder
 from selfsup.errors import ConfigError
+from selfsup.keys import IGNORE
 from selfsup.objectives import OBJECTIVES, build_objective, get_objective, register
 from selfsup.objectives.base import batch_loss
 from selfsup.objectives.supervised import (
@@ -29,7 +32,28 @@ MODEL = BertConfig(vocab_size=40, dim=32, n_layers=2, n_heads=2, ffn_dim=64, max
 
 
 def pretraining(name):
-    return build_objective(get_objective(name).Config(name=name), MODEL), text_batch(0)
+    cls = get_objective(name)
+    model_cls = model_config_of(cls)
+    shape = {k: v for k, v in asdict(MODEL).items() if k in {f.name for f in fields(model_cls)}}
+    model = build_objective(cls.Config(name=name), model_cls(**shape))
+    return model, (text_batch(0) if model_cls is BertConfig else seq2seq_batch())
+
+
+def seq2seq_batch():
+    """A padded encoder-decoder batch: sources, the targets shifted right, targets (IGNORE on
+    padding), and the targets' positions."""
+    g = torch.Generator().manual_seed(0)
+    src = torch.randint(5, 40, (3, 10), generator=g)
+    mask = torch.ones_like(src)
+    mask[1, 7:] = 0
+    labels = torch.randint(5, 40, (3, 6), generator=g)
+    labels[2, 4:] = IGNORE
+    dec = torch.cat([torch.full((3, 1), 2), labels[:, :-1].clamp(min=0)], 1)
+    positions = torch.arange(2, 8).repeat(3, 1)
+    return {
+        "input_ids": src.masked_fill(mask == 0, 0), "attention_mask": mask,
+        "decoder_input_ids": dec, "labels": labels, "decoder_position_ids": positions,
+    }  # fmt: skip
 
 
 def supervised(kind):
@@ -89,8 +113,8 @@ def test_mlm_alone_freezes_the_pooler_and_fine_tuning_unfreezes_it():
 
 
 def test_unknown_objective_is_a_one_line_error():
-    with pytest.raises(ConfigError, match="unknown objective 'bart'; choose from mlm"):
-        get_objective("bart")
+    with pytest.raises(ConfigError, match="unknown objective 'electra'; choose from mlm"):
+        get_objective("electra")
 
 
 def test_register_an_objective_from_outside(monkeypatch):

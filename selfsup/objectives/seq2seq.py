@@ -1,0 +1,118 @@
+"""What every encoder-decoder denoising objective shares: the model, the batch layout and the
+loss. The encoder reads a corrupted source, the decoder is fed the target shifted right and
+scored on every target token with cross-entropy (teacher forcing). BART, MASS and T5 differ only
+in how an example's source and target are made from the text (objectives/bart.py, mass.py,
+t5.py), which each gives the text pipeline as its `text_needs`.
+
+Every example is [CLS] source [SEP] for the encoder; the target ends with [SEP] (the decoder's
+EOS) unless the objective says otherwise (MASS writes its fragment only), and the decoder starts
+from [CLS].
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from selfsup.data.padding import pad_sequences
+from selfsup.data.text import TextNeeds
+from selfsup.data.tokenizer import Tokenizer
+from selfsup.encoders.seq2seq import Seq2SeqConfig, Seq2SeqModel, build_seq2seq
+from selfsup.keys import (
+    ATTENTION_MASK,
+    DECODER_INPUT_IDS,
+    DECODER_POSITION_IDS,
+    IGNORE,
+    INPUT_IDS,
+    LABELS,
+)
+from selfsup.losses import linear_ce
+from selfsup.objectives.base import Objective
+from selfsup.objectives.mlm import real_tokens
+
+
+@dataclass
+class Seq2SeqExample:
+    """One example: the encoder's source, the decoder's input and its target (the same length),
+    and the target's positions when they are not 0, 1, 2, ... (MASS)."""
+
+    source: list[int]
+    decoder_input: list[int]
+    target: list[int]
+    decoder_positions: list[int] | None = None
+
+
+def collate_seq2seq(examples: list[Seq2SeqExample], pad_id: int) -> dict[str, torch.Tensor]:
+    """Pad sources and targets to the longest of the batch; padded targets are IGNORE."""
+    source, mask = pad_sequences([e.source for e in examples], pad_id)  # (B, S)
+    dec, _ = pad_sequences([e.decoder_input for e in examples], pad_id)  # (B, T)
+    labels, _ = pad_sequences([e.target for e in examples], IGNORE)
+    batch = {INPUT_IDS: source, ATTENTION_MASK: mask.long(), DECODER_INPUT_IDS: dec,
+             LABELS: labels}  # fmt: skip
+    if examples and examples[0].decoder_positions is not None:
+        batch[DECODER_POSITION_IDS], _ = pad_sequences([e.decoder_positions for e in examples], 0)
+    return batch
+
+
+def torch_generator(rng: np.random.Generator) -> torch.Generator:
+    """A torch generator seeded from an example's numpy generator (the corruption functions
+    draw from torch)."""
+    return torch.Generator().manual_seed(int(rng.integers(0, 2**62)))
+
+
+def ids_tensor(sentences: list[np.ndarray]) -> list[torch.Tensor]:
+    return [torch.from_numpy(np.asarray(s, dtype=np.int64)) for s in sentences]
+
+
+class Seq2SeqObjective(Objective):
+    """Returns sums over the target tokens: `s2s_loss` (cross-entropy) and `s2s_acc` (hits).
+    Subclasses set `Config` and implement `example(sentences, rng, tok)`."""
+
+    model_config = Seq2SeqConfig
+    terms = {"s2s_loss": "targets", "s2s_acc": "targets"}
+    loss_terms = ("s2s_loss",)
+    work = "targets"
+
+    def __init__(self, model: Seq2SeqModel, cfg):
+        super().__init__()
+        self.cfg = cfg
+        self.model = model
+
+    @classmethod
+    def build(cls, cfg, model: Seq2SeqConfig):
+        return cls(build_seq2seq(model), cfg)
+
+    def example(self, sentences: list[np.ndarray], rng: np.random.Generator, tok: Tokenizer,
+                max_len: int) -> Seq2SeqExample:  # fmt: skip
+        raise NotImplementedError
+
+    def segment_len(self, max_len: int) -> int | None:
+        """The most text tokens in one segment (None: the pipeline's default, max_len - 3)."""
+        return None
+
+    def text_needs(self, tok: Tokenizer, max_len: int) -> TextNeeds:
+        return TextNeeds(
+            examples=lambda sentences, rng: self.example(sentences, rng, tok, max_len),
+            collate=lambda examples: collate_seq2seq(examples, tok.pad_id),
+            segment_len=self.segment_len(max_len),
+        )
+
+    def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
+        return {"targets": int((batch[LABELS] != IGNORE).sum()), "tokens": real_tokens(batch)}
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        m = self.model
+        enc = m.encode(batch[INPUT_IDS], batch.get(ATTENTION_MASK))
+        h = m.decode(batch[DECODER_INPUT_IDS], enc["hidden"], enc["padding_mask"],
+                     position_ids=batch.get(DECODER_POSITION_IDS))  # fmt: skip
+        labels = batch[LABELS]
+        keep = labels != IGNORE  # (B, T): only real target tokens are scored
+        loss, hit = linear_ce(h[keep], m.tokens.weight, m.logits_bias, labels[keep])
+        return {"s2s_loss": loss, "s2s_acc": hit}
+
+
+def wrap(tok: Tokenizer, source: list[int], max_len: int) -> list[int]:
+    """[CLS] source [SEP], the source cut to fit max_len."""
+    return [tok.cls_id, *source[: max_len - 2], tok.sep_id]

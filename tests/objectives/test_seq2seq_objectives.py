@@ -1,0 +1,171 @@
+"""BART and MASS through the text pipeline and the loop: the batches they make from a real
+corpus (sentence permutation visible after the pipeline, MASS's fragment and positions),
+exact resume, and the CLI run."""
+
+import json
+
+import pytest
+import torch
+from helpers import cli
+
+from selfsup.config import RunConfig
+from selfsup.data.text import split_sentences
+from selfsup.encoders.seq2seq import Seq2SeqConfig
+from selfsup.keys import ATTENTION_MASK, DECODER_INPUT_IDS, DECODER_POSITION_IDS, IGNORE, LABELS
+from selfsup.objectives.base import batch_loss
+from selfsup.pretraining import prepare_data
+
+
+def documents(n_docs=30, n_sents=6):
+    words = "river stone cloud apple north quiet paper glass tiger lemon iron music".split()
+    docs = []
+    for d in range(n_docs):
+        sents = []
+        for s in range(n_sents):
+            k = (d * 7 + s * 3) % len(words)
+            sents.append(f"The {words[k]} and the {words[(k + s + 1) % len(words)]} sat.")
+        docs.append(" ".join(sents))
+    return docs
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    path = tmp_path_factory.mktemp("s2s") / "docs.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in documents()))
+    return path
+
+
+def run_cfg(corpus, objective, tmp_path, **sets) -> RunConfig:
+    cfg = RunConfig()
+    cfg.set_objective(objective)
+    cfg.model.vocab_size = 300
+    cfg.model.dim, cfg.model.n_layers, cfg.model.n_heads, cfg.model.ffn_dim = 32, 1, 2, 64
+    cfg.data.paths, cfg.data.max_len = [str(corpus)], 48
+    cfg.data.cache_dir = str(tmp_path / "cache")
+    cfg.train.batch_size = 8
+    for k, v in sets.items():
+        setattr(cfg.objective, k, v)
+    return cfg
+
+
+def test_switching_to_an_encoder_decoder_keeps_the_shape_not_the_norm_eps():
+    cfg = RunConfig()
+    cfg.model.dim, cfg.model.n_layers = 96, 3
+    cfg.set_objective("bart")
+    assert isinstance(cfg.model, Seq2SeqConfig)
+    assert (cfg.model.dim, cfg.model.n_layers, cfg.model.n_decoder_layers) == (96, 3, 3)
+    assert cfg.model.norm_eps == 1e-5  # BART's, not BERT's 1e-12
+    back = RunConfig.from_dict(cfg.to_dict())
+    assert isinstance(back.model, Seq2SeqConfig) and back.model.dim == 96
+
+
+def test_bart_batches_permute_sentences_after_the_pipeline(corpus, tmp_path):
+    cfg = run_cfg(corpus, "bart", tmp_path, mask_prob=0.0)  # permutation only
+    data = prepare_data(cfg, log=lambda _: None)
+    tok = data.tokenizer
+    permuted = multi = 0
+    for k in range(4):
+        b = data.batches[k]
+        for src, m, tgt, dec in zip(b["input_ids"], b[ATTENTION_MASK], b[LABELS],
+                                    b[DECODER_INPUT_IDS], strict=True):  # fmt: skip
+            src = src[m.bool()].tolist()
+            tgt = tgt[tgt != IGNORE].tolist()
+            assert src[0] == tok.cls_id and src[-1] == tok.sep_id and tgt[-1] == tok.sep_id
+            assert dec[: len(tgt)].tolist() == [tok.cls_id, *tgt[:-1]]
+            assert sorted(src[1:-1]) == sorted(tgt[:-1])  # the same tokens, reordered
+            multi += tgt.count(tok.encode_plain(["."])[0][0]) >= 2
+            permuted += src[1:-1] != tgt[:-1]
+    assert multi >= 16  # the segments hold several sentences: their ends survived packing
+    assert permuted >= 0.8 * multi
+    assert split_sentences(documents()[0]) == [s.strip() + "." for s in
+                                               documents()[0].split(".")[:-1]]  # fmt: skip
+
+
+def test_bart_default_noise_masks_about_30_percent(corpus, tmp_path):
+    data = prepare_data(run_cfg(corpus, "bart", tmp_path), log=lambda _: None)
+    tok = data.tokenizer
+    masks = real = 0
+    for k in range(4):
+        b = data.batches[k]
+        masks += int((b["input_ids"] == tok.mask_id).sum())
+        real += int((b[LABELS] != IGNORE).sum()) - b[LABELS].shape[0]  # minus each [SEP]
+    # 30% of the tokens in spans of mean 3, each one [MASK] (90% of them: 10% random)
+    assert 0.05 < masks / real < 0.15
+
+
+def test_mass_batches_hold_the_fragment_at_its_positions(corpus, tmp_path):
+    data = prepare_data(run_cfg(corpus, "mass", tmp_path), log=lambda _: None)
+    tok = data.tokenizer
+    b = data.batches[0]
+    for i in range(b["input_ids"].shape[0]):
+        n_src = int(b[ATTENTION_MASK][i].sum())
+        tgt = b[LABELS][i][b[LABELS][i] != IGNORE]
+        pos = b[DECODER_POSITION_IDS][i][: len(tgt)]
+        assert len(tgt) == round(0.5 * (n_src - 2))
+        assert pos.tolist() == list(range(int(pos[0]), int(pos[0]) + len(tgt)))
+        src = b["input_ids"][i]
+        assert float((src[pos] == tok.mask_id).float().mean()) >= 0.5  # ~80% masked there
+        outside = torch.ones(n_src, dtype=torch.bool)
+        outside[pos] = False
+        assert not bool((src[:n_src][outside] == tok.mask_id).any())
+
+
+@pytest.mark.parametrize("objective", ["bart", "mass"])
+def test_loss_is_finite_and_falls(corpus, tmp_path, objective):
+    from selfsup.objectives import build_objective
+
+    cfg = run_cfg(corpus, objective, tmp_path)
+    data = prepare_data(cfg, log=lambda _: None)
+    cfg.model.vocab_size, cfg.model.pad_id = data.tokenizer.vocab_size, data.tokenizer.pad_id
+    torch.manual_seed(0)
+    model = build_objective(cfg.objective, cfg.model)
+    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    batch = data.batches[0]
+    first = float(batch_loss(model, batch).detach())
+    for _ in range(40):  # one batch, learnt by heart
+        loss = batch_loss(model, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    v = data.tokenizer.vocab_size
+    assert first == pytest.approx(torch.log(torch.tensor(float(v))).item(), rel=0.1)
+    assert float(loss.detach()) < 0.5 * first
+
+
+@pytest.mark.parametrize("objective", ["bart", "mass"])
+def test_cli_pretrain_and_exact_resume(corpus, tmp_path, capsys, objective):
+    """A 6-step run, and the same run resumed from its step-3 checkpoint: the same weights and
+    the same logged values."""
+    import shutil
+
+    from safetensors.torch import load_file
+
+    args = ["pretrain", "--objective", objective, "--data", corpus, "--vocab-size", "300",
+            "--max-len", "48", "--batch-size", "8", "--steps", "6", "--save-every", "3",
+            "--eval-every", "3", "--set", "train.log_every=1", "--set", "data.heldout_every=5",
+            "--set", "model.dim=32",
+            "--set", "model.n_heads=2", "--set", "model.ffn_dim=64", "--precision", "fp32",
+            "--cache-dir", tmp_path / "cache", "--no-progress"]  # fmt: skip
+    a, b = tmp_path / "a", tmp_path / "b"
+    code, out, err = cli(capsys, *args, "--out", a)
+    assert code == 0, err
+    assert "eval_s2s_acc" in out
+    shutil.copytree(a, b)
+    shutil.rmtree(b / "checkpoints" / "step_00000006")
+    (b / "checkpoints" / "LATEST").write_text("step_00000003\n")
+    (b / "model.safetensors").unlink()
+    (b / "summary.json").unlink()
+    code, out, err = cli(capsys, "pretrain", "--resume", b, "--no-progress")
+    assert code == 0, err
+    assert "resumed from step_00000003" in out
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+    def values(run):
+        rows = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+        timing = ("_per_s", "elapsed_s", "data_share")
+        return [{k: v for k, v in r.items() if not k.endswith(timing)} for r in rows]
+
+    assert values(a) == values(b)
+    summary = json.loads((a / "summary.json").read_text())
+    assert 0 <= summary["eval_s2s_acc"] <= 1
