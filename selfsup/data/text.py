@@ -230,7 +230,8 @@ class Corpus:
 
 
 def corpus_key(files: list[Path], tok: Tokenizer, cfg: TextDataConfig, encoding: str) -> str:
-    return cache_key(files, tok.fingerprint(), cfg.max_len, cfg.text_field, encoding, "v3")
+    # v4: special tokens' text in the corpus is plain text (Tokenizer.encode_plain)
+    return cache_key(files, tok.fingerprint(), cfg.max_len, cfg.text_field, encoding, "v4")
 
 
 def build_corpus(

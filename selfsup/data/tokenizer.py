@@ -203,11 +203,18 @@ class Tokenizer:
             vocab[s] for s in SPECIALS
         )
         self.special_ids = sorted({vocab[s] for s in SPECIALS} | _other_specials(vocab))
+        self._plain: HFTokenizer | None = None  # the same without special-token matching
 
     # -- encoding ---------------------------------------------------------------------------
     def encode_plain(self, texts: list[str]) -> list[list[int]]:
-        """Token ids without [CLS]/[SEP]."""
-        return [e.ids for e in self.tok.encode_batch(texts, add_special_tokens=False)]
+        """Token ids of raw text, without [CLS]/[SEP]. A special token's text inside it (a
+        corpus that mentions "[MASK]") is read as plain text, never as the special token: a
+        pretraining corruption must be the only source of [MASK] in a model's input."""
+        if self._plain is None:
+            spec = json.loads(self.tok.to_str())
+            spec["added_tokens"], spec["post_processor"] = [], None
+            self._plain = HFTokenizer.from_str(json.dumps(spec))
+        return [e.ids for e in self._plain.encode_batch(texts, add_special_tokens=False)]
 
     def __call__(
         self, texts: list[str], pairs: list[str] | None = None, max_len: int = 512

@@ -329,3 +329,14 @@ def test_learn_vocab_matches_the_naive_reference():
         }
         vocab_size = rng.choice([12, 20, 40, 1000])
         assert learn_vocab(counts, vocab_size) == reference_vocab(counts, vocab_size), seed
+
+
+def test_special_tokens_written_in_raw_text_stay_plain_text(tmp_path):
+    from selfsup.data.tokenizer import train_tokenizer
+
+    tok = train_tokenizer(["the mask of the sep sat [ in ] the cls here"] * 20, 80, True)
+    (ids,) = tok.encode_plain(["the [MASK] of [SEP] in [CLS]"])
+    assert not set(ids) & set(tok.special_ids)  # not even [UNK]: every piece is known
+    assert tok.decode_token(ids[1]) == "["
+    # a prompt typed for fill-mask still reads [MASK] as the mask
+    assert tok.mask_id in tok(["the [MASK] sat"])["input_ids"][0].tolist()
