@@ -234,6 +234,28 @@ def build_parser() -> argparse.ArgumentParser:
         help="batches encoded at once, one CPU thread each (default: one per thread on CPU)",
     )
 
+    p = sub.add_parser(
+        "generate",
+        help="restore or continue text with an encoder-decoder run (bart, mass)",
+        epilog='example: selfsup generate runs/bart "the old [MASK] went to the river ." --beams 4',
+    )
+    p.add_argument("model", help="an encoder-decoder run (selfsup pretrain --objective bart|mass)")
+    p.add_argument("text", nargs="*", help="texts, [MASK] where something is missing")
+    p.add_argument("--file", default=None, help="a text file: one input per line (instead)")
+    p.add_argument("--out", default=None, help="JSON-lines file, written when every row is done")
+    p.add_argument("--beams", type=int, default=1, help="beam search width (1: greedy)")
+    p.add_argument("--max-new-tokens", type=int, default=64, help="tokens written, EOS included")
+    p.add_argument("--min-new-tokens", type=int, default=0)
+    p.add_argument("--length-penalty", type=float, default=1.0, help="beam score / length^this")
+    p.add_argument("--no-repeat-ngram", type=int, default=0, help="never repeat an n-gram (0: off)")
+    p.add_argument("--sample", action="store_true", help="sample instead of the most likely")
+    p.add_argument("--temperature", type=float, default=1.0)
+    p.add_argument("--top-k", type=int, default=0, help="sample among the k most likely (0: all)")
+    p.add_argument("--top-p", type=float, default=1.0, help="nucleus sampling mass")
+    p.add_argument("--seed", type=int, default=0, help="for --sample")
+    p.add_argument("--batch-size", type=int, default=16)
+    p.add_argument("--json", action="store_true", help="print a JSON line per input")
+
     p = sub.add_parser("predict", help="label a file with a fine-tuned model: one JSON line a row")
     p.add_argument("model", help="a `selfsup finetune` output folder")
     p.add_argument("--input", required=True, help=".txt (a row per line) .csv .tsv .jsonl, SQuAD")
@@ -574,6 +596,38 @@ def cmd_predict(args) -> None:
           + (res["note"] or "nothing truncated"))  # fmt: skip
 
 
+def cmd_generate(args) -> None:
+    from selfsup.checkpoint import atomic_write_text
+    from selfsup.generate import GenerateConfig, generate_text
+    from selfsup.paths import check_out_file
+
+    if bool(args.text) == bool(args.file):
+        raise ConfigError("give texts or --file (one of them)")
+    if args.file:
+        path = Path(args.file)
+        if not path.is_file():
+            raise ConfigError(f"no such file: {args.file}")
+        try:
+            texts = path.read_text(encoding="utf-8").splitlines()
+        except UnicodeDecodeError:
+            raise ConfigError(f"{args.file} is not UTF-8 text") from None
+    else:
+        texts = args.text
+    out = check_out_file(args.out, "generated.jsonl") if args.out else None
+    cfg = GenerateConfig(
+        args.max_new_tokens, args.min_new_tokens, args.beams, args.length_penalty,
+        args.no_repeat_ngram, args.sample, args.temperature, args.top_k, args.top_p,
+    )  # fmt: skip
+    rows = generate_text(args.model, texts, cfg, args.batch_size, args.seed,
+                         log=lambda m: print(m, file=sys.stderr))  # fmt: skip
+    if out is not None:
+        atomic_write_text(out, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows))
+        print(f"generated {len(rows)} rows -> {out}")
+        return
+    for r in rows:
+        print(json.dumps(r, ensure_ascii=False) if args.json else r["output"])
+
+
 def cmd_inspect_masking(args) -> None:
     from selfsup.inspect import inspect_masking
 
@@ -694,6 +748,7 @@ COMMANDS = {
     "export": cmd_export,
     "embed": cmd_embed,
     "predict": cmd_predict,
+    "generate": cmd_generate,
     "inspect-masking": cmd_inspect_masking,
 }
 

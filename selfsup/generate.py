@@ -75,6 +75,8 @@ def process_scores(
         for i, banned in enumerate(banned_ngram_tokens(rows, cfg.no_repeat_ngram)):
             if banned:
                 scores[i, banned] = float("-inf")
+    if eos_id < 0:  # a model without EOS (MASS): it writes exactly max_new_tokens
+        return scores
     if written < cfg.min_new_tokens:
         scores[:, eos_id] = float("-inf")
     if cfg.forced_eos and written == cfg.max_new_tokens - 1:
@@ -99,31 +101,57 @@ def filter_top(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
     return logits
 
 
+class _Steps:
+    """Decoder steps for rows that start at their own positions (MASS writes a fragment at
+    the fragment's positions): position_start (N,) or None for 0, 1, 2, ..."""
+
+    def __init__(self, model, memory, padding, position_start):
+        self.model, self.memory, self.padding = model, memory, padding
+        self.start = position_start
+        self.cache = model.decoder.new_cache()
+
+    def __call__(self, last: torch.Tensor, t: int) -> torch.Tensor:
+        pos = None if self.start is None else (self.start + t)[:, None]  # (N, 1)
+        h = self.model.decode(last, self.memory, self.padding, self.cache, offset=t,
+                              position_ids=pos)  # fmt: skip
+        return h[:, -1]  # (N, D)
+
+    def reorder(self, index: torch.Tensor) -> None:
+        reorder_cache(self.cache, index)
+        if self.start is not None:
+            self.start = self.start[index]
+
+
 @torch.no_grad()
 def generate(
     model,
     input_ids: torch.Tensor,
     attention_mask: torch.Tensor | None,
-    start_id: int,
+    start_id: int | torch.Tensor,
     eos_id: int,
     cfg: GenerateConfig | None = None,
     generator: torch.Generator | None = None,
+    position_start: torch.Tensor | None = None,
 ) -> list[list[int]]:
     """The tokens written for each source (B, S), without the start token and the final EOS.
-    `model` has encode / decode / logits and a decoder with new_cache() (Seq2SeqModel)."""
+    `model` has encode / decode / logits and a decoder with new_cache() (Seq2SeqModel).
+    `start_id` is the decoder's first input, one for all rows or (B,) one per row;
+    `position_start` (B,) the position of each row's first decoder input (default 0)."""
     cfg = cfg or GenerateConfig()
     cfg.validate()
+    B = input_ids.shape[0]
+    starts = (start_id.tolist() if isinstance(start_id, torch.Tensor)
+              else [start_id] * B)  # fmt: skip
     enc = model.encode(input_ids, attention_mask)
     memory, padding = enc["hidden"], enc["padding_mask"]
     if cfg.beams > 1:
-        return _beam_search(model, memory, padding, start_id, eos_id, cfg)
-    B = input_ids.shape[0]
-    cache = model.decoder.new_cache()
-    rows = [[start_id] for _ in range(B)]
+        return _beam_search(model, memory, padding, starts, eos_id, cfg, position_start)
+    step = _Steps(model, memory, padding, position_start)
+    rows = [[s] for s in starts]
     done = torch.zeros(B, dtype=torch.bool)
-    last = torch.full((B, 1), start_id, dtype=torch.long, device=input_ids.device)
+    last = torch.tensor(starts, dtype=torch.long, device=input_ids.device)[:, None]
     for t in range(cfg.max_new_tokens):
-        h = model.decode(last, memory, padding, cache, offset=t)[:, -1]  # (B, D)
+        h = step(last, t)  # (B, D)
         scores = model.logits(h).float()  # (B, V)
         scores = process_scores(scores, rows, t, eos_id, cfg)
         if cfg.sample:
@@ -147,20 +175,21 @@ def _strip(row: list[int], eos_id: int) -> list[int]:
     return row[:-1] if row and row[-1] == eos_id else row
 
 
-def _beam_search(model, memory, padding, start_id, eos_id, cfg) -> list[list[int]]:
+def _beam_search(model, memory, padding, starts, eos_id, cfg, position_start):
     B, K = memory.shape[0], cfg.beams
     expand = torch.arange(B, device=memory.device).repeat_interleave(K)  # (B*K,)
     memory, padding = memory[expand], padding[expand]
-    cache = model.decoder.new_cache()
-    rows = [[start_id] for _ in range(B * K)]
+    step = _Steps(model, memory, padding,
+                  None if position_start is None else position_start[expand])  # fmt: skip
+    rows = [[starts[b]] for b in range(B) for _ in range(K)]
     beam_scores = torch.zeros(B, K)
     beam_scores[:, 1:] = float("-inf")  # at first only one beam is real
     finished: list[list[tuple[float, list[int]]]] = [[] for _ in range(B)]
     done = [False] * B
-    last = torch.full((B * K, 1), start_id, dtype=torch.long, device=memory.device)
+    last = torch.tensor([r[0] for r in rows], device=memory.device)[:, None]
     lp = cfg.length_penalty
     for t in range(cfg.max_new_tokens):
-        h = model.decode(last, memory, padding, cache, offset=t)[:, -1]  # (B*K, D)
+        h = step(last, t)  # (B*K, D)
         logp = model.logits(h).float().log_softmax(-1).cpu()  # (B*K, V)
         logp = process_scores(logp, rows, t, eos_id, cfg)
         V = logp.shape[-1]
@@ -199,7 +228,7 @@ def _beam_search(model, memory, padding, start_id, eos_id, cfg) -> list[list[int
         index = torch.tensor(keep_rows)
         rows = [rows[i] + [tok] for i, tok in zip(keep_rows, keep_tokens, strict=True)]
         beam_scores = torch.tensor(keep_scores).view(B, K)
-        reorder_cache(cache, index.to(memory.device))
+        step.reorder(index.to(memory.device))
         last = torch.tensor(keep_tokens, device=memory.device)[:, None]
     for b in range(B):  # running beams join when the length ran out
         if not done[b]:
@@ -221,3 +250,77 @@ def _add(hyps: list[tuple[float, list[int]]], score: float, hyp: list[int], k: i
         hyps.append((score, hyp))
         if len(hyps) > k:
             hyps.remove(min(hyps, key=lambda x: x[0]))
+
+
+def generate_text(
+    model,
+    texts: list[str],
+    cfg: GenerateConfig | None = None,
+    batch_size: int = 16,
+    seed: int = 0,
+    log=print,
+) -> list[dict]:
+    """`selfsup generate`: for each text, what an encoder-decoder run writes from it, as
+    {"input": text, "output": the restored text, "written": what the decoder wrote}.
+    A text longer than the model's positions is cut (a counted warning through `log`). How
+    each objective reads and restores (BART: the whole text; MASS: the [MASK] fragment written
+    back in) is its `generation_plan` and `restore`. `model` is a run folder or a `Loaded`."""
+    from dataclasses import replace
+
+    from selfsup.models import Loaded, load_model
+    from selfsup.objectives.seq2seq import Seq2SeqObjective
+
+    cfg = cfg or GenerateConfig()
+    cfg.validate()
+    loaded = model if isinstance(model, Loaded) else load_model(model)
+    objective = loaded.model
+    if not isinstance(objective, Seq2SeqObjective):
+        kind = getattr(getattr(objective, "cfg", None), "name", loaded.source)
+        raise ConfigError(
+            f"{model if not isinstance(model, Loaded) else 'the model'} is an encoder-only "
+            f"model ({kind}): generate needs an encoder-decoder run (--objective bart or mass)"
+        )
+    if batch_size < 1:
+        raise ConfigError("--batch-size must be >= 1")
+    tok, net = loaded.tokenizer, objective.model
+    max_len = loaded.config.max_len
+    sources, cut = [], 0
+    for text in texts:
+        ids = tok([text], max_len=max_len + 1)["input_ids"][0].tolist()  # [CLS] ... [SEP]
+        if len(ids) > max_len:
+            ids, cut = [*ids[: max_len - 1], tok.sep_id], cut + 1
+        sources.append(ids)
+    if cut:
+        log(f"warning: {cut} of {len(texts)} inputs were longer than the model's {max_len} "
+            "positions and were cut")  # fmt: skip
+    plans = [objective.generation_plan(tok, s) for s in sources]
+    written: list[list[int] | None] = [None] * len(texts)
+    # rows decode together when they share a length limit and an EOS rule
+    groups: dict[tuple, list[int]] = {}
+    for i, plan in enumerate(plans):
+        groups.setdefault((plan.max_new, plan.eos), []).append(i)
+    g = torch.Generator().manual_seed(seed)
+    device = next(net.parameters()).device
+    for (max_new, eos), rows in groups.items():
+        run = replace(cfg, max_new_tokens=max_new or cfg.max_new_tokens,
+                      min_new_tokens=min(cfg.min_new_tokens, max_new or cfg.max_new_tokens),
+                      forced_eos=cfg.forced_eos and eos)  # fmt: skip
+        for at in range(0, len(rows), batch_size):
+            part = rows[at : at + batch_size]
+            width = max(len(sources[i]) for i in part)
+            ids = torch.full((len(part), width), tok.pad_id, dtype=torch.long)
+            mask = torch.zeros_like(ids)
+            for r, i in enumerate(part):
+                ids[r, : len(sources[i])] = torch.tensor(sources[i])
+                mask[r, : len(sources[i])] = 1
+            starts = torch.tensor([plans[i].start for i in part])
+            positions = torch.tensor([plans[i].position for i in part], device=device)
+            out = generate(net, ids.to(device), mask.to(device), starts,
+                           tok.sep_id if eos else -1, run, g, positions)  # fmt: skip
+            for i, w in zip(part, out, strict=True):
+                written[i] = w
+    return [
+        {"input": text, "output": tok.decode(objective.restore(tok, src, w)),
+         "written": tok.decode(w)}
+        for text, src, w in zip(texts, sources, written, strict=True)
+    ]  # fmt: skip

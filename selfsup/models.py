@@ -91,7 +91,9 @@ def _load_run(p: Path) -> Loaded:
     objective = build_objective(cfg.objective, cfg.model)
     objective.load_state_dict(weights)
     objective.eval()
-    return Loaded(objective.encoder, objective, load_tokenizer(p), cfg.model, "run")
+    # an encoder-decoder's objective holds the whole model (objective.model), no BERT encoder
+    encoder = getattr(objective, "encoder", None)
+    return Loaded(encoder, objective, load_tokenizer(p), cfg.model, "run")
 
 
 def _load_finetuned(p: Path) -> Loaded:

@@ -237,6 +237,11 @@ class Tokenizer:
     def decode_token(self, i: int) -> str:
         return self.tok.id_to_token(i)
 
+    def decode(self, ids: list[int]) -> str:
+        """Text of token ids (## pieces joined; [PAD], [CLS] and [SEP] left out)."""
+        frame = (self.pad_id, self.cls_id, self.sep_id)
+        return self.tok.decode([i for i in ids if i not in frame], skip_special_tokens=False)
+
     def continuation_table(self) -> torch.Tensor:
         """(V,) bool: True for `##` word-continuation pieces."""
         table = torch.zeros(self.vocab_size, dtype=torch.bool)

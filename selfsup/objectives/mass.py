@@ -13,7 +13,13 @@ import numpy as np
 from selfsup.corrupt.seq2seq import mass_fragment
 from selfsup.data.tokenizer import Tokenizer
 from selfsup.errors import ConfigError
-from selfsup.objectives.seq2seq import Seq2SeqExample, Seq2SeqObjective, torch_generator, wrap
+from selfsup.objectives.seq2seq import (
+    GenerationPlan,
+    Seq2SeqExample,
+    Seq2SeqObjective,
+    torch_generator,
+    wrap,
+)
 
 
 @dataclass
@@ -45,3 +51,20 @@ class MASS(Seq2SeqObjective):
         positions = list(range(f.start + 1, f.start + 1 + len(f.target)))
         return Seq2SeqExample(wrap(tok, f.source.tolist(), max_len), f.decoder_input.tolist(),
                               f.target.tolist(), positions)  # fmt: skip
+
+    def _fragment(self, tok: Tokenizer, source: list[int]) -> tuple[int, int]:
+        masks = [i for i, t in enumerate(source) if t == tok.mask_id]
+        if not masks:
+            raise ConfigError("a MASS model restores a run of [MASK]s: the text has none")
+        return masks[0], masks[-1] + 1
+
+    def generation_plan(self, tok: Tokenizer, source: list[int]) -> GenerationPlan:
+        """The fragment from its first [MASK] to its last, at its positions, from the token
+        before it, exactly as many tokens as it spans (MASS writes no EOS)."""
+        start, end = self._fragment(tok, source)
+        return GenerationPlan(source[start - 1], start, end - start, eos=False)
+
+    def restore(self, tok: Tokenizer, source: list[int], written: list[int]) -> list[int]:
+        """The input with the fragment written back in."""
+        start, end = self._fragment(tok, source)
+        return [*source[1:start], *written, *source[end:-1]]

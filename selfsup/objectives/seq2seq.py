@@ -99,6 +99,15 @@ class Seq2SeqObjective(Objective):
             segment_len=self.segment_len(max_len),
         )
 
+    def generation_plan(self, tok: Tokenizer, source: list[int]) -> GenerationPlan:
+        """How `selfsup generate` decodes for `source` ([CLS] ... [SEP]): from [CLS], the
+        whole text, up to EOS (BART and T5)."""
+        return GenerationPlan(start=tok.cls_id)
+
+    def restore(self, tok: Tokenizer, source: list[int], written: list[int]) -> list[int]:
+        """The text to show for what the decoder wrote: BART writes the whole text."""
+        return written
+
     def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         return {"targets": int((batch[LABELS] != IGNORE).sum()), "tokens": real_tokens(batch)}
 
@@ -116,3 +125,14 @@ class Seq2SeqObjective(Objective):
 def wrap(tok: Tokenizer, source: list[int], max_len: int) -> list[int]:
     """[CLS] source [SEP], the source cut to fit max_len."""
     return [tok.cls_id, *source[: max_len - 2], tok.sep_id]
+
+
+@dataclass
+class GenerationPlan:
+    """How to generate for one source: the decoder's first input and its position, at most how
+    many tokens (None: as asked), and whether the model writes an EOS."""
+
+    start: int
+    position: int = 0
+    max_new: int | None = None
+    eos: bool = True
