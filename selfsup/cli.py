@@ -276,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_args(p)
     _add_mask_args(p)
-    p.add_argument("--objective", default="mlm", help="mlm | mlm+nsp | mlm+sop")
+    p.add_argument("--objective", default="mlm", help="mlm | mlm+nsp | mlm+sop | bart | mass | t5")
     p.add_argument("--batches", type=int, default=50, help="batches to count over")
     p.add_argument("--batch-size", type=int, default=32, help="sequences per batch")
     p.add_argument("--seed", type=int, default=0, help="seed of the batches and masks")
@@ -635,10 +635,14 @@ def cmd_inspect_masking(args) -> None:
         raise ConfigError(f"--batches must be at least 1, got {args.batches}")
     stats = inspect_masking(_run_config(args), args.batches, args.encoding)
     if args.json:
-        print(json.dumps(stats))
-    else:
-        for k, v in stats.items():
-            print(f"{k:28s} {v}")
+        print(json.dumps(stats, ensure_ascii=False))
+        return
+    pairs = stats.pop("pairs", [])
+    for k, v in stats.items():
+        print(f"{k:28s} {v}")
+    for n, pair in enumerate(pairs, 1):
+        print(f"example {n} corrupted: {pair['source']}")
+        print(f"example {n} original:  {pair['target']}")
 
 
 def _task_options(args) -> dict:

@@ -104,11 +104,15 @@ class RunConfig:
             raise ConfigError(f"max_len must be at least 8, got {self.data.max_len}")
 
     def set_objective(self, name: str) -> None:
-        """Switch to objective `name`, keeping the settings its config shares with the old one."""
+        """Switch to objective `name`, keeping the old settings when its config is of the same
+        class (the MLM variants), else starting from the new objective's defaults."""
         objective = get_objective(name)
         cls = objective.Config
-        old = asdict(self.objective)
-        self.objective = cls(**{f.name: old[f.name] for f in fields(cls) if f.name in old})
+        if isinstance(self.objective, cls):  # a variant of the same family (mlm -> mlm+nsp)
+            old = asdict(self.objective)
+            self.objective = cls(**{f.name: old[f.name] for f in fields(cls) if f.name in old})
+        else:  # another family: its own defaults (BART's mask_prob is 0.3, not MLM's 0.15)
+            self.objective = cls()
         self.objective.name = name
         model_cls = model_config_of(objective)
         if not isinstance(self.model, model_cls):  # e.g. BERT's shape -> an encoder-decoder

@@ -8,6 +8,7 @@ from pathlib import Path
 from selfsup.checkpoint import is_run
 from selfsup.encoders.text import BertConfig
 from selfsup.errors import ConfigError
+from selfsup.interop.hf_bart import export_bart
 from selfsup.interop.hf_bert import export_hf_task
 from selfsup.models import (
     FINETUNE_FORMAT,
@@ -16,6 +17,7 @@ from selfsup.models import (
     load_finetuned,
     load_model,
 )
+from selfsup.objectives.seq2seq import Seq2SeqObjective
 from selfsup.paths import check_out_folder
 
 EXPORT_FORMATS = ("hf", "onnx")
@@ -45,6 +47,12 @@ def export_model(path: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf
         export_onnx(model, kind, mcfg, tok, out, labels, config.get("task"), max_len)
         return f"ONNX {kind} model (model.onnx, tokenizer, config.json)"
     loaded = load_model(p)
+    if isinstance(loaded.model, Seq2SeqObjective):
+        if fmt != "hf":
+            raise ConfigError("an encoder-decoder exports to --format hf only (ONNX: not yet)")
+        export_bart(loaded.model.model, loaded.config, loaded.tokenizer, out)
+        return ("HuggingFace BART folder (loads with "
+                "transformers.BartForConditionalGeneration.from_pretrained)")  # fmt: skip
     if fmt == "onnx":
         export_onnx(loaded.encoder, "encoder", loaded.config, loaded.tokenizer, out)
         return "ONNX encoder (model.onnx -> last_hidden_state, tokenizer, config.json)"

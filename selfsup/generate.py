@@ -263,8 +263,9 @@ def generate_text(
     """`selfsup generate`: for each text, what an encoder-decoder run writes from it, as
     {"input": text, "output": the restored text, "written": what the decoder wrote}.
     A text longer than the model's positions is cut (a counted warning through `log`). How
-    each objective reads and restores (BART: the whole text; MASS: the [MASK] fragment written
-    back in) is its `generation_plan` and `restore`. `model` is a run folder or a `Loaded`."""
+    each objective reads and restores is its `prepare_source`, `generation_plan` and
+    `restore` (BART: the whole text; MASS: the [MASK] fragment written back in; T5: each [MASK]
+    run a sentinel, filled back in). `model` is a run folder or a `Loaded`."""
     from dataclasses import replace
 
     from selfsup.models import Loaded, load_model
@@ -278,7 +279,7 @@ def generate_text(
         kind = getattr(getattr(objective, "cfg", None), "name", loaded.source)
         raise ConfigError(
             f"{model if not isinstance(model, Loaded) else 'the model'} is an encoder-only "
-            f"model ({kind}): generate needs an encoder-decoder run (--objective bart or mass)"
+            f"model ({kind}): generate needs an encoder-decoder run (--objective bart, mass or t5)"
         )
     if batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
@@ -293,6 +294,7 @@ def generate_text(
     if cut:
         log(f"warning: {cut} of {len(texts)} inputs were longer than the model's {max_len} "
             "positions and were cut")  # fmt: skip
+    sources = [objective.prepare_source(tok, s) for s in sources]
     plans = [objective.generation_plan(tok, s) for s in sources]
     written: list[list[int] | None] = [None] * len(texts)
     # rows decode together when they share a length limit and an EOS rule

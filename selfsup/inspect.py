@@ -17,6 +17,8 @@ def inspect_masking(cfg: RunConfig, n_batches: int = 50, encoding: str = "utf-8"
     if n_batches < 1:
         raise ConfigError(f"the number of batches must be at least 1, got {n_batches}")
     data = prepare_data(cfg, encoding, log=lambda s: None)
+    if data.batches.corrupt is None:  # an objective that builds its own examples
+        return inspect_seq2seq(data, cfg, n_batches)
     tok = data.tokenizer
     masker, obj = data.batches.corrupt, cfg.objective
     n_real = n_chosen = n_mask = n_random = n_same = n_special_chosen = 0
@@ -75,4 +77,74 @@ def inspect_masking(cfg: RunConfig, n_batches: int = 50, encoding: str = "utf-8"
         stats["expected_span_words"] = round(expected, 3)
     if data.batches.builder.pair_task:
         stats[f"{data.batches.builder.pair_task}_positive_share"] = round(pair_pos / pair_n, 4)
+    return stats
+
+
+def inspect_seq2seq(data, cfg: RunConfig, n_batches: int, show: int = 3) -> dict:
+    """What an encoder-decoder objective's corruption did over `n_batches` training batches
+    (the very examples training sees): the share of text corrupted, span lengths against
+    their Poisson law (BART), sentences actually permuted, the target/source length ratio, and
+    `show` corrupted/original pairs."""
+    import math
+
+    tok = data.tokenizer
+    examples = [e for k in range(n_batches) for e in data.batches.examples(k)]
+    infos = [e.info or {} for e in examples]
+    text = sum(i.get("text_len", 0) for i in infos)
+    src = sum(len(e.source) - 2 for e in examples)
+    tgt = sum(len(e.target) for e in examples)
+    name = cfg.objective.name
+    stats: dict = {
+        "objective": name, "batches": n_batches, "examples": len(examples), "text_tokens": text,
+        "target_per_source_token": round(tgt / max(src, 1), 4),
+    }  # fmt: skip
+    if name == "bart":
+        o = cfg.objective
+        spans = [x for i in infos for x in i.get("spans", [])]
+        multi = [i for i in infos if i.get("sentences", 0) >= 2]
+        stats |= {
+            "masked_share": round(sum(i["masked"] for i in infos) / max(text, 1), 4),
+            "target_mask_prob": o.mask_prob,
+            "deleted_share": round(sum(i["deleted"] for i in infos) / max(text, 1), 4),
+            "spans": len(spans),
+            "mean_span_tokens": round(sum(spans) / max(len(spans), 1), 3),
+            "segments_with_2+_sentences": len(multi),
+            "permuted_share": round(
+                sum(i["order"] != sorted(i["order"]) for i in multi) / max(len(multi), 1), 4
+            ),  # fmt: skip
+            "rotated_share": round(sum(i["rotated"] > 0 for i in infos) / max(len(infos), 1), 4),
+        }
+        if o.infill and spans:
+            lam = o.poisson_lambda
+            hist = {}
+            for k in range(11):
+                poisson = [math.exp(-lam) * lam**j / math.factorial(j) for j in range(10)]
+                seen = sum(x == k for x in spans) if k < 10 else sum(x >= 10 for x in spans)
+                law = poisson[k] if k < 10 else 1 - sum(poisson)
+                hist["10+" if k == 10 else str(k)] = [round(seen / len(spans), 4), round(law, 4)]
+            stats["span_length_share_vs_poisson"] = hist
+    elif name == "mass":
+        frag = sum(i["fragment"] for i in infos)
+        stats |= {
+            "fragment_share": round(frag / max(text, 1), 4),
+            "mask_share_in_fragment": round(sum(i["masked"] for i in infos) / max(frag, 1), 4),
+            "unchanged_share_in_fragment": round(
+                sum(i["unchanged"] for i in infos) / max(frag, 1), 4
+            ),  # fmt: skip
+        }
+    elif name == "t5":
+        noise = sum(i["noise"] for i in infos)
+        n_spans = sum(i["spans"] for i in infos)
+        stats |= {
+            "noise_share": round(noise / max(text, 1), 4),
+            "target_noise_density": cfg.objective.noise_density,
+            "spans": n_spans,
+            "mean_span_tokens": round(noise / max(n_spans, 1), 3),
+            "full_length_share": round(
+                sum(len(e.source) == cfg.data.max_len for e in examples) / max(len(examples), 1), 4
+            ),  # fmt: skip
+        }
+    stats["pairs"] = [
+        {"source": tok.decode(e.source), "target": tok.decode(e.target)} for e in examples[:show]
+    ]
     return stats

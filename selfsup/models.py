@@ -22,8 +22,10 @@ from selfsup.config import RunConfig
 from selfsup.data.tokenizer import Tokenizer, load_tokenizer
 from selfsup.encoders.text import BertConfig, BertEncoder, build_encoder
 from selfsup.errors import ConfigError
+from selfsup.interop.hf_bart import load_bart
 from selfsup.interop.hf_bert import export_hf, load_hf
 from selfsup.objectives import build_objective
+from selfsup.objectives.bart import BART, BartObjectiveConfig
 from selfsup.objectives.supervised import build_task_model
 
 FINETUNE_FORMAT = "selfsup-finetuned"
@@ -66,9 +68,20 @@ def load_model(path: str | os.PathLike) -> Loaded:
     if fmt == FINETUNE_FORMAT:
         return _load_finetuned(p)
     if (p / "config.json").exists():
+        if _model_type(p) == "bart":  # an encoder-decoder: restored as a BART objective
+            net, cfg = load_bart(p)
+            return Loaded(None, BART(net, BartObjectiveConfig()), load_tokenizer(p), cfg, "hf")
         encoder, model, cfg = load_hf(p)
         return Loaded(encoder, model, load_tokenizer(p), cfg, "hf")
     raise ConfigError(f"{path} is neither a selfsup run nor a HuggingFace model folder")
+
+
+def _model_type(p: Path) -> str | None:
+    try:
+        d = json.loads((p / "config.json").read_text())
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
+        return None
+    return d.get("model_type") if isinstance(d, dict) else None
 
 
 def folder_format(p: Path) -> str | None:

@@ -45,7 +45,7 @@ from selfsup.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
 from selfsup.device import resolve_precision
 from selfsup.errors import ConfigError
 from selfsup.models import run_config
-from selfsup.objectives import build_objective
+from selfsup.objectives import build_objective, get_objective
 from selfsup.paths import check_out_folder
 from selfsup.seeds import HELDOUT_OFFSET
 from selfsup.train import evaluate, lr_factor, train
@@ -118,7 +118,9 @@ def prepare_data(
 ) -> PretrainData:
     """The run's batches, held-out batches and baseline, as the objective's `needs` say (by
     default: what the objective of `cfg` asks of the data, with the run's tokenizer)."""
-    tok = tok or tokenizer_for(cfg, encoding, log)
+    if tok is None:
+        tok = tokenizer_for(cfg, encoding, log)
+        tok = tok.with_specials(get_objective(cfg.objective.name).extra_tokens(cfg.objective))
     if needs is None:
         model_cfg = replace(cfg.model, vocab_size=tok.vocab_size, pad_id=tok.pad_id)
         needs = build_objective(cfg.objective, model_cfg).text_needs(tok, cfg.data.max_len)
@@ -248,6 +250,7 @@ def _pretrain(cfg, out, resume, encoding, progress, log, changed, device) -> dic
 
     with distributed.main_first():  # no two ranks train the tokenizer or write the cache
         tok = tokenizer_for(cfg, encoding, log)
+    tok = tok.with_specials(get_objective(cfg.objective.name).extra_tokens(cfg.objective))
     cfg.model.vocab_size = tok.vocab_size
     cfg.model.pad_id = tok.pad_id
     record = {"format": RUN_FORMAT, **cfg.to_dict()}  # the run's config.json

@@ -191,3 +191,27 @@ def test_bad_settings_are_config_errors(model):
     for bad in bad_settings:
         with pytest.raises(ConfigError):
             generate(model, ids, mask, START, EOS, bad)
+
+
+def test_exported_folder_generates_like_selfsup_with_its_own_generation_config(model, tmp_path):
+    """transformers loads the export (no remote code) and, with the folder's
+    generation_config.json alone, writes selfsup's greedy output; AutoTokenizer reads it."""
+    from selfsup.data.tokenizer import train_tokenizer
+    from selfsup.interop.hf_bart import export_bart
+
+    words = [f"w{i}" for i in range(60)]
+    tok = train_tokenizer([" ".join(words)] * 3, 50, True)
+    assert (tok.pad_id, tok.cls_id, tok.sep_id) == (0, START, EOS) and tok.vocab_size == 50
+    export_bart(model, CFG, tok, tmp_path / "hf")
+    hf = transformers.BartForConditionalGeneration.from_pretrained(tmp_path / "hf").eval()
+    ids, mask = sources()
+    want = generate(model, ids, mask, START, EOS, GenerateConfig(max_new_tokens=16))
+    out = hf.generate(input_ids=ids, attention_mask=mask, max_new_tokens=16, num_beams=1,
+                      do_sample=False)  # fmt: skip
+    got = []
+    for row in out.tolist():
+        row = row[1:]
+        got.append(row[: row.index(EOS)] if EOS in row else row)
+    assert got == want
+    auto = transformers.AutoTokenizer.from_pretrained(tmp_path / "hf")
+    assert auto("w1 w2")["input_ids"] == tok(["w1 w2"])["input_ids"][0].tolist()

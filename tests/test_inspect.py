@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 
 import pytest
+from helpers import cli
 
 from selfsup.corrupt.tokens import expected_span_words
 from selfsup.data.text import default_corpus
@@ -143,3 +144,31 @@ def test_higher_mask_prob(corpus):
     assert abs(stats["chosen_rate"] - 0.3) < 0.006
     assert stats["mask_share"] == 1.0
     assert stats["random_share"] == stats["unchanged_share"] == 0.0
+
+
+@pytest.mark.parametrize("objective", ["bart", "mass", "t5"])
+def test_inspect_masking_reports_what_the_seq2seq_noise_did(objective, tmp_path, capsys):
+    path = tmp_path / "docs.jsonl"
+    words = "river stone cloud apple north quiet paper glass tiger lemon iron music".split()
+    docs = [" ".join(f"The {words[(d + s) % 12]} saw a {words[(d * s + 1) % 12]}." for s in
+                     range(20)) for d in range(60)]  # fmt: skip
+    path.write_text("".join(json.dumps({"text": d}) + "\n" for d in docs))
+    code, out, err = cli(capsys, "inspect-masking", "--objective", objective, "--data", path,
+                         "--vocab-size", "200", "--max-len", "64", "--batches", "4", "--json",
+                         "--cache-dir", tmp_path / "cache")  # fmt: skip
+    assert code == 0, err
+    stats = json.loads(out)
+    assert stats["objective"] == objective and stats["examples"] == 4 * 32
+    if objective == "bart":
+        assert stats["masked_share"] == pytest.approx(0.3, abs=0.01)  # BART's default, not 0.15
+        assert stats["permuted_share"] > 0.6 and stats["segments_with_2+_sentences"] > 60
+        hist = stats["span_length_share_vs_poisson"]
+        assert hist["3"][1] == pytest.approx(0.224, abs=1e-3)  # the Poisson(3) law
+        assert abs(hist["3"][0] - hist["3"][1]) < 0.06
+    elif objective == "mass":
+        assert stats["fragment_share"] == pytest.approx(0.5, abs=0.02)
+        assert stats["mask_share_in_fragment"] == pytest.approx(0.8, abs=0.05)
+    else:
+        assert stats["noise_share"] == pytest.approx(0.15, abs=0.01)
+        assert stats["mean_span_tokens"] == pytest.approx(3.0, abs=0.3)
+    assert len(stats["pairs"]) == 3 and all(p["source"] and p["target"] for p in stats["pairs"])

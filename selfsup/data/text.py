@@ -490,6 +490,17 @@ class PretrainBatches(torch.utils.data.Dataset):
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
         return self.shard(k, 0, 1)
 
+    def examples(self, k: int) -> list:
+        """The examples of batch k, before collating (and before the batch's corruption)."""
+        B, n = self.batch_size, len(self.chunk_ids)
+        out = []
+        for j in range(B):
+            pos = k * B + j
+            chunk = int(self._order(pos // n)[pos % n])
+            rng = np.random.default_rng(seed_for(self.seed, Stream.EXAMPLE, pos))
+            out.append(self.builder.example(chunk, rng))
+        return out
+
     def shard(self, k: int, rank: int, world_size: int) -> dict[str, torch.Tensor]:
         """Examples [rank B/W, (rank+1) B/W) of batch k, for process `rank` of `world_size`.
 
@@ -499,13 +510,7 @@ class PretrainBatches(torch.utils.data.Dataset):
         B = self.batch_size
         if B % world_size:
             raise ConfigError(f"batch size {B} is not divisible by the {world_size} processes")
-        n = len(self.chunk_ids)
-        examples = []
-        for j in range(B):
-            pos = k * B + j
-            chunk = int(self._order(pos // n)[pos % n])
-            rng = np.random.default_rng(seed_for(self.seed, Stream.EXAMPLE, pos))
-            examples.append(self.builder.example(chunk, rng))
+        examples = self.examples(k)
         pad = self.builder.tok.pad_id
         g = torch.Generator().manual_seed(seed_for(self.seed, Stream.CORRUPT, k))
         batch = self.builder.collate(examples)  # (B, T)

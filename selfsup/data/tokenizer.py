@@ -202,8 +202,26 @@ class Tokenizer:
         self.pad_id, self.unk_id, self.cls_id, self.sep_id, self.mask_id = (
             vocab[s] for s in SPECIALS
         )
-        self.special_ids = sorted({vocab[s] for s in SPECIALS} | _other_specials(vocab))
+        added = {i for i, t in tok.get_added_tokens_decoder().items() if t.special}
+        self.special_ids = sorted({vocab[s] for s in SPECIALS} | _other_specials(vocab) | added)
         self._plain: HFTokenizer | None = None  # the same without special-token matching
+
+    def with_specials(self, tokens: list[str]) -> Tokenizer:
+        """This tokenizer with `tokens` added as special tokens at the end of the vocabulary
+        (those it has already keep their ids), e.g. T5's sentinels."""
+        if all(self.tok.token_to_id(t) is not None for t in tokens):
+            return self
+        tok = HFTokenizer.from_str(self.tok.to_str())
+        tok.add_special_tokens(tokens)
+        return Tokenizer(tok, self.lowercase)
+
+    def ids_of(self, tokens: list[str]) -> list[int]:
+        """The ids of tokens of the vocabulary (a one-line error naming a missing one)."""
+        ids = [self.tok.token_to_id(t) for t in tokens]
+        missing = [t for t, i in zip(tokens, ids, strict=True) if i is None]
+        if missing:
+            raise ConfigError(f"the tokenizer has no {missing[0]} ({len(missing)} missing)")
+        return ids
 
     # -- encoding ---------------------------------------------------------------------------
     def encode_plain(self, texts: list[str]) -> list[list[int]]:

@@ -181,3 +181,57 @@ def state_dict_from_hf(hf: dict[str, torch.Tensor], cfg: Seq2SeqConfig) -> dict:
                 for kind in ("weight", "bias"):
                     out[f"{pre}.{ours_name}.{kind}"] = get(f"{h}.{hf_name}.{kind}").clone()
     return out
+
+
+def special_ids(tok) -> dict[str, int]:
+    """Our tokens in BART's roles: [CLS] begins (and starts the decoder), [SEP] ends."""
+    return {"pad": tok.pad_id, "bos": tok.cls_id, "eos": tok.sep_id, "decoder_start": tok.cls_id}
+
+
+def export_bart(model, cfg: Seq2SeqConfig, tokenizer, out) -> None:
+    """Write a folder that `transformers.BartForConditionalGeneration.from_pretrained` loads
+    without remote code: config.json, model.safetensors, the tokenizer (AutoTokenizer reads it)
+    and generation_config.json (decoder start and forced EOS, so `generate` decodes as
+    selfsup's greedy search does). `model` is a Seq2SeqModel."""
+    import json
+    from pathlib import Path
+
+    from selfsup.checkpoint import save_safetensors
+    from selfsup.interop.hf_bert import write_export
+
+    special = special_ids(tokenizer)
+    hf_cfg = model_to_hf_config(cfg, special)
+    sd = {k: v.detach().cpu().contiguous() for k, v in state_dict_to_hf(model.state_dict(),
+                                                                       cfg).items()}  # fmt: skip
+    generation = {
+        "decoder_start_token_id": special["decoder_start"], "bos_token_id": special["bos"],
+        "eos_token_id": special["eos"], "forced_eos_token_id": special["eos"],
+        "pad_token_id": special["pad"], "max_length": cfg.max_len,
+    }  # fmt: skip
+
+    def fill(tmp: Path) -> None:
+        save_safetensors(sd, tmp / "model.safetensors", metadata={"format": "pt"})
+        (tmp / "config.json").write_text(json.dumps(hf_cfg, indent=2))
+        (tmp / "generation_config.json").write_text(json.dumps(generation, indent=2))
+        tokenizer.save(tmp, cfg.max_len)
+
+    write_export(Path(out), fill)
+
+
+def load_bart(p) -> tuple:
+    """(Seq2SeqModel, Seq2SeqConfig) of a transformers BART folder (config.json with
+    model_type bart and its weights)."""
+    import json
+    from pathlib import Path
+
+    from selfsup.checkpoint import verify_manifest
+    from selfsup.encoders.seq2seq import build_seq2seq
+    from selfsup.interop.hf_bert import _read_hf_weights
+
+    p = Path(p)
+    verify_manifest(p)
+    hf = json.loads((p / "config.json").read_text())
+    cfg = hf_config_to_model(hf, str(p / "config.json"))
+    model = build_seq2seq(cfg)
+    model.load_state_dict(state_dict_from_hf(_read_hf_weights(p), cfg))
+    return model.eval(), cfg

@@ -18,9 +18,11 @@ from selfsup.objectives.bart import BART
 from selfsup.objectives.base import Objective
 from selfsup.objectives.mass import MASS
 from selfsup.objectives.mlm import MLM, MLMConfig, MLMWithNSP, MLMWithSOP
+from selfsup.objectives.t5 import T5
 
 OBJECTIVES: dict[str, type[Objective]] = {
     "mlm": MLM, "mlm+nsp": MLMWithNSP, "mlm+sop": MLMWithSOP, "bart": BART, "mass": MASS,
+    "t5": T5,
 }  # fmt: skip
 
 ENTRY_POINTS = "selfsup.objectives"

@@ -58,8 +58,10 @@ class BART(Seq2SeqObjective):
     def example(self, sentences: list[np.ndarray], rng: np.random.Generator, tok: Tokenizer,
                 max_len: int) -> Seq2SeqExample:  # fmt: skip
         sents = ids_tensor(sentences)
-        noisy, _ = bart_noise(sents, torch_generator(rng), self.cfg.noise(), tok.mask_id,
-                              tok.random_ids())  # fmt: skip
+        noisy, info = bart_noise(sents, torch_generator(rng), self.cfg.noise(), tok.mask_id,
+                                 tok.random_ids())  # fmt: skip
         text = [t for s in sentences for t in s.tolist()][: max_len - 1]
         target = [*text, tok.sep_id]
-        return Seq2SeqExample(wrap(tok, noisy.tolist(), max_len), [tok.cls_id, *text], target)
+        info |= {"text_len": sum(len(s) for s in sentences), "sentences": len(sentences)}
+        return Seq2SeqExample(wrap(tok, noisy.tolist(), max_len), [tok.cls_id, *text], target,
+                              info=info)  # fmt: skip

@@ -38,6 +38,12 @@ class Objective(nn.Module):
     # them every step. (Parameters never used should be frozen instead: requires_grad_(False).)
     unused_parameters: bool = False
 
+    @classmethod
+    def extra_tokens(cls, cfg) -> list[str]:
+        """Special tokens the objective needs in the vocabulary (T5's sentinels); the
+        pretraining adds them to the tokenizer before the model is built."""
+        return []
+
     def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         raise NotImplementedError
 

@@ -49,8 +49,12 @@ class MASS(Seq2SeqObjective):
                           self.cfg.random_prob, self.cfg.keep_prob)  # fmt: skip
         # the fragment's positions in the encoder's input ([CLS] first), for the decoder too
         positions = list(range(f.start + 1, f.start + 1 + len(f.target)))
+        hidden = f.source[f.start : f.start + len(f.target)]
+        info = {"text_len": len(text), "fragment": len(f.target),
+                "masked": int((hidden == tok.mask_id).sum()),
+                "unchanged": int((hidden == f.target).sum())}  # fmt: skip
         return Seq2SeqExample(wrap(tok, f.source.tolist(), max_len), f.decoder_input.tolist(),
-                              f.target.tolist(), positions)  # fmt: skip
+                              f.target.tolist(), positions, info)  # fmt: skip
 
     def _fragment(self, tok: Tokenizer, source: list[int]) -> tuple[int, int]:
         masks = [i for i, t in enumerate(source) if t == tok.mask_id]

@@ -42,6 +42,7 @@ class Seq2SeqExample:
     decoder_input: list[int]
     target: list[int]
     decoder_positions: list[int] | None = None
+    info: dict | None = None  # what the corruption did (for inspect-masking; not collated)
 
 
 def collate_seq2seq(examples: list[Seq2SeqExample], pad_id: int) -> dict[str, torch.Tensor]:
@@ -98,6 +99,10 @@ class Seq2SeqObjective(Objective):
             collate=lambda examples: collate_seq2seq(examples, tok.pad_id),
             segment_len=self.segment_len(max_len),
         )
+
+    def prepare_source(self, tok: Tokenizer, source: list[int]) -> list[int]:
+        """A user's input as the encoder expects it (T5: [MASK] runs -> sentinels)."""
+        return source
 
     def generation_plan(self, tok: Tokenizer, source: list[int]) -> GenerationPlan:
         """How `selfsup generate` decodes for `source` ([CLS] ... [SEP]): from [CLS], the

@@ -110,7 +110,7 @@ def test_mass_batches_hold_the_fragment_at_its_positions(corpus, tmp_path):
         assert not bool((src[:n_src][outside] == tok.mask_id).any())
 
 
-@pytest.mark.parametrize("objective", ["bart", "mass"])
+@pytest.mark.parametrize("objective", ["bart", "mass", "t5"])
 def test_loss_is_finite_and_falls(corpus, tmp_path, objective):
     from selfsup.objectives import build_objective
 
@@ -132,7 +132,7 @@ def test_loss_is_finite_and_falls(corpus, tmp_path, objective):
     assert float(loss.detach()) < 0.5 * first
 
 
-@pytest.mark.parametrize("objective", ["bart", "mass"])
+@pytest.mark.parametrize("objective", ["bart", "mass", "t5"])
 def test_cli_pretrain_and_exact_resume(corpus, tmp_path, capsys, objective):
     """A 6-step run, and the same run resumed from its step-3 checkpoint: the same weights and
     the same logged values."""
@@ -169,3 +169,46 @@ def test_cli_pretrain_and_exact_resume(corpus, tmp_path, capsys, objective):
     assert values(a) == values(b)
     summary = json.loads((a / "summary.json").read_text())
     assert 0 <= summary["eval_s2s_acc"] <= 1
+
+
+def test_t5_batches_sentinels_in_order_and_full_segments_unpadded(corpus, tmp_path):
+    from selfsup.objectives.t5 import sentinel
+
+    data = prepare_data(run_cfg(corpus, "t5", tmp_path), log=lambda _: None)
+    tok = data.tokenizer
+    ids = tok.ids_of([sentinel(k) for k in range(100)])
+    assert ids == list(range(ids[0], ids[0] + 100))  # added at the end of the vocabulary
+    assert set(ids) <= set(tok.special_ids)  # never a random replacement
+    full = 0
+    for k in range(4):
+        b = data.batches[k]
+        for src, m, tgt in zip(b["input_ids"], b[ATTENTION_MASK], b[LABELS], strict=True):
+            src, tgt = src[m.bool()].tolist(), tgt[tgt != IGNORE].tolist()
+            in_src = [t for t in src if t in ids]
+            assert in_src == ids[: len(in_src)] == [t for t in tgt if t in ids]
+            assert tgt[-1] == tok.sep_id
+            # the sentinels' spans put back give the segment: as many tokens as kept + hidden
+            n_text = len(src) - 2 - len(in_src) + len(tgt) - 1 - len(in_src)
+            assert abs(len(tgt) - 1 - 2 * len(in_src) - round(0.15 * n_text)) <= 1
+            full += len(src) == 48
+    assert full > 0  # full segments fill the sequence exactly: T5's length computation
+
+
+def test_t5_generation_fills_the_sentinels_back_in(tmp_path):
+    from selfsup.data.tokenizer import train_tokenizer
+    from selfsup.objectives.t5 import T5, T5Config, sentinel
+
+    tok = train_tokenizer(["the river saw the stone and the cloud"] * 20, 60, True)
+    tok = tok.with_specials([sentinel(k) for k in range(3)])
+    t5 = T5.__new__(T5)  # only the tokenizer-side methods: no model needed
+    t5.cfg = T5Config(sentinels=3)
+    src = tok(["the [MASK] [MASK] saw the [MASK] ."])["input_ids"][0].tolist()
+    ready = t5.prepare_source(tok, src)
+    x0, x1 = tok.ids_of([sentinel(0), sentinel(1)])
+    assert ready.count(x0) == 1 and ready.count(x1) == 1 and tok.mask_id not in ready
+    river, stone = tok.encode_plain(["river stone"])[0]
+    written = [x0, river, x1, stone]
+    restored = t5.restore(tok, ready, written)
+    assert restored == tok.encode_plain(["the river saw the stone ."])[0]
+    with pytest.raises(Exception, match="no \\[MASK\\]"):
+        t5.generation_plan(tok, tok(["plain text"])["input_ids"][0].tolist())
