@@ -14,7 +14,7 @@ export RECIPE_WORK=${RECIPE_WORK:-$(cd .. && pwd)/recipe-work}
 DATA=${SELFSUP_DATA:-$(cd .. && pwd)/shared/data}
 NAME=${NAME:-final}
 MINUTES=${MINUTES:-60}
-FLAGS=${FLAGS:-"--preset mini --objective mlm"}
+FLAGS=${FLAGS:-"--preset mini --objective mlm --max-len 64 --mask-prob 0.4"}
 SST2_FT=${SST2_FT:-"--epochs 2 --lr 2e-4 --batch-size 64 --precision bf16"}
 POS_FT=${POS_FT:-"--epochs 3 --lr 2e-4 --batch-size 32 --precision bf16"}
 mkdir -p "$RECIPE_WORK"
