@@ -350,6 +350,11 @@ def _add_finetune_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-column", default=None)
     p.add_argument("--text-pair-column", default=None)
     p.add_argument("--label-column", default=None)
+    p.add_argument("--source-column", default=None, help="seq2seq: the input text (source)")
+    p.add_argument("--target-column", default=None, help="seq2seq: the text to write (target)")
+    p.add_argument("--beams", type=int, default=1, help="seq2seq: beam width of dev decoding")
+    p.add_argument("--max-target-len", type=int, default=64, help="seq2seq: target tokens")
+    p.add_argument("--label-smoothing", type=float, default=0.0, help="seq2seq: epsilon")
     p.add_argument("--tagset", default=None, help="pos/tag: upos (default) or xpos")
     p.add_argument("--xpos", action="store_true", help="pos: predict XPOS instead of UPOS")
     p.add_argument("--lang", default=None, help="xquad: language (en, zh, ...)")
@@ -385,8 +390,10 @@ def _add_finetune_parsers(sub) -> None:
     p.add_argument("--task", required=True)
     p.add_argument("--data", required=True)
     p.add_argument("--split", default="dev")
-    for name in ("--text-column", "--text-pair-column", "--label-column", "--tagset", "--lang"):
+    for name in ("--text-column", "--text-pair-column", "--label-column", "--tagset", "--lang",
+                 "--source-column", "--target-column"):  # fmt: skip
         p.add_argument(name, default=None)
+    p.add_argument("--beams", type=int, default=None, help="seq2seq: default the fine-tuning's")
     p.add_argument("--xpos", action="store_true")
     _add_clue_file_args(p)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
@@ -651,6 +658,10 @@ def _task_options(args) -> dict:
         value = getattr(args, name, None)
         if value is not None:
             opts[name] = value
+    for flag, name in (("source_column", "text_column"), ("target_column", "label_column")):
+        value = getattr(args, flag, None)
+        if value is not None:  # seq2seq's names for the table columns
+            opts[name] = value
     if getattr(args, "xpos", False):
         opts["tagset"] = "xpos"
     for flag, name, value in (
@@ -676,7 +687,8 @@ def _finetune_settings(args) -> dict:
         train_limit=args.train_limit, article_holdout=args.article_holdout,
         dev_fraction=args.dev_fraction, dev=args.dev, keep=args.keep, patience=args.patience,
         class_weights=args.class_weights, options=_task_options(args), device=args.device,
-        precision=args.precision,
+        precision=args.precision, beams=args.beams, max_target_len=args.max_target_len,
+        label_smoothing=args.label_smoothing,
     )  # fmt: skip
 
 
@@ -702,6 +714,7 @@ def cmd_evaluate(args) -> None:
         _task_options(args),
         device=args.device,
         precision=args.precision,
+        beams=args.beams,
     )
     print(json.dumps(json_safe({"task": args.task, "split": args.split, **metrics})))
 

@@ -39,6 +39,11 @@ def export_model(path: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf
     p = Path(path)
     if p.is_dir() and not is_run(p) and folder_format(p) == FINETUNE_FORMAT:
         model, tok, config = load_finetuned(p)
+        if config.get("encoder") == "seq2seq" or config["kind"] == "seq2seq":
+            raise ConfigError(
+                f"{path} is fine-tuned on an encoder-decoder: its export is not supported yet "
+                "(export the pretraining run with --format hf for a BART folder)"
+            )
         mcfg, kind, labels = BertConfig(**config["model"]), config["kind"], config["labels"]
         max_len = config.get("max_len") if kind != "tag" else mcfg.max_len
         if fmt == "hf":

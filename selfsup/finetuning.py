@@ -357,6 +357,9 @@ class FinetuneConfig:
     device: str = "auto"  # auto: the GPU when there is one
     precision: str = "fp32"  # fp32 | bf16 | auto (bf16 where the hardware has it): training and dev
     options: dict = field(default_factory=dict)  # task reader options (columns, tagset...)
+    beams: int = 1  # seq2seq: beam width when decoding dev
+    max_target_len: int = 64  # seq2seq: target tokens (EOS included); longer ones are cut
+    label_smoothing: float = 0.0  # seq2seq: epsilon of label-smoothed cross-entropy
 
 
 def set_dropout(module: torch.nn.Module, p: float) -> None:
@@ -433,7 +436,7 @@ def load_splits(cfg: FinetuneConfig, log=print):
 def _one_table_file(spec, data: str, options: dict) -> bool:
     """Whether train and dev would both be all rows of one file: a CSV/TSV/JSONL task given a
     single file, without a split column or holdout of its own."""
-    table = spec.kind in ("classify", "pair-classify", "regress")
+    table = spec.kind in ("classify", "pair-classify", "regress", "seq2seq")
     own = options.get("split_column") is not None or spec.options.get("holdout") is not None
     return table and Path(data).is_file() and not own and "holdout" not in options
 
@@ -535,6 +538,10 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
 
     spec = get_task(cfg.task)
     kind = spec.kind
+    if kind == "seq2seq":  # text -> text: an encoder-decoder recipe of its own
+        from selfsup.finetune_seq2seq import finetune_seq2seq
+
+        return finetune_seq2seq(cfg, log, progress)
     out = check_out_folder(cfg.out)
     for name in ("epochs", "lr", "batch_size", "max_len"):
         if getattr(cfg, name) <= 0:
@@ -638,7 +645,7 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
                 f"evaluation gave {history[-1].get(metric, math.nan):.4f})")  # fmt: skip
         config = {
             "format": FINETUNE_FORMAT, "version": FINETUNE_VERSION, "task": cfg.task,
-            "kind": kind, "labels": labels,
+            "kind": kind, "labels": labels, "encoder": encoder_kind(mcfg),
             "model": mcfg.__dict__, "max_len": max_len, "init": cfg.init,
             "class_weights": class_weights, "finetune": {k: v for k, v in cfg.__dict__.items()},
         }  # fmt: skip
@@ -679,6 +686,14 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
         raise
     _steps_of(history, step_of)
     return finish()
+
+
+def encoder_kind(mcfg) -> str:
+    """What a fine-tuned folder's encoder is: "bert", or "seq2seq" (an encoder-decoder's
+    encoder half, selfsup.encoders.seq2seq.Seq2SeqEncoder)."""
+    from selfsup.encoders.seq2seq import Seq2SeqConfig
+
+    return "seq2seq" if isinstance(mcfg, Seq2SeqConfig) else "bert"
 
 
 class _EarlyStop(Exception):
@@ -734,9 +749,11 @@ def evaluate_finetuned(
     log=print,
     device: str = "auto",
     precision: str = "fp32",
+    beams: int | None = None,
 ) -> dict:
     """Predict `split` of `task` from `data` with a fine-tuned folder; write predictions.
-    `precision` fp32 | bf16 | auto: of the forwards."""
+    `precision` fp32 | bf16 | auto: of the forwards; `beams`: seq2seq decoding (default the
+    fine-tuning's)."""
     from selfsup.data.tasks import check_labels, get_task, load_task
     from selfsup.device import inference_bf16, resolve_device
 
@@ -748,6 +765,10 @@ def evaluate_finetuned(
     if spec.kind != config["kind"]:
         raise ConfigError(f"{path} was fine-tuned for a {config['kind']} task, not {spec.kind}")
     examples = load_task(task, data, split, **(options or {}))
+    if spec.kind == "seq2seq":
+        from selfsup.finetune_seq2seq import evaluate_seq2seq
+
+        return evaluate_seq2seq(path, model, tok, config, examples, beams, bf16, log)
     labels = config["labels"]
     if labels is not None:
         check_labels(labels, examples)

@@ -194,6 +194,8 @@ def predict_rows(
     from selfsup.finetuning import FinetuneConfig, make_features, predict
 
     kind, labels = config["kind"], config["labels"]
+    if kind == "seq2seq":
+        return _seq2seq_rows(model, tok, config, examples, batch_size, bf16)
     ft = config.get("finetune", {})
     cfg = FinetuneConfig("x", "x", "x", "x", doc_stride=ft.get("doc_stride", 128),
                          max_answer_len=ft.get("max_answer_len", 30))  # fmt: skip
@@ -252,6 +254,20 @@ def predict_rows(
             log(f"predict: {done:,}/{len(examples):,} rows ({100 * done / len(examples):.0f}%), "
                 f"{done / (now - start):,.0f} rows/s")  # fmt: skip
     return rows, counts
+
+
+def _seq2seq_rows(model, tok, config, examples, batch_size, bf16):
+    """A seq2seq folder's rows: {"prediction": the decoded text}, greedy or with the
+    fine-tuning's beams."""
+    from selfsup.finetune_seq2seq import decode_all, encode_pairs
+
+    max_len, max_target = config["max_len"], config.get("max_target_len", 64)
+    feats = encode_pairs(tok, examples, max_len, max_target, log=lambda _: None)
+    truncated = sum(len(t) > max_len - 2 for t in tok.encode_plain([e.text for e in examples]))
+    beams = config.get("finetune", {}).get("beams", 1)
+    preds = decode_all(model, tok, feats, beams, max_target, batch_size, bf16)
+    counts = {"rows": len(examples), "max_len": max_len, "truncated": truncated}
+    return [{"prediction": p} for p in preds], counts
 
 
 def truncation_note(kind: str, counts: dict) -> str:

@@ -20,6 +20,12 @@ from selfsup.checkpoint import (
 )
 from selfsup.config import RunConfig
 from selfsup.data.tokenizer import Tokenizer, load_tokenizer
+from selfsup.encoders.seq2seq import (
+    Seq2SeqConfig,
+    Seq2SeqEncoder,
+    Seq2SeqModel,
+    build_seq2seq_encoder,
+)
 from selfsup.encoders.text import BertConfig, BertEncoder, build_encoder
 from selfsup.errors import ConfigError
 from selfsup.interop.hf_bart import load_bart
@@ -70,7 +76,9 @@ def load_model(path: str | os.PathLike) -> Loaded:
     if (p / "config.json").exists():
         if _model_type(p) == "bart":  # an encoder-decoder: restored as a BART objective
             net, cfg = load_bart(p)
-            return Loaded(None, BART(net, BartObjectiveConfig()), load_tokenizer(p), cfg, "hf")
+            objective = BART(net, BartObjectiveConfig())
+            encoder = Seq2SeqEncoder.of(net).eval()
+            return Loaded(encoder, objective, load_tokenizer(p), cfg, "hf")
         encoder, model, cfg = load_hf(p)
         return Loaded(encoder, model, load_tokenizer(p), cfg, "hf")
     raise ConfigError(f"{path} is neither a selfsup run nor a HuggingFace model folder")
@@ -104,16 +112,27 @@ def _load_run(p: Path) -> Loaded:
     objective = build_objective(cfg.objective, cfg.model)
     objective.load_state_dict(weights)
     objective.eval()
-    # an encoder-decoder's objective holds the whole model (objective.model), no BERT encoder
+    # an encoder-decoder's objective holds the whole model (objective.model): its encoder
+    # half, with BERT's contract, serves the commands that take an encoder
     encoder = getattr(objective, "encoder", None)
+    if encoder is None and isinstance(getattr(objective, "model", None), Seq2SeqModel):
+        encoder = Seq2SeqEncoder.of(objective.model).eval()
     return Loaded(encoder, objective, load_tokenizer(p), cfg.model, "run")
 
 
 def _load_finetuned(p: Path) -> Loaded:
     """The encoder of a fine-tuned folder (its task head is not a pretraining objective)."""
     model, tok, config = load_finetuned(p)
-    mcfg = BertConfig(**config["model"])
-    return Loaded(model.encoder, None, tok, mcfg, "finetuned", task=model, task_config=config)
+    mcfg = _model_config(config)
+    encoder = model.encoder if hasattr(model, "encoder") else Seq2SeqEncoder.of(model.model)
+    return Loaded(encoder, None, tok, mcfg, "finetuned", task=model, task_config=config)
+
+
+def _model_config(config: dict):
+    """A fine-tuned folder's model config: BERT's, or an encoder-decoder's (seq2seq tasks,
+    and classifiers on an encoder-decoder's encoder half)."""
+    seq2seq = config.get("encoder") == "seq2seq" or config.get("kind") == "seq2seq"
+    return (Seq2SeqConfig if seq2seq else BertConfig)(**config["model"])
 
 
 def load_finetuned(path: str | Path):
@@ -136,16 +155,25 @@ def load_finetuned(path: str | Path):
     if not (p / "model.safetensors").is_file():
         raise ConfigError(f"{path} has no model.safetensors (the fine-tuning did not finish)")
     try:
-        mcfg = BertConfig(**config["model"])
+        mcfg = _model_config(config)
         labels = config["labels"]
     except (KeyError, TypeError) as e:
         raise ConfigError(f"{cfg_file}: bad or missing model section ({e})") from None
-    # class weights shape only the training loss (a non-persistent buffer, not in the
-    # weights): rebuilt from config.json so model(batch) gives the loss fine-tuning optimised
-    model = build_task_model(
-        config["kind"], build_encoder(mcfg), len(labels) if labels else None, 0.0,
-        config.get("class_weights"),
-    )  # fmt: skip
+    if config["kind"] == "seq2seq":
+        from selfsup.encoders.seq2seq import build_seq2seq
+        from selfsup.objectives.seq2seq import Seq2SeqTask
+
+        model = Seq2SeqTask(build_seq2seq(mcfg))
+    else:
+        # class weights shape only the training loss (a non-persistent buffer, not in the
+        # weights): rebuilt from config.json so model(batch) gives the loss fine-tuning
+        # optimised
+        encoder = (build_seq2seq_encoder(mcfg) if isinstance(mcfg, Seq2SeqConfig)
+                   else build_encoder(mcfg))  # fmt: skip
+        model = build_task_model(
+            config["kind"], encoder, len(labels) if labels else None, 0.0,
+            config.get("class_weights"),
+        )  # fmt: skip
     model.load_state_dict(load_weights(p))  # checks the folder's manifest
     model.eval()
     return model, load_tokenizer(p / "tokenizer"), config

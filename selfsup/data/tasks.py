@@ -130,7 +130,7 @@ UPOS = (
     "PART", "PRON", "PROPN", "PUNCT", "SCONJ", "SYM", "VERB", "X",
 )  # fmt: skip
 CONLLU_COLUMNS = ("id", "form", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
-KINDS = ("classify", "pair-classify", "regress", "tag", "qa")
+KINDS = ("classify", "pair-classify", "regress", "tag", "qa", "seq2seq")
 
 Columns = tuple[str | int | None, str | int | None, str | int | None]  # text, text_pair, label
 
@@ -195,6 +195,7 @@ _OPTIONS = {
     "regress": _TABLE_OPTIONS | {"seed"},
     "tag": {"tagset"},
     "qa": {"skip_misaligned", "lang"},
+    "seq2seq": _TABLE_OPTIONS | {"seed"},
 }
 
 TASKS: dict[str, Task] = {
@@ -361,6 +362,9 @@ TASKS: dict[str, Task] = {
     "regress": Task("regress", "pearson_spearman", None, _tables(), ("text", None, "label")),
     "tag": Task("tag", "accuracy", None, _CONLLU, options={"tagset": "upos"}),
     "qa": Task("qa", "squad", None, _SQUAD_FILES),
+    # source text -> target text (the label column holds the target; --source-column and
+    # --target-column name them)
+    "seq2seq": Task("seq2seq", "rouge", None, _tables(), ("source", None, "target")),
 }
 
 # Our split names -> split names in a `datasets` DatasetDict.
@@ -466,7 +470,7 @@ def task_labels(task: str, train: Sequence, **options: Any) -> list[str] | None:
     """The class (or tag) order for a head: the task's fixed list, else sorted from `train`;
     None for regression and QA."""
     spec = get_task(task)
-    if spec.kind in ("regress", "qa"):
+    if spec.kind in ("regress", "qa", "seq2seq"):
         return None
     tagset = {**spec.options, **options}.get("tagset", "upos")
     if spec.labels is not None and (spec.kind != "tag" or tagset == "upos"):
@@ -686,7 +690,8 @@ def _text_examples(
             if label_col not in r:
                 have = ", ".join(str(k) for k in records[0] if k != "_line")
                 raise ConfigError(f"{where} has no column {label_col!r}; its columns are: {have}")
-            raise ConfigError(f"row {r['_line']} of {where} has no label in {label_col!r}")
+            what = "target" if spec.kind == "seq2seq" else "label"
+            raise ConfigError(f"row {r['_line']} of {where} has no {what} in {label_col!r}")
         pair = None if pair_col is None else str(r[pair_col])
         out.append(TextExample(str(r[text_col]), pair, label))
     return out
@@ -699,6 +704,8 @@ def _no_label_what(spec: Task) -> str:
 def _label(value: Any, spec: Task, line: int, where: str) -> str | float | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
+    if spec.kind == "seq2seq":  # a text: kept whole (an empty one is no target)
+        return str(value)
     if spec.kind == "regress":
         try:
             return float(value)

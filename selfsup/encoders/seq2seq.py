@@ -23,6 +23,7 @@ from selfsup.encoders.transformer import (
     padding_attn_mask,
 )
 from selfsup.errors import ConfigError
+from selfsup.layers.linear import Linear
 
 
 @dataclass
@@ -178,3 +179,58 @@ def build_seq2seq(cfg: Seq2SeqConfig) -> Seq2SeqModel:
     )  # fmt: skip
     init_bert_weights(model)  # BART's initialisation too: N(0, 0.02), zero biases
     return model
+
+
+class Seq2SeqEncoder(nn.Module):
+    """The encoder half of an encoder-decoder with BERT's encoder contract, so classification,
+    tagging, QA and embeddings run on it as on a BERT: {"hidden", "pooled", "padding_mask"
+    [, "all_hidden"]}; "pooled" is tanh(Linear) of the first token ([CLS]), a pooler the
+    encoder-decoder never had (newly initialised, trained by the fine-tuning).
+    `token_type_ids` are accepted and ignored (BART has no segments)."""
+
+    def __init__(self, tokens: nn.Embedding, embed: PositionedEmbedding, encoder: Transformer,
+                 max_len: int):  # fmt: skip
+        super().__init__()
+        self.tokens, self.enc_embed, self.encoder = tokens, embed, encoder
+        self.dim, self.max_len = tokens.embedding_dim, max_len
+        self.pooler = Linear(self.dim, self.dim)
+        init_bert_weights(self.pooler)
+
+    @classmethod
+    def of(cls, model: Seq2SeqModel) -> Seq2SeqEncoder:
+        """The encoder of `model` (its modules, shared, not copied)."""
+        return cls(model.tokens, model.enc_embed, model.encoder, model.max_len)
+
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        position_ids: torch.Tensor | None = None,
+        return_all: bool = False,
+        seq_ids: torch.Tensor | None = None,
+        cls_index: torch.Tensor | None = None,
+        sparse_grad: bool = False,
+    ) -> dict[str, torch.Tensor]:
+        if input_ids.shape[1] > self.max_len:
+            raise ValueError(f"sequence length {input_ids.shape[1]} > max_len {self.max_len}")
+        x = self.enc_embed(self.tokens(input_ids), position_ids=position_ids)  # (B, T, D)
+        mask = padding_attn_mask(attention_mask) if seq_ids is None else block_attn_mask(seq_ids)
+        out = self.encoder(x, mask, return_all=return_all)
+        h = out[-1] if return_all else out
+        cls = h[:, 0] if cls_index is None else h.reshape(-1, self.dim)[cls_index]
+        if seq_ids is not None:
+            padding = seq_ids < 0
+        elif attention_mask is not None:
+            padding = attention_mask == 0
+        else:
+            padding = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
+        result = {"hidden": h, "pooled": torch.tanh(self.pooler(cls)), "padding_mask": padding}
+        if return_all:
+            result["all_hidden"] = out
+        return result
+
+
+def build_seq2seq_encoder(cfg: Seq2SeqConfig) -> Seq2SeqEncoder:
+    """A fresh encoder half (to load a fine-tuned folder's weights into)."""
+    return Seq2SeqEncoder.of(build_seq2seq(cfg))

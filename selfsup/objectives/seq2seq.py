@@ -141,3 +141,30 @@ class GenerationPlan:
     position: int = 0
     max_new: int | None = None
     eos: bool = True
+
+
+class Seq2SeqTask(Seq2SeqObjective):
+    """Supervised source -> target (seq2seq fine-tuning): the same teacher-forced loss over
+    the target tokens, label-smoothed with `label_smoothing` > 0 (then the output projection
+    is not fused with the loss: smoothing needs every vocabulary entry's log-probability)."""
+
+    def __init__(self, model: Seq2SeqModel, label_smoothing: float = 0.0):
+        super().__init__(model, None)
+        self.label_smoothing = label_smoothing
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        if not self.label_smoothing:
+            return super().forward(batch)
+        import torch.nn.functional as F
+
+        from selfsup.losses import hits
+
+        m = self.model
+        enc = m.encode(batch[INPUT_IDS], batch.get(ATTENTION_MASK))
+        h = m.decode(batch[DECODER_INPUT_IDS], enc["hidden"], enc["padding_mask"])
+        labels = batch[LABELS]
+        keep = labels != IGNORE
+        logits = m.logits(h[keep]).float()  # (M, V)
+        loss = F.cross_entropy(logits, labels[keep], label_smoothing=self.label_smoothing,
+                               reduction="sum")  # fmt: skip
+        return {"s2s_loss": loss, "s2s_acc": hits(logits.detach(), labels[keep])}
