@@ -3,8 +3,10 @@ in spans of mean length 3, are each replaced in the input by one sentinel, numbe
 the target is every sentinel followed by the span it hides, then EOS. The sentinels (100 by
 default, as T5) join the vocabulary before the model is built.
 
-Segments are cut to the raw length whose corrupted input fills the model's sequence exactly
-(T5's input/target length computation), so full segments need no padding.
+Segments hold at most the raw length whose corrupted input fills the model's sequence exactly
+(T5's input/target length computation): a segment of that length needs no padding. Segments
+end at sentence ends, so most are shorter and padded; cutting the text across sentences, as T5
+does, is not done yet.
 """
 
 from __future__ import annotations
