@@ -47,7 +47,7 @@ class PairBatches(torch.utils.data.Dataset):
     """Micro-batch k is a pure function of (seed, k): length-bucketed, shuffled per epoch."""
 
     def __init__(self, examples: list[Seq2SeqExample], batch_size: int, pad_id: int, seed: int):
-        from selfsup.finetuning import bucketed_order
+        from selfsup.finetune_common import bucketed_order
 
         self.examples, self.batch_size, self.pad_id, self.seed = examples, batch_size, pad_id, seed
         self.lengths = np.array([len(e.source) + len(e.target) for e in examples])
@@ -128,7 +128,7 @@ def finetune_seq2seq(cfg, log=print, progress: bool = False) -> dict:
     from selfsup.config import TrainConfig
     from selfsup.device import resolve_device, resolve_precision
     from selfsup.eval.generation import generation_metrics
-    from selfsup.finetuning import load_splits, save_json, set_dropout
+    from selfsup.finetune_common import load_splits, save_json, set_dropout
     from selfsup.models import FINETUNE_FORMAT, FINETUNE_VERSION
     from selfsup.paths import check_out_folder
     from selfsup.train import train

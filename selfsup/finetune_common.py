@@ -1,0 +1,118 @@
+"""What the fine-tuning recipes share (finetuning.py for the encoder tasks,
+finetune_seq2seq.py for text -> text): reading the splits, batch order, JSON output,
+dropout."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from selfsup.errors import ConfigError
+from selfsup.seeds import Stream, seed_for
+
+
+def bucketed_order(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator, bucket: int = 50
+) -> list[np.ndarray]:
+    """Shuffle, sort by length inside groups of `bucket` batches, cut into batches, shuffle the
+    batches: little padding, still random."""
+    perm = rng.permutation(len(lengths))
+    batches = []
+    group = batch_size * bucket
+    for g in range(0, len(perm), group):
+        part = perm[g : g + group]
+        part = part[np.argsort(lengths[part], kind="stable")]
+        batches.extend(part[s : s + batch_size] for s in range(0, len(part), batch_size))
+    order = rng.permutation(len(batches))
+    return [batches[i] for i in order]
+
+
+def json_safe(obj):
+    """`obj` with NaN/inf floats as None: a metric can be undefined (Pearson's r of constant
+    predictions) and NaN is not JSON (strict readers refuse it)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: json_safe(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [json_safe(v) for v in obj]
+    return obj
+
+
+def save_json(path: Path, obj) -> None:
+    from selfsup.checkpoint import atomic_write_text
+
+    atomic_write_text(path, json.dumps(json_safe(obj), indent=2, ensure_ascii=False))
+
+
+def set_dropout(module: torch.nn.Module, p: float) -> None:
+    """Set every dropout in the encoder (pretraining presets run without)."""
+    from selfsup.layers.attention import CrossAttention, SelfAttention
+
+    for m in module.modules():
+        if isinstance(m, torch.nn.Dropout):
+            m.p = p
+        elif isinstance(m, SelfAttention | CrossAttention):
+            m.attn_dropout = p
+
+
+def load_splits(cfg, log=print):
+    """(train, dev) examples for a FinetuneConfig `cfg` (finetuning.py)."""
+    from selfsup.data.tasks import get_task, load_task
+
+    spec = get_task(cfg.task)
+    if cfg.article_holdout:
+        if spec.kind != "qa":
+            raise ConfigError("--article-holdout is for QA tasks")
+        split = "train" if "train" in spec.files else next(iter(spec.files))
+        examples = load_task(cfg.task, cfg.data, split, **cfg.options)
+        return split_by_article(examples, cfg.article_holdout, cfg.seed)
+    options = dict(cfg.options)
+    if cfg.dev is not None:
+        dev_ex = load_task(cfg.task, cfg.dev, "dev" if Path(cfg.dev).is_dir() else "train",
+                           **options)  # fmt: skip
+        log(f"dev: {len(dev_ex)} rows of {cfg.dev}")
+    elif _one_table_file(spec, cfg.data, options):
+        # Both splits would read the same rows: score on a seeded share the model never sees.
+        if not 0.0 < cfg.dev_fraction < 1.0:
+            raise ConfigError(f"--dev-fraction must be in (0, 1), got {cfg.dev_fraction}")
+        options |= {"holdout": cfg.dev_fraction, "seed": cfg.seed}
+        dev_ex = load_task(cfg.task, cfg.data, "dev", **options)
+        log(f"dev: a seeded {cfg.dev_fraction:.0%} of the rows of {cfg.data} ({len(dev_ex)} rows,"
+            f" seed {cfg.seed}), held out of training (--dev FILE to score elsewhere)")  # fmt: skip
+    else:
+        dev_ex = load_task(cfg.task, cfg.data, "dev", **options)
+    train_ex = load_task(cfg.task, cfg.data, "train", **options)
+    what = "questions whose answer is not in the context"  # the QA readers' only skip
+    if getattr(train_ex, "skipped", 0):
+        log(f"skipped {train_ex.skipped} training {getattr(train_ex, 'skipped_what', '') or what}")
+    if getattr(dev_ex, "skipped", 0) and getattr(dev_ex, "skipped_what", ""):
+        log(f"skipped {dev_ex.skipped} dev {dev_ex.skipped_what}: {len(dev_ex)} scored")
+    return train_ex, dev_ex
+
+
+def _one_table_file(spec, data: str, options: dict) -> bool:
+    """Whether train and dev would both be all rows of one file: a CSV/TSV/JSONL task given a
+    single file, without a split column or holdout of its own."""
+    table = spec.kind in ("classify", "pair-classify", "regress", "seq2seq")
+    own = options.get("split_column") is not None or spec.options.get("holdout") is not None
+    return table and Path(data).is_file() and not own and "holdout" not in options
+
+
+def split_by_article(examples, holdout: float, seed: int):
+    """Split QA examples by article title: no article is in both parts."""
+    if not 0.0 < holdout < 1.0:
+        raise ConfigError("--article-holdout must be in (0, 1)")
+    titles = sorted({e.title for e in examples})
+    if len(titles) < 2:
+        raise ConfigError("the QA file has fewer than 2 articles; cannot split by article")
+    rng = np.random.default_rng(seed_for(seed, Stream.ARTICLE_SPLIT))
+    n_dev = max(1, round(holdout * len(titles)))
+    dev_titles = set(rng.permutation(titles)[:n_dev].tolist())
+    return [e for e in examples if e.title not in dev_titles], [
+        e for e in examples if e.title in dev_titles
+    ]
