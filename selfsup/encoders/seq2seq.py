@@ -75,6 +75,24 @@ class PositionedEmbedding(nn.Module):
         return self.drop(self.norm(tokens + self.positions(position_ids)))
 
 
+def encode_half(tokens, embed, encoder, input_ids, attention_mask=None, return_all=False,
+                position_ids=None, seq_ids=None) -> dict[str, torch.Tensor]:  # fmt: skip
+    """The encoder side's contract: {"hidden", "padding_mask"[, "all_hidden"]}."""
+    x = embed(tokens(input_ids), position_ids=position_ids)  # (B, S, D)
+    mask = padding_attn_mask(attention_mask) if seq_ids is None else block_attn_mask(seq_ids)
+    out = encoder(x, mask, return_all=return_all)
+    if seq_ids is not None:
+        padding = seq_ids < 0
+    elif attention_mask is not None:
+        padding = attention_mask == 0
+    else:
+        padding = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
+    result = {"hidden": out[-1] if return_all else out, "padding_mask": padding}
+    if return_all:
+        result["all_hidden"] = out
+    return result
+
+
 class Seq2SeqModel(nn.Module):
     """encode(source) -> the encoder contract ({"hidden", "padding_mask"[, "all_hidden"]});
     decode(target input, memory) -> decoder states (B, T, D); logits(states) -> (B, T, V) with
@@ -120,20 +138,8 @@ class Seq2SeqModel(nn.Module):
         """The encoder's contract. Packed rows pass `position_ids` restarting per example and
         `seq_ids` (attention stays inside each example; -1 marks padding)."""
         self._check_len(input_ids.shape[1], "source")
-        x = self.enc_embed(self.tokens(input_ids), position_ids=position_ids)  # (B, S, D)
-        mask = padding_attn_mask(attention_mask) if seq_ids is None else block_attn_mask(seq_ids)
-        out = self.encoder(x, mask, return_all=return_all)
-        h = out[-1] if return_all else out
-        if seq_ids is not None:
-            padding = seq_ids < 0
-        elif attention_mask is not None:
-            padding = attention_mask == 0
-        else:
-            padding = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
-        result = {"hidden": h, "padding_mask": padding}
-        if return_all:
-            result["all_hidden"] = out
-        return result
+        return encode_half(self.tokens, self.enc_embed, self.encoder, input_ids, attention_mask,
+                           return_all, position_ids, seq_ids)  # fmt: skip
 
     def decode(
         self,
@@ -214,21 +220,11 @@ class Seq2SeqEncoder(nn.Module):
     ) -> dict[str, torch.Tensor]:
         if input_ids.shape[1] > self.max_len:
             raise ValueError(f"sequence length {input_ids.shape[1]} > max_len {self.max_len}")
-        x = self.enc_embed(self.tokens(input_ids), position_ids=position_ids)  # (B, T, D)
-        mask = padding_attn_mask(attention_mask) if seq_ids is None else block_attn_mask(seq_ids)
-        out = self.encoder(x, mask, return_all=return_all)
-        h = out[-1] if return_all else out
+        result = encode_half(self.tokens, self.enc_embed, self.encoder, input_ids,
+                             attention_mask, return_all, position_ids, seq_ids)  # fmt: skip
+        h = result["hidden"]
         cls = h[:, 0] if cls_index is None else h.reshape(-1, self.dim)[cls_index]
-        if seq_ids is not None:
-            padding = seq_ids < 0
-        elif attention_mask is not None:
-            padding = attention_mask == 0
-        else:
-            padding = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
-        result = {"hidden": h, "pooled": torch.tanh(self.pooler(cls)), "padding_mask": padding}
-        if return_all:
-            result["all_hidden"] = out
-        return result
+        return {**result, "pooled": torch.tanh(self.pooler(cls))}
 
 
 def build_seq2seq_encoder(cfg: Seq2SeqConfig) -> Seq2SeqEncoder:
