@@ -15,3 +15,22 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine() or "unknown CPU"
+
+
+def write_section(head: str, script: str, argv: list[str], about: str, table: str) -> None:
+    """Put `table` into benchmarks/RESULTS.md under `head`, with the date, `about` (versions)
+    and the command that made it: a run replaces its own section, never another's."""
+    import time
+
+    path = Path(__file__).resolve().parent / "RESULTS.md"
+    text = path.read_text() if path.exists() else "# Benchmark results\n"
+    cmd = "python " + " ".join([f"benchmarks/{script}", *argv])
+    section = (f"{head}\n\n{time.strftime('%Y-%m-%d')}, {about}\n\n"
+               f"```\n{cmd}\n```\n\n{table}\n")  # fmt: skip
+    if head in text:
+        start = text.index(head)
+        end = text.find("\n## ", start + len(head))
+        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
+    else:
+        text = text.rstrip("\n") + "\n\n" + section
+    path.write_text(text)

@@ -42,7 +42,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from machine import cpu_name  # noqa: E402  (benchmarks/machine.py, beside this script)
+from machine import cpu_name, write_section  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 from selfsup.data.packing import collate_packed  # noqa: E402
 from selfsup.data.text import collate, read_documents, split_sentences  # noqa: E402
@@ -413,7 +413,9 @@ def main(argv=None) -> None:
     table = _table(rows, peaks, args)
     print(table)
     if args.write:
-        _write_results(table, device)
+        machine = "GPU" if device.type == "cuda" else "CPU: " + cpu_name()
+        head = f"## Pretraining throughput ({machine})"
+        write_section(head, "pretrain_throughput.py", sys.argv[1:], versions(), table)
 
 
 def _table(rows, peaks, args) -> str:
@@ -437,23 +439,6 @@ def _table(rows, peaks, args) -> str:
             f"{100 * r['real_share']:.0f}% | {r['peak_mb'] if r['peak_mb'] is not None else '-'} |"
         )
     return "\n".join(lines)
-
-
-def _write_results(table: str, device) -> None:
-    path = ROOT / "benchmarks" / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    # one section per kind of machine: a run replaces its own machine's, never another's
-    head = f"## Pretraining throughput ({'GPU' if device.type == 'cuda' else 'CPU: ' + cpu_name()})"
-    cmd = "python " + " ".join(["benchmarks/pretrain_throughput.py", *sys.argv[1:]])
-    section = (f"{head}\n\n{time.strftime('%Y-%m-%d')}, {versions()}\n\n"
-               f"```\n{cmd}\n```\n\n{table}\n")  # fmt: skip
-    if head in text:
-        start = text.index(head)
-        end = text.find("\n## ", start + len(head))
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 if __name__ == "__main__":

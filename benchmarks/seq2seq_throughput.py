@@ -38,7 +38,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from machine import cpu_name  # noqa: E402  (benchmarks/machine.py, beside this script)
+from machine import cpu_name, write_section  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 from selfsup.config import RunConfig  # noqa: E402
 from selfsup.data.text import default_corpus, read_paragraphs  # noqa: E402
@@ -254,7 +254,8 @@ def main(argv=None) -> None:
     table = _table(rows, gen_rows, args)
     print(table)
     if args.write:
-        _write_results(table)
+        head = f"## Encoder-decoder throughput (CPU: {cpu_name()})"
+        write_section(head, "seq2seq_throughput.py", sys.argv[1:], versions(), table)
 
 
 def _table(rows, gen_rows, args) -> str:
@@ -278,22 +279,6 @@ def _table(rows, gen_rows, args) -> str:
             lines.append(f"| {r['size']} | {kind} | {r['transformers']} | {r['selfsup']} | "
                          f"{r['ratio']:.2f}x | {same} |")  # fmt: skip
     return "\n".join(lines)
-
-
-def _write_results(table: str) -> None:
-    path = ROOT / "benchmarks" / "RESULTS.md"
-    text = path.read_text() if path.exists() else "# Benchmark results\n"
-    head = f"## Encoder-decoder throughput (CPU: {cpu_name()})"
-    cmd = "python " + " ".join(["benchmarks/seq2seq_throughput.py", *sys.argv[1:]])
-    section = (f"{head}\n\n{time.strftime('%Y-%m-%d')}, {versions()}\n\n"
-               f"```\n{cmd}\n```\n\n{table}\n")  # fmt: skip
-    if head in text:
-        start = text.index(head)
-        end = text.find("\n## ", start + len(head))
-        text = text[:start] + section + (text[end + 1 :] if end != -1 else "")
-    else:
-        text = text.rstrip("\n") + "\n\n" + section
-    path.write_text(text)
 
 
 if __name__ == "__main__":
