@@ -17,6 +17,18 @@ def cpu_name() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
+def versions() -> str:
+    """The machine and the libraries a benchmark ran with, in one line."""
+    import os
+
+    import torch
+    import transformers
+
+    return (f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
+            f"({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
+            f"Python {platform.python_version()}")  # fmt: skip
+
+
 def write_section(head: str, script: str, argv: list[str], about: str, table: str) -> None:
     """Put `table` into benchmarks/RESULTS.md under `head`, with the date, `about` (versions)
     and the command that made it: a run replaces its own section, never another's."""

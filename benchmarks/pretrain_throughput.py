@@ -27,8 +27,6 @@ from __future__ import annotations
 import argparse
 import copy
 import json
-import os
-import platform
 import random
 import resource
 import statistics
@@ -42,7 +40,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from machine import cpu_name, write_section  # noqa: E402  (benchmarks/machine.py, beside this script)
+from machine import cpu_name, versions, write_section  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 from selfsup.data.packing import collate_packed  # noqa: E402
 from selfsup.data.text import collate, read_documents, split_sentences  # noqa: E402
@@ -319,14 +317,6 @@ def _tokenizer():
     from transformers import BertTokenizerFast
 
     return BertTokenizerFast.from_pretrained(str(minilm_folder()))
-
-
-def versions() -> str:
-    import transformers
-
-    return (f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
-            f"Python {platform.python_version()}")  # fmt: skip
 
 
 # ------------------------------------------------------------------------------------ main

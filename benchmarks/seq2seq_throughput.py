@@ -25,8 +25,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import sys
 import time
@@ -38,7 +36,7 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from machine import cpu_name, write_section  # noqa: E402  (benchmarks/machine.py, beside this script)
+from machine import cpu_name, versions, write_section  # noqa: E402  (benchmarks/machine.py, beside this script)
 
 from selfsup.config import RunConfig  # noqa: E402
 from selfsup.data.text import default_corpus, read_paragraphs  # noqa: E402
@@ -195,14 +193,6 @@ def measure_generation(ours, hf, tok, examples, beams: int, repeats: int, batch:
         rates["transformers"].append(len(examples) / (time.perf_counter() - t))
         same = same and mine == theirs
     return statistics.median(rates["selfsup"]), statistics.median(rates["transformers"]), same
-
-
-def versions() -> str:
-    import transformers
-
-    return (f"{cpu_name()}, {os.cpu_count()} cores, torch {torch.__version__} "
-            f"({torch.get_num_threads()} threads), transformers {transformers.__version__}, "
-            f"Python {platform.python_version()}")  # fmt: skip
 
 
 def main(argv=None) -> None:

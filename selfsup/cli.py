@@ -614,10 +614,9 @@ def cmd_generate(args) -> None:
         path = Path(args.file)
         if not path.is_file():
             raise ConfigError(f"no such file: {args.file}")
-        try:
-            texts = path.read_text(encoding="utf-8").splitlines()
-        except UnicodeDecodeError:
-            raise ConfigError(f"{args.file} is not UTF-8 text") from None
+        from selfsup.data.readers import read_lines
+
+        texts = list(read_lines(path))  # (.gz too; unreadable text is a one-line error)
     else:
         texts = args.text
     out = check_out_file(args.out, "generated.jsonl") if args.out else None

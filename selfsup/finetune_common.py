@@ -116,3 +116,27 @@ def split_by_article(examples, holdout: float, seed: int):
     return [e for e in examples if e.title not in dev_titles], [
         e for e in examples if e.title in dev_titles
     ]
+
+
+class BucketedBatches(torch.utils.data.Dataset):
+    """Fine-tuning batches: micro-batch k is a pure function of (seed, k) (the contract of the
+    pretraining batches), each epoch a fresh `bucketed_order` of the examples by `lengths`.
+    Subclasses say how a batch of example indices is collated (`collate`)."""
+
+    def __init__(self, lengths: np.ndarray, batch_size: int, seed: int):
+        self.lengths, self.batch_size, self.seed = lengths, batch_size, seed
+        self.per_epoch = math.ceil(len(lengths) / batch_size)
+        self._epoch: tuple[int, list] | None = None
+
+    def __len__(self) -> int:
+        return self.per_epoch
+
+    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        epoch, j = divmod(k, self.per_epoch)
+        if self._epoch is None or self._epoch[0] != epoch:
+            rng = np.random.default_rng(seed_for(self.seed, Stream.FINETUNE_ORDER, epoch))
+            self._epoch = (epoch, bucketed_order(self.lengths, self.batch_size, rng))
+        return self.collate(self._epoch[1][j])
+
+    def collate(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        raise NotImplementedError

@@ -19,14 +19,17 @@ import numpy as np
 import torch
 
 from selfsup.errors import ConfigError
+from selfsup.finetune_common import BucketedBatches
 from selfsup.objectives.seq2seq import Seq2SeqExample, Seq2SeqTask, collate_seq2seq
 from selfsup.seeds import Stream, seed_for
 
 MAIN_METRIC = "rougeL"
 
 
-def encode_pairs(tok, examples, max_len: int, max_target_len: int, log=print) -> list:
-    """Seq2SeqExample per example (targets None for unlabelled rows: an empty list)."""
+def encode_pairs(tok, examples, max_len: int, max_target_len: int, log=print,
+                 counts: dict | None = None) -> list:  # fmt: skip
+    """Seq2SeqExample per example (targets None for unlabelled rows: an empty list); how many
+    sources and targets were cut goes to `log` and, when given, into `counts`."""
     sources = tok.encode_plain([e.text for e in examples])
     targets = tok.encode_plain([e.label or "" for e in examples])
     out, cut_src, cut_tgt = [], 0, 0
@@ -37,33 +40,24 @@ def encode_pairs(tok, examples, max_len: int, max_target_len: int, log=print) ->
             tgt, cut_tgt = tgt[: max_target_len - 1], cut_tgt + 1
         target = [*tgt, tok.sep_id]
         out.append(Seq2SeqExample([tok.cls_id, *src, tok.sep_id], [tok.cls_id, *tgt], target))
+    if counts is not None:
+        counts.update(cut_sources=cut_src, cut_targets=cut_tgt)
     if cut_src or cut_tgt:
         log(f"cut {cut_src} sources to {max_len} tokens and {cut_tgt} targets to "
             f"{max_target_len} (of {len(examples)} examples)")  # fmt: skip
     return out
 
 
-class PairBatches(torch.utils.data.Dataset):
-    """Micro-batch k is a pure function of (seed, k): length-bucketed, shuffled per epoch."""
+class PairBatches(BucketedBatches):
+    """Padded source/target batches, bucketed by source + target length."""
 
     def __init__(self, examples: list[Seq2SeqExample], batch_size: int, pad_id: int, seed: int):
-        from selfsup.finetune_common import bucketed_order
+        lengths = np.array([len(e.source) + len(e.target) for e in examples])
+        super().__init__(lengths, batch_size, seed)
+        self.examples, self.pad_id = examples, pad_id
 
-        self.examples, self.batch_size, self.pad_id, self.seed = examples, batch_size, pad_id, seed
-        self.lengths = np.array([len(e.source) + len(e.target) for e in examples])
-        self.per_epoch = math.ceil(len(examples) / batch_size)
-        self._order = bucketed_order
-        self._epoch: tuple[int, list] | None = None
-
-    def __len__(self) -> int:
-        return self.per_epoch
-
-    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        epoch, j = divmod(k, self.per_epoch)
-        if self._epoch is None or self._epoch[0] != epoch:
-            rng = np.random.default_rng(seed_for(self.seed, Stream.FINETUNE_ORDER, epoch))
-            self._epoch = (epoch, self._order(self.lengths, self.batch_size, rng))
-        return collate_seq2seq([self.examples[i] for i in self._epoch[1][j]], self.pad_id)
+    def collate(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        return collate_seq2seq([self.examples[i] for i in idx], self.pad_id)
 
 
 @torch.no_grad()
@@ -173,10 +167,11 @@ def finetune_seq2seq(cfg, log=print, progress: bool = False) -> dict:
         res = generation_metrics(preds, references)
         history.append({"step": len(history), **res})
         value = res.get(MAIN_METRIC, math.nan)
-        if (math.isfinite(value) and value > best["value"]) or best["index"] is None \
-                or cfg.keep == "last":  # fmt: skip
-            if math.isfinite(value) and value > best["value"]:
-                best.update(value=value, index=len(history) - 1)
+        better = math.isfinite(value) and value > best["value"]
+        if better:
+            best.update(value=value, index=len(history) - 1)
+        # kept: the best so far (the last one until any is finite), every one with keep=last
+        if better or best["index"] is None or cfg.keep == "last":
             snapshot = {k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}
             kept.update(index=len(history) - 1, weights=snapshot)
             predictions["dev"] = preds

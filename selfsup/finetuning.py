@@ -25,6 +25,7 @@ from selfsup.data.padding import pad_sequences
 from selfsup.data.tokenizer import Tokenizer
 from selfsup.errors import ConfigError
 from selfsup.finetune_common import (  # noqa: F401  (re-exported: callers import them here)
+    BucketedBatches,
     bucketed_order,
     json_safe,
     load_splits,
@@ -194,25 +195,15 @@ def pad_batch(feats: Features, idx, pad_id: int, kind: str) -> dict[str, torch.T
     return batch
 
 
-class FinetuneBatches(torch.utils.data.Dataset):
-    """Micro-batch k is a pure function of (seed, k) (same contract as pretraining batches)."""
+class FinetuneBatches(BucketedBatches):
+    """Padded batches of an encoder task's features."""
 
     def __init__(self, feats: Features, batch_size: int, pad_id: int, kind: str, seed: int):
-        self.feats, self.batch_size, self.pad_id = feats, batch_size, pad_id
-        self.kind, self.seed = kind, seed
-        self.lengths = np.array([len(x) for x in feats.ids])
-        self.per_epoch = math.ceil(len(feats) / batch_size)
-        self._epoch: tuple[int, list] | None = None
+        super().__init__(np.array([len(x) for x in feats.ids]), batch_size, seed)
+        self.feats, self.pad_id, self.kind = feats, pad_id, kind
 
-    def __len__(self) -> int:
-        return self.per_epoch
-
-    def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
-        epoch, j = divmod(k, self.per_epoch)
-        if self._epoch is None or self._epoch[0] != epoch:
-            rng = np.random.default_rng(seed_for(self.seed, Stream.FINETUNE_ORDER, epoch))
-            self._epoch = (epoch, bucketed_order(self.lengths, self.batch_size, rng))
-        return pad_batch(self.feats, self._epoch[1][j], self.pad_id, self.kind)
+    def collate(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
+        return pad_batch(self.feats, idx, self.pad_id, self.kind)
 
 
 def eval_batches(feats: Features, batch_size: int, pad_id: int, kind: str):

@@ -106,14 +106,17 @@ class _Steps:
     the fragment's positions): position_start (N,) or None for 0, 1, 2, ..."""
 
     def __init__(self, model, memory, padding, position_start):
-        self.model, self.memory, self.padding = model, memory, padding
+        self.model, self.memory = model, memory
+        # the memory's keys mask, built once for every step (beams of one source share rows)
+        padded = padding is not None and bool(padding.any())
+        self.memory_mask = ~padding[:, None, None, :] if padded else None  # (N, 1, 1, S)
         self.start = position_start
         self.cache = model.decoder.new_cache()
 
     def __call__(self, last: torch.Tensor, t: int) -> torch.Tensor:
         pos = None if self.start is None else (self.start + t)[:, None]  # (N, 1)
-        h = self.model.decode(last, self.memory, self.padding, self.cache, offset=t,
-                              position_ids=pos)  # fmt: skip
+        h = self.model.decode(last, self.memory, None, self.cache, offset=t, position_ids=pos,
+                              memory_mask=self.memory_mask)  # fmt: skip
         return h[:, -1]  # (N, D)
 
     def reorder(self, index: torch.Tensor) -> None:
@@ -160,9 +163,9 @@ def generate(
         else:
             nxt = scores.argmax(-1)  # (B,)
         nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
-        for i, tok in enumerate(nxt.tolist()):
-            if not done[i]:
-                rows[i].append(tok)
+        for row, tok, finished in zip(rows, nxt.tolist(), done.tolist(), strict=True):
+            if not finished:
+                row.append(tok)
         done |= nxt.cpu() == eos_id
         if bool(done.all()):
             break
@@ -286,8 +289,11 @@ def generate_text(
     tok, net = loaded.tokenizer, objective.model
     max_len = loaded.config.max_len
     sources, cut = [], 0
-    for text in texts:
-        ids = tok([text], max_len=max_len + 1)["input_ids"][0].tolist()  # [CLS] ... [SEP]
+    if not texts:
+        return []
+    encoded = tok(texts, max_len=max_len + 1)  # [CLS] ... [SEP], padded to the longest
+    for row, mask in zip(encoded["input_ids"], encoded["attention_mask"], strict=True):
+        ids = row[mask.bool()].tolist()
         if len(ids) > max_len:
             ids, cut = [*ids[: max_len - 1], tok.sep_id], cut + 1
         sources.append(ids)

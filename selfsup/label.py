@@ -262,11 +262,11 @@ def _seq2seq_rows(model, tok, config, examples, batch_size, bf16):
     from selfsup.finetune_seq2seq import decode_all, encode_pairs
 
     max_len, max_target = config["max_len"], config.get("max_target_len", 64)
-    feats = encode_pairs(tok, examples, max_len, max_target, log=lambda _: None)
-    truncated = sum(len(t) > max_len - 2 for t in tok.encode_plain([e.text for e in examples]))
+    cut: dict = {}
+    feats = encode_pairs(tok, examples, max_len, max_target, log=lambda _: None, counts=cut)
     beams = config.get("finetune", {}).get("beams", 1)
     preds = decode_all(model, tok, feats, beams, max_target, batch_size, bf16)
-    counts = {"rows": len(examples), "max_len": max_len, "truncated": truncated}
+    counts = {"rows": len(examples), "max_len": max_len, "truncated": cut["cut_sources"]}
     return [{"prediction": p} for p in preds], counts
 
 

@@ -84,20 +84,21 @@ def load_model(path: str | os.PathLike) -> Loaded:
     raise ConfigError(f"{path} is neither a selfsup run nor a HuggingFace model folder")
 
 
-def _model_type(p: Path) -> str | None:
+def _config_field(p: Path, key: str) -> str | None:
+    """`key` of the folder's config.json, None when it is absent or unreadable."""
     try:
         d = json.loads((p / "config.json").read_text())
     except (OSError, json.JSONDecodeError, UnicodeDecodeError):
         return None
-    return d.get("model_type") if isinstance(d, dict) else None
+    return d.get(key) if isinstance(d, dict) else None
+
+
+def _model_type(p: Path) -> str | None:
+    return _config_field(p, "model_type")
 
 
 def folder_format(p: Path) -> str | None:
-    try:
-        d = json.loads((p / "config.json").read_text())
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError):
-        return None
-    return d.get("format") if isinstance(d, dict) else None
+    return _config_field(p, "format")
 
 
 def _load_run(p: Path) -> Loaded:

@@ -69,7 +69,13 @@ class PretrainData:
 
 
 def tokenizer_for(cfg: RunConfig, encoding: str, log=print) -> Tokenizer:
-    """The given tokenizer, or one trained on the corpus (cached by corpus + settings)."""
+    """The given tokenizer, or one trained on the corpus (cached by corpus + settings), with the
+    special tokens the objective adds (T5's sentinels; a run's own tokenizer has them)."""
+    extra = get_objective(cfg.objective.name).extra_tokens(cfg.objective)
+    return _base_tokenizer(cfg, encoding, log).with_specials(extra)
+
+
+def _base_tokenizer(cfg: RunConfig, encoding: str, log) -> Tokenizer:
     if cfg.data.tokenizer:
         return load_tokenizer(cfg.data.tokenizer)
     d = cfg.data
@@ -118,9 +124,7 @@ def prepare_data(
 ) -> PretrainData:
     """The run's batches, held-out batches and baseline, as the objective's `needs` say (by
     default: what the objective of `cfg` asks of the data, with the run's tokenizer)."""
-    if tok is None:
-        tok = tokenizer_for(cfg, encoding, log)
-        tok = tok.with_specials(get_objective(cfg.objective.name).extra_tokens(cfg.objective))
+    tok = tok or tokenizer_for(cfg, encoding, log)
     if needs is None:
         model_cfg = replace(cfg.model, vocab_size=tok.vocab_size, pad_id=tok.pad_id)
         needs = build_objective(cfg.objective, model_cfg).text_needs(tok, cfg.data.max_len)
@@ -250,7 +254,6 @@ def _pretrain(cfg, out, resume, encoding, progress, log, changed, device) -> dic
 
     with distributed.main_first():  # no two ranks train the tokenizer or write the cache
         tok = tokenizer_for(cfg, encoding, log)
-    tok = tok.with_specials(get_objective(cfg.objective.name).extra_tokens(cfg.objective))
     cfg.model.vocab_size = tok.vocab_size
     cfg.model.pad_id = tok.pad_id
     record = {"format": RUN_FORMAT, **cfg.to_dict()}  # the run's config.json

@@ -205,6 +205,7 @@ class Tokenizer:
         added = {i for i, t in tok.get_added_tokens_decoder().items() if t.special}
         self.special_ids = sorted({vocab[s] for s in SPECIALS} | _other_specials(vocab) | added)
         self._plain: HFTokenizer | None = None  # the same without special-token matching
+        self._random_ids: torch.Tensor | None = None
 
     def with_specials(self, tokens: list[str]) -> Tokenizer:
         """This tokenizer with `tokens` added as special tokens at the end of the vocabulary
@@ -269,10 +270,13 @@ class Tokenizer:
         return table
 
     def random_ids(self) -> torch.Tensor:
-        """Ids a random MLM replacement may take: everything but the special tokens."""
-        keep = torch.ones(self.vocab_size, dtype=torch.bool)
-        keep[self.special_ids] = False
-        return keep.nonzero().squeeze(1)
+        """Ids a random MLM replacement may take: everything but the special tokens. Computed
+        once (corruptions ask for it per example); callers only read it."""
+        if self._random_ids is None:
+            keep = torch.ones(self.vocab_size, dtype=torch.bool)
+            keep[self.special_ids] = False
+            self._random_ids = keep.nonzero().squeeze(1)
+        return self._random_ids
 
     def fingerprint(self) -> str:
         import hashlib

@@ -15,12 +15,13 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from selfsup.encoders.text import init_bert_weights
+from selfsup.encoders.text import check_shape, init_bert_weights
 from selfsup.encoders.transformer import (
     PostLNDecoderBlock,
     Transformer,
     block_attn_mask,
     padding_attn_mask,
+    padding_of,
 )
 from selfsup.errors import ConfigError
 from selfsup.layers.linear import Linear
@@ -44,11 +45,7 @@ class Seq2SeqConfig:
     pad_id: int = 0
 
     def validate(self) -> None:
-        if self.dim % self.n_heads:
-            raise ConfigError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
-        for name in ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_len"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        check_shape(self)
         if self.decoder_layers < 0:
             raise ConfigError(f"model.decoder_layers must be >= 0, got {self.decoder_layers}")
 
@@ -81,12 +78,7 @@ def encode_half(tokens, embed, encoder, input_ids, attention_mask=None, return_a
     x = embed(tokens(input_ids), position_ids=position_ids)  # (B, S, D)
     mask = padding_attn_mask(attention_mask) if seq_ids is None else block_attn_mask(seq_ids)
     out = encoder(x, mask, return_all=return_all)
-    if seq_ids is not None:
-        padding = seq_ids < 0
-    elif attention_mask is not None:
-        padding = attention_mask == 0
-    else:
-        padding = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
+    padding = padding_of(input_ids, attention_mask, seq_ids)
     result = {"hidden": out[-1] if return_all else out, "padding_mask": padding}
     if return_all:
         result["all_hidden"] = out

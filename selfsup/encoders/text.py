@@ -7,7 +7,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from selfsup.encoders.transformer import Transformer, block_attn_mask, padding_attn_mask
+from selfsup.encoders.transformer import (
+    Transformer,
+    block_attn_mask,
+    padding_attn_mask,
+    padding_of,
+)
 from selfsup.errors import ConfigError
 from selfsup.layers.embed import TextEmbedding
 from selfsup.layers.linear import Linear
@@ -31,11 +36,16 @@ class BertConfig:
     pad_id: int = 0
 
     def validate(self) -> None:
-        if self.dim % self.n_heads:
-            raise ConfigError(f"dim {self.dim} is not divisible by n_heads {self.n_heads}")
-        for name in ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_len"):
-            if getattr(self, name) <= 0:
-                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        check_shape(self)
+
+
+def check_shape(cfg) -> None:
+    """The checks every Transformer shape needs (BERT's and an encoder-decoder's config)."""
+    if cfg.dim % cfg.n_heads:
+        raise ConfigError(f"dim {cfg.dim} is not divisible by n_heads {cfg.n_heads}")
+    for name in ("vocab_size", "dim", "n_layers", "n_heads", "ffn_dim", "max_len"):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"model.{name} must be positive, got {getattr(cfg, name)}")
 
 
 class BertEncoder(nn.Module):
@@ -94,12 +104,7 @@ class BertEncoder(nn.Module):
         out = self.transformer(x, mask, return_all=return_all)
         h = out[-1] if return_all else out
         cls = h[:, 0] if cls_index is None else h.reshape(-1, self.dim)[cls_index]  # (B|E, D)
-        if seq_ids is not None:
-            padding = seq_ids < 0  # (B, T)
-        elif attention_mask is not None:
-            padding = attention_mask == 0
-        else:
-            padding = torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
+        padding = padding_of(input_ids, attention_mask, seq_ids)  # (B, T)
         result = {"hidden": h, "pooled": torch.tanh(self.pooler(cls)), "padding_mask": padding}
         if return_all:
             result["all_hidden"] = out

@@ -31,6 +31,7 @@ __all__ = [
     "causal_attn_mask",
     "causal_padding_attn_mask",
     "padding_attn_mask",
+    "padding_of",
     "block_attn_mask",
     "reorder_cache",
 ]
@@ -228,6 +229,20 @@ def reorder_cache(cache: list[dict], index: torch.Tensor) -> None:
         for part in layer.values():
             for key in part:
                 part[key] = part[key].index_select(0, index)
+
+
+def padding_of(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    seq_ids: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """(B, T) bool, True on padding: the encoder contract's "padding_mask", from packed rows'
+    `seq_ids` (-1 on padding), else the 1/0 attention mask, else nothing padded."""
+    if seq_ids is not None:
+        return seq_ids < 0
+    if attention_mask is not None:
+        return attention_mask == 0
+    return torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
 
 
 def padding_attn_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:

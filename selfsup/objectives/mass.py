@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 from selfsup.corrupt.seq2seq import mass_fragment
 from selfsup.data.tokenizer import Tokenizer
@@ -41,8 +42,6 @@ class MASS(Seq2SeqObjective):
 
     def example(self, sentences: list[np.ndarray], rng: np.random.Generator, tok: Tokenizer,
                 max_len: int) -> Seq2SeqExample:  # fmt: skip
-        import torch
-
         text = np.concatenate(sentences)[: max_len - 2]
         f = mass_fragment(torch.from_numpy(text.astype(np.int64)), torch_generator(rng),
                           tok.mask_id, tok.cls_id, self.cfg.share, tok.random_ids(),

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 
 from selfsup.data.padding import pad_sequences
 from selfsup.data.text import TextNeeds
@@ -28,7 +29,7 @@ from selfsup.keys import (
     INPUT_IDS,
     LABELS,
 )
-from selfsup.losses import linear_ce
+from selfsup.losses import hits, linear_ce
 from selfsup.objectives.base import Objective
 from selfsup.objectives.mlm import real_tokens
 
@@ -116,14 +117,20 @@ class Seq2SeqObjective(Objective):
     def counts(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         return {"targets": int((batch[LABELS] != IGNORE).sum()), "tokens": real_tokens(batch)}
 
-    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    def target_states(self, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        """(decoder states (M, D), targets (M,)) at the real target tokens, teacher-forced."""
         m = self.model
         enc = m.encode(batch[INPUT_IDS], batch.get(ATTENTION_MASK))
         h = m.decode(batch[DECODER_INPUT_IDS], enc["hidden"], enc["padding_mask"],
                      position_ids=batch.get(DECODER_POSITION_IDS))  # fmt: skip
         labels = batch[LABELS]
         keep = labels != IGNORE  # (B, T): only real target tokens are scored
-        loss, hit = linear_ce(h[keep], m.tokens.weight, m.logits_bias, labels[keep])
+        return h[keep], labels[keep]
+
+    def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        h, targets = self.target_states(batch)
+        m = self.model
+        loss, hit = linear_ce(h, m.tokens.weight, m.logits_bias, targets)
         return {"s2s_loss": loss, "s2s_acc": hit}
 
 
@@ -155,16 +162,8 @@ class Seq2SeqTask(Seq2SeqObjective):
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         if not self.label_smoothing:
             return super().forward(batch)
-        import torch.nn.functional as F
-
-        from selfsup.losses import hits
-
-        m = self.model
-        enc = m.encode(batch[INPUT_IDS], batch.get(ATTENTION_MASK))
-        h = m.decode(batch[DECODER_INPUT_IDS], enc["hidden"], enc["padding_mask"])
-        labels = batch[LABELS]
-        keep = labels != IGNORE
-        logits = m.logits(h[keep]).float()  # (M, V)
-        loss = F.cross_entropy(logits, labels[keep], label_smoothing=self.label_smoothing,
+        h, targets = self.target_states(batch)
+        logits = self.model.logits(h).float()  # (M, V)
+        loss = F.cross_entropy(logits, targets, label_smoothing=self.label_smoothing,
                                reduction="sum")  # fmt: skip
-        return {"s2s_loss": loss, "s2s_acc": hits(logits.detach(), labels[keep])}
+        return {"s2s_loss": loss, "s2s_acc": hits(logits.detach(), targets)}

@@ -11,6 +11,7 @@ does, is not done yet.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -26,6 +27,11 @@ from selfsup.objectives.seq2seq import (
     torch_generator,
     wrap,
 )
+
+
+@functools.cache
+def _raw_len(input_length: int, density: float, mean_span: float) -> int:
+    return t5_lengths(input_length, density, mean_span)[0]
 
 
 def sentinel(k: int) -> str:
@@ -59,7 +65,7 @@ class T5(Seq2SeqObjective):
 
     def segment_len(self, max_len: int) -> int:
         # [CLS] + corrupted input + [SEP] = max_len for a full segment
-        return t5_lengths(max_len - 1, self.cfg.noise_density, self.cfg.mean_span)[0]
+        return _raw_len(max_len - 1, self.cfg.noise_density, self.cfg.mean_span)
 
     def example(self, sentences: list[np.ndarray], rng: np.random.Generator, tok: Tokenizer,
                 max_len: int) -> Seq2SeqExample:  # fmt: skip
@@ -70,8 +76,7 @@ class T5(Seq2SeqObjective):
                                   [tok.sep_id])  # fmt: skip
         mask = t5_noise_mask(len(ids), torch_generator(rng), self.cfg.noise_density,
                              self.cfg.mean_span)  # fmt: skip
-        sentinels = tok.ids_of(self.extra_tokens(self.cfg))
-        source, target = t5_spans(ids, mask, sentinels)
+        source, target = t5_spans(ids, mask, self._sentinel_ids(tok))
         target = [*target.tolist(), tok.sep_id]
         n_spans = int((mask & ~torch.cat([torch.tensor([False]), mask[:-1]])).sum())
         info = {"text_len": len(ids), "noise": int(mask.sum()), "spans": n_spans}
@@ -79,7 +84,11 @@ class T5(Seq2SeqObjective):
                               target, info=info)  # fmt: skip
 
     def _sentinel_ids(self, tok: Tokenizer) -> list[int]:
-        return tok.ids_of(self.extra_tokens(self.cfg))
+        """The sentinels' ids in `tok`, looked up once per tokenizer (asked per example)."""
+        cached = getattr(self, "_sentinels", None)
+        if cached is None or cached[0] is not tok:
+            cached = self._sentinels = (tok, tok.ids_of(self.extra_tokens(self.cfg)))
+        return cached[1]
 
     def prepare_source(self, tok: Tokenizer, source: list[int]) -> list[int]:
         """Each run of [MASK] typed by a user becomes the next sentinel (sentinels typed as
