@@ -60,6 +60,19 @@ def set_dropout(module: torch.nn.Module, p: float) -> None:
             m.attn_dropout = p
 
 
+def training_splits(cfg, log=print):
+    """load_splits, with at most --train-limit training examples (a seeded choice), and a
+    one-line error when none are left."""
+    train_ex, dev_ex = load_splits(cfg, log)
+    if cfg.train_limit:
+        rng = np.random.default_rng(seed_for(cfg.seed, Stream.TRAIN_LIMIT))
+        keep = sorted(rng.permutation(len(train_ex))[: cfg.train_limit].tolist())
+        train_ex = [train_ex[i] for i in keep]
+    if not len(train_ex):
+        raise ConfigError(f"no training examples for task {cfg.task} in {cfg.data}")
+    return train_ex, dev_ex
+
+
 def load_splits(cfg, log=print):
     """(train, dev) examples for a FinetuneConfig `cfg` (finetuning.py)."""
     from selfsup.data.tasks import get_task, load_task

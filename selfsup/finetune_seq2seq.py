@@ -21,7 +21,6 @@ import torch
 from selfsup.errors import ConfigError
 from selfsup.finetune_common import BucketedBatches
 from selfsup.objectives.seq2seq import Seq2SeqExample, Seq2SeqTask, collate_seq2seq
-from selfsup.seeds import Stream, seed_for
 
 MAIN_METRIC = "rougeL"
 
@@ -122,7 +121,7 @@ def finetune_seq2seq(cfg, log=print, progress: bool = False) -> dict:
     from selfsup.config import TrainConfig
     from selfsup.device import resolve_device, resolve_precision
     from selfsup.eval.generation import generation_metrics
-    from selfsup.finetune_common import load_splits, save_json, set_dropout
+    from selfsup.finetune_common import save_json, set_dropout, training_splits
     from selfsup.models import FINETUNE_FORMAT, FINETUNE_VERSION
     from selfsup.paths import check_out_folder
     from selfsup.train import train
@@ -135,13 +134,7 @@ def finetune_seq2seq(cfg, log=print, progress: bool = False) -> dict:
         raise ConfigError(f"--label-smoothing must be in [0, 1), got {cfg.label_smoothing}")
     if cfg.class_weights is not None:
         raise ConfigError("--class-weights is for classification tasks, not seq2seq")
-    train_ex, dev_ex = load_splits(cfg, log)
-    if cfg.train_limit:
-        rng = np.random.default_rng(seed_for(cfg.seed, Stream.TRAIN_LIMIT))
-        keep = sorted(rng.permutation(len(train_ex))[: cfg.train_limit].tolist())
-        train_ex = [train_ex[i] for i in keep]
-    if not len(train_ex):
-        raise ConfigError(f"no training examples for task {cfg.task} in {cfg.data}")
+    train_ex, dev_ex = training_splits(cfg, log)
     net, tok, mcfg = init_seq2seq(cfg, log)
     max_len = min(cfg.max_len, mcfg.max_len)
     max_target = min(cfg.max_target_len, mcfg.max_len)

@@ -32,6 +32,7 @@ from selfsup.finetune_common import (  # noqa: F401  (re-exported: callers impor
     save_json,
     set_dropout,
     split_by_article,
+    training_splits,
 )
 from selfsup.keys import (
     ATTENTION_MASK,
@@ -47,7 +48,6 @@ from selfsup.models import FINETUNE_FORMAT, FINETUNE_VERSION, load_finetuned
 from selfsup.objectives.supervised import build_task_model
 from selfsup.paths import check_out_folder
 from selfsup.predict import predict_batches
-from selfsup.seeds import Stream, seed_for
 
 # --------------------------------------------------------------------------------------------
 # Features
@@ -453,13 +453,7 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
             raise ConfigError(f"--class-weights must be balanced, got {cfg.class_weights!r}")
         if kind not in ("classify", "pair-classify"):
             raise ConfigError(f"--class-weights is for classification tasks, not {kind}")
-    train_ex, dev_ex = load_splits(cfg, log)
-    if cfg.train_limit:
-        rng = np.random.default_rng(seed_for(cfg.seed, Stream.TRAIN_LIMIT))
-        keep = sorted(rng.permutation(len(train_ex))[: cfg.train_limit].tolist())
-        train_ex = [train_ex[i] for i in keep]
-    if not len(train_ex):
-        raise ConfigError(f"no training examples for task {cfg.task} in {cfg.data}")
+    train_ex, dev_ex = training_splits(cfg, log)
     labels = task_labels(
         cfg.task, train_ex, **{k: v for k, v in cfg.options.items() if k == "tagset"}
     )
