@@ -2,15 +2,17 @@
 transformers' BartForConditionalGeneration of the same shape and weights, in one run.
 
     python benchmarks/seq2seq_throughput.py                       # tiny and mini, both lengths
-    python benchmarks/seq2seq_throughput.py --sizes mini --repeats 3 --write
+    python benchmarks/seq2seq_throughput.py --sizes mini --repeats 3 --padded --write
 
 Pretraining: both sides get the same corrupted examples (BART's default noise, selfsup's
 corruption functions, on segments of the packaged Gutenberg corpus with a WordPiece vocabulary
 trained on it) and do a full step: collate, forward, backward, clip to 1.0, AdamW.
 transformers' side collates as its DataCollatorForSeq2Seq does (sources and labels padded to the
 batch's longest, labels -100 on padding, decoder inputs by shift_tokens_right) and scores every
-target position; selfsup pads the same way and scores the real target tokens only, with the
-output projection and cross-entropy fused (losses.linear_ce). Both sides run without dropout.
+target position; selfsup packs the batch's examples into rows of its pack width (2 x 128) on
+each side, as `pretrain --pack` does (`--padded` adds selfsup padded as transformers), and
+scores the real target tokens only, with the output projection and cross-entropy fused
+(losses.linear_ce). Both sides run without dropout.
 "natural": segments of whole sentences (up to 128 tokens); "full": text cut into exactly
 127-token pieces (+ EOS), so neither side pads targets.
 
@@ -46,7 +48,7 @@ from selfsup.generate import GenerateConfig, generate  # noqa: E402
 from selfsup.interop.hf_bart import model_to_hf_config, special_ids, state_dict_to_hf  # noqa: E402
 from selfsup.objectives import build_objective  # noqa: E402
 from selfsup.objectives.base import batch_loss  # noqa: E402
-from selfsup.objectives.seq2seq import collate_seq2seq  # noqa: E402
+from selfsup.objectives.seq2seq import collate_seq2seq, pack_seq2seq  # noqa: E402
 from selfsup.presets.text import MODELS  # noqa: E402
 from selfsup.train import param_groups  # noqa: E402
 
@@ -88,18 +90,19 @@ def make_examples(objective, tok, n: int, full: bool, seed: int = 0) -> list:
 
 
 class SelfsupSide:
-    name = "selfsup"
-
-    def __init__(self, cfg: Seq2SeqConfig, tok, bf16: bool):
+    def __init__(self, cfg: Seq2SeqConfig, tok, bf16: bool, pack: bool = True):
         run = RunConfig()
         run.set_objective("bart")
         torch.manual_seed(0)
         self.model = build_objective(run.objective, cfg).train()
         self.opt = torch.optim.AdamW(param_groups(self.model, 0.01), lr=1e-4, fused=False)
-        self.tok, self.bf16 = tok, bf16
+        self.tok, self.bf16, self.pack = tok, bf16, pack
+        self.name = "selfsup" if pack else "selfsup (padded)"
 
     def step(self, examples) -> int:
         batch = collate_seq2seq(examples, self.tok.pad_id)
+        if self.pack:  # as `--pack` does: rows of the objective's pack width
+            batch = pack_seq2seq(batch, self.tok.pad_id, self.model.pack_width(MAX_LEN))
         with torch.autocast("cpu", torch.bfloat16, enabled=self.bf16):
             loss = batch_loss(self.model, batch)
         loss.backward()
@@ -198,7 +201,8 @@ def measure_generation(ours, hf, tok, examples, beams: int, repeats: int, batch:
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--sizes", nargs="+", default=["tiny", "mini"])
-    p.add_argument("--scenarios", nargs="+", default=["natural", "full"])
+    p.add_argument("--scenarios", nargs="*", default=["natural", "full"],
+                   help="none: generation only")  # fmt: skip
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=6, help="timed steps per repeat")
     p.add_argument("--warmup", type=int, default=2)
@@ -206,6 +210,7 @@ def main(argv=None) -> None:
     p.add_argument("--precisions", nargs="+", choices=["fp32", "bf16"], default=["fp32"])
     p.add_argument("--generate", type=int, default=64, help="sources decoded (0: no generation)")
     p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--padded", action="store_true", help="also selfsup without packing")
     p.add_argument("--write", action="store_true", help="add the table to benchmarks/RESULTS.md")
     args = p.parse_args(argv)
     if args.threads:
@@ -223,13 +228,17 @@ def main(argv=None) -> None:
             for precision in args.precisions:
                 bf16 = precision == "bf16"
                 sides = [HFSide(cfg, tok, bf16), SelfsupSide(cfg, tok, bf16)]
+                if args.padded:
+                    sides.append(SelfsupSide(cfg, tok, bf16, pack=False))
                 res = measure(sides, batches, args.warmup, args.repeats)
-                row = {"size": size, "scenario": scenario, "precision": precision,
-                       "mean_target": round(sum(len(e.target) for e in examples) / n, 1),
-                       "transformers": round(res["transformers"]), "selfsup": round(res["selfsup"]),
-                       "ratio": round(res["selfsup"] / res["transformers"], 2)}  # fmt: skip
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                for side in sides[1:]:
+                    row = {"size": size, "scenario": scenario, "precision": precision,
+                           "mean_target": round(sum(len(e.target) for e in examples) / n, 1),
+                           "side": side.name, "transformers": round(res["transformers"]),
+                           "selfsup": round(res[side.name]),
+                           "ratio": round(res[side.name] / res["transformers"], 2)}  # fmt: skip
+                    rows.append(row)
+                    print(json.dumps(row), flush=True)
         if args.generate:
             ours = SelfsupSide(cfg, tok, False).model.model
             hf = HFSide(cfg, tok, False, state_dict_to_hf(ours.state_dict(), cfg)).model
@@ -253,13 +262,14 @@ def _table(rows, gen_rows, args) -> str:
         f"batch {args.batch_size} examples, {args.steps} timed steps x {args.repeats} repeats "
         "(median); BART's default noise; dropout 0 on both sides.",
         "",
-        "| size | text | precision | mean target | transformers target tok/s | selfsup | ratio |",
-        "|---|---|---|---|---|---|---|",
+        "| size | text | precision | mean target | transformers target tok/s | side | "
+        "selfsup | ratio |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         lines.append(f"| {r['size']} | {r['scenario']} | {r['precision']} | "
-                     f"{r['mean_target']} | {r['transformers']:,} | {r['selfsup']:,} | "
-                     f"{r['ratio']:.2f}x |")  # fmt: skip
+                     f"{r['mean_target']} | {r['transformers']:,} | {r['side']} | "
+                     f"{r['selfsup']:,} | {r['ratio']:.2f}x |")  # fmt: skip
     if gen_rows:
         lines += ["", "| size | decoding | transformers sentences/s | selfsup | ratio | "
                   "same greedy output |", "|---|---|---|---|---|---|"]  # fmt: skip

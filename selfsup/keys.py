@@ -15,6 +15,7 @@ CLS_INDEX = "cls_index"  # (E,) flat index of each packed example's first token
 # encoder-decoder (the source is INPUT_IDS / ATTENTION_MASK, the target LABELS, IGNORE on padding)
 DECODER_INPUT_IDS = "decoder_input_ids"  # (B, T) the target shifted right
 DECODER_POSITION_IDS = "decoder_position_ids"  # (B, T) positions of the target (MASS)
+DECODER_SEQ_IDS = "decoder_seq_ids"  # (R, T) SEQ_IDS of packed targets
 # extractive QA
 START_POSITIONS = "start_positions"  # (B,)
 END_POSITIONS = "end_positions"  # (B,)

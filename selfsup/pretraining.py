@@ -128,7 +128,7 @@ def prepare_data(
     if needs is None:
         model_cfg = replace(cfg.model, vocab_size=tok.vocab_size, pad_id=tok.pad_id)
         needs = build_objective(cfg.objective, model_cfg).text_needs(tok, cfg.data.max_len)
-    if needs.examples is not None and cfg.data.pack:
+    if needs.examples is not None and needs.pack is None and cfg.data.pack:
         raise ConfigError(f"--pack is not supported by objective {cfg.objective.name} yet")
     corpus = build_corpus(cfg.data.paths, tok, cfg.data, encoding, log=log)
     chunks = make_chunks(corpus, cfg.data.max_len, needs.segment_len)
@@ -137,7 +137,7 @@ def prepare_data(
         raise ConfigError("the corpus is too small: it makes fewer than 2 training sequences")
     if needs.examples is not None:
         builder = SegmentBuilder(corpus, chunks, tok, cfg.data.max_len, needs.examples,
-                                 needs.collate)  # fmt: skip
+                                 needs.collate, needs.pack)  # fmt: skip
     else:
         builder = PairBuilder(corpus, chunks, tok, cfg.data.max_len, needs.pair_task)
     corrupt = needs.corrupt

@@ -22,24 +22,27 @@ from selfsup.data.padding import pad_sequences
 from selfsup.keys import IGNORE
 
 
-def pack_rows(lengths: list[int], max_len: int) -> list[list[int]]:
+def pack_rows(lengths: list[int], max_len: int, second: list[int] | None = None) -> list[list[int]]:
     """First-fit decreasing: a list of rows, each the indices of the examples it holds, in
-    decreasing length; every row's total length is <= max_len."""
-    order = sorted(range(len(lengths)), key=lambda i: (-lengths[i], i))
+    decreasing length; every row's total length is <= max_len. With `second` (an
+    encoder-decoder's target lengths beside its source `lengths`), an example goes into a row
+    only where both fit: each row's totals of both are <= max_len."""
+    second = second if second is not None else [0] * len(lengths)
+    order = sorted(range(len(lengths)), key=lambda i: (-max(lengths[i], second[i]), i))
     rows: list[list[int]] = []
-    room: list[int] = []
+    room: list[list[int]] = []  # per row: what is left of each side
     for i in order:
-        n = lengths[i]
-        if n > max_len:
-            raise ValueError(f"example of {n} tokens does not fit a row of {max_len}")
-        for r, left in enumerate(room):
-            if n <= left:
+        n, m = lengths[i], second[i]
+        if max(n, m) > max_len:
+            raise ValueError(f"example of {max(n, m)} tokens does not fit a row of {max_len}")
+        for r, (left, left2) in enumerate(room):
+            if n <= left and m <= left2:
                 rows[r].append(i)
-                room[r] -= n
+                room[r] = [left - n, left2 - m]
                 break
         else:
             rows.append([i])
-            room.append(max_len - n)
+            room.append([max_len - n, max_len - m])
     return rows
 
 
@@ -82,6 +85,43 @@ def collate_packed(
     return batch if labels is None else {**batch, "labels": pad_sequences(labs, IGNORE)[0]}
 
 
+class RowLayout:
+    """Where each example of a padded batch goes in packed rows: built from its real-token mask
+    (B, T), real tokens each row's prefix, and `rows` (pack_rows' answer). `scatter` moves a
+    (B, T) tensor's real entries to their places in (R, width) rows."""
+
+    def __init__(self, mask: torch.Tensor, rows: list[list[int]]):
+        B, T = mask.shape
+        lengths = mask.sum(1)  # (B,)
+        self.mask, self.R = mask, len(rows)
+        self.width = max(int(lengths[row].sum()) for row in rows)
+        self.row_of = torch.empty(B, dtype=torch.long)  # the row each example goes to
+        self.rank_in_row = torch.empty(B, dtype=torch.long)  # 0, 1, ... within its row
+        start = torch.empty(B, dtype=torch.long)  # its first column
+        for r, row in enumerate(rows):
+            idx = torch.tensor(row)
+            self.row_of[idx] = r
+            self.rank_in_row[idx] = torch.arange(len(row))
+            start[idx] = torch.cumsum(lengths[idx], 0) - lengths[idx]
+        self.first = self.row_of * self.width + start  # (B,) flat index of each first token
+        self.dest = (self.first[:, None] + torch.arange(T))[mask]  # (N,) flat places
+
+    def scatter(self, values: torch.Tensor, fill: int) -> torch.Tensor:
+        out = torch.full((self.R * self.width,), fill, dtype=values.dtype)
+        out[self.dest] = values[self.mask]
+        return out.view(self.R, self.width)
+
+    def positions(self) -> torch.Tensor:
+        """(R, width): positions restarting at 0 for every example, 0 on padding."""
+        B, T = self.mask.shape
+        return self.scatter(torch.arange(T).expand(B, T), 0)
+
+    def seq_ids(self) -> torch.Tensor:
+        """(R, width): each token's example within its row, -1 on padding."""
+        B, T = self.mask.shape
+        return self.scatter(self.rank_in_row[:, None].expand(B, T), -1)
+
+
 def pack_batch(
     batch: dict[str, torch.Tensor], pad_id: int, max_len: int
 ) -> dict[str, torch.Tensor]:
@@ -89,37 +129,16 @@ def pack_batch(
     `collate_packed` on its unpadded examples (with their labels), built by one scatter per key
     instead of a Python loop over tokens."""
     mask = batch["attention_mask"].bool()  # (B, T): real tokens are each row's prefix
-    B, T = mask.shape
-    lengths = mask.sum(1)  # (B,)
-    rows = pack_rows(lengths.tolist(), max_len)
-    R = len(rows)
-    width = max(int(lengths[row].sum()) for row in rows)
-    row_of = torch.empty(B, dtype=torch.long)  # the row each example goes to
-    rank_in_row = torch.empty(B, dtype=torch.long)  # 0, 1, ... within its row
-    start = torch.empty(B, dtype=torch.long)  # its first column
-    for r, row in enumerate(rows):
-        idx = torch.tensor(row)
-        row_of[idx] = r
-        rank_in_row[idx] = torch.arange(len(row))
-        start[idx] = torch.cumsum(lengths[idx], 0) - lengths[idx]
-    cls_index = row_of * width + start  # (B,) flat index of each example's first token
-    dest = (cls_index[:, None] + torch.arange(T))[mask]  # (N,) flat places of the real tokens
-
-    def scatter(values: torch.Tensor, fill: int) -> torch.Tensor:
-        out = torch.full((R * width,), fill, dtype=torch.long)
-        out[dest] = values[mask]
-        return out.view(R, width)
-
-    positions = torch.arange(T).expand(B, T)
+    layout = RowLayout(mask, pack_rows(mask.sum(1).tolist(), max_len))
     return {
-        "input_ids": scatter(batch["input_ids"], pad_id),
-        "token_type_ids": scatter(batch["token_type_ids"], 0),
-        "attention_mask": scatter(torch.ones_like(batch["input_ids"]), 0),
-        "position_ids": scatter(positions, 0),
-        "seq_ids": scatter(rank_in_row[:, None].expand(B, T), -1),
-        "cls_index": cls_index,
+        "input_ids": layout.scatter(batch["input_ids"], pad_id),
+        "token_type_ids": layout.scatter(batch["token_type_ids"], 0),
+        "attention_mask": layout.scatter(torch.ones_like(batch["input_ids"]), 0),
+        "position_ids": layout.positions(),
+        "seq_ids": layout.seq_ids(),
+        "cls_index": layout.first,
         "pair_labels": batch["pair_labels"],
-        "labels": scatter(batch["labels"], IGNORE),
+        "labels": layout.scatter(batch["labels"], IGNORE),
     }
 
 

@@ -71,13 +71,15 @@ class TextNeeds:
     An objective that builds its own examples (an encoder-decoder's source and target) gives
     `examples` instead: (the segment's sentences as token-id arrays, the example's generator)
     -> one example, and `collate`: examples -> batch; `segment_len` is then the most tokens
-    of text in one segment (default max_len - 3)."""
+    of text in one segment (default max_len - 3), and `pack` packs a collated batch (--pack;
+    None: the objective cannot pack)."""
 
     pair_task: str | None = None
     corrupt: Callable[[dict, torch.Generator], dict] | None = None
     examples: Callable[[list[np.ndarray], np.random.Generator], Any] | None = None
     collate: Callable[[list], dict] | None = None
     segment_len: int | None = None
+    pack: Callable[[dict], dict] | None = None  # its batches packed (--pack), if it can
 
 
 # --------------------------------------------------------------------------------------------
@@ -368,6 +370,9 @@ class PairBuilder:
     def collate(self, examples: list) -> dict[str, torch.Tensor]:
         return collate(examples, self.tok.pad_id)
 
+    def pack(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return pack_batch(batch, self.tok.pad_id, self.max_len)
+
     def example(self, chunk: int, rng: np.random.Generator) -> tuple[list[int], list[int], int]:
         sents = self.sentences(self.chunks[chunk])
         if len(sents) >= 2:
@@ -418,15 +423,18 @@ class SegmentBuilder:
     pair_task = None
 
     def __init__(self, corpus: Corpus, chunks: np.ndarray, tok: Tokenizer, max_len: int,
-                 examples: Callable, collate: Callable):  # fmt: skip
+                 examples: Callable, collate: Callable, pack: Callable | None = None):  # fmt: skip
         self.corpus, self.chunks, self.tok, self.max_len = corpus, chunks, tok, max_len
-        self._examples, self._collate = examples, collate
+        self._examples, self._collate, self._pack = examples, collate, pack
 
     def example(self, chunk: int, rng: np.random.Generator):
         return self._examples(chunk_sentences(self.corpus, self.chunks[chunk]), rng)
 
     def collate(self, examples: list) -> dict[str, torch.Tensor]:
         return self._collate(examples)
+
+    def pack(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        return self._pack(batch)
 
 
 def _truncate_pair(a: np.ndarray, b: np.ndarray, budget: int) -> tuple[np.ndarray, np.ndarray]:
@@ -511,7 +519,6 @@ class PretrainBatches(torch.utils.data.Dataset):
         if B % world_size:
             raise ConfigError(f"batch size {B} is not divisible by the {world_size} processes")
         examples = self.examples(k)
-        pad = self.builder.tok.pad_id
         g = torch.Generator().manual_seed(seed_for(self.seed, Stream.CORRUPT, k))
         batch = self.builder.collate(examples)  # (B, T)
         if self.corrupt is not None:
@@ -519,7 +526,7 @@ class PretrainBatches(torch.utils.data.Dataset):
         share = B // world_size
         mine = slice(rank * share, (rank + 1) * share)
         batch = {key: v[mine] for key, v in batch.items()}  # (B/W, T)
-        return pack_batch(batch, pad, self.builder.max_len) if self.pack else batch
+        return self.builder.pack(batch) if self.pack else batch
 
 
 def split_chunks(n_chunks: int, every: int, at_most: int) -> tuple[np.ndarray, np.ndarray]:

@@ -24,7 +24,7 @@ from selfsup.encoders.transformer import (
     padding_of,
 )
 from selfsup.errors import ConfigError
-from selfsup.layers.linear import Linear
+from selfsup.layers.linear import Linear, linear
 
 
 @dataclass
@@ -115,7 +115,10 @@ class Seq2SeqModel(nn.Module):
                                    attn_dropout, norm_eps, block=PostLNDecoderBlock)  # fmt: skip
         self.logits_bias = nn.Parameter(torch.zeros(vocab_size))  # BART's final_logits_bias
 
-    def _check_len(self, n: int, side: str) -> None:
+    def _check_len(self, n: int, side: str, position_ids: torch.Tensor | None = None) -> None:
+        """The positions in use fit the table (packed rows may be wider: positions restart)."""
+        if position_ids is not None and position_ids.numel():
+            n = int(position_ids.max()) + 1
         if n > self.max_len:
             raise ValueError(f"{side} length {n} > max_len {self.max_len}")
 
@@ -129,7 +132,7 @@ class Seq2SeqModel(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """The encoder's contract. Packed rows pass `position_ids` restarting per example and
         `seq_ids` (attention stays inside each example; -1 marks padding)."""
-        self._check_len(input_ids.shape[1], "source")
+        self._check_len(input_ids.shape[1], "source", position_ids)
         return encode_half(self.tokens, self.enc_embed, self.encoder, input_ids, attention_mask,
                            return_all, position_ids, seq_ids)  # fmt: skip
 
@@ -148,7 +151,7 @@ class Seq2SeqModel(nn.Module):
         already decoded (their keys and values in `cache`). `memory_padding` (B, S) is True on
         the memory's padding; `memory_mask` (B, 1, T, S) replaces it for packed rows, with
         `attn_mask` (B, 1, T, T) keeping each target inside its example."""
-        self._check_len(offset + decoder_input_ids.shape[1], "target")
+        self._check_len(offset + decoder_input_ids.shape[1], "target", position_ids)
         x = self.dec_embed(self.tokens(decoder_input_ids), offset, position_ids)  # (B, T, D)
         if memory_mask is None and memory_padding is not None and bool(memory_padding.any()):
             memory_mask = ~memory_padding[:, None, None, :]  # (B, 1, 1, S)
@@ -156,7 +159,7 @@ class Seq2SeqModel(nn.Module):
 
     def logits(self, states: torch.Tensor) -> torch.Tensor:
         """(..., D) -> (..., V): the tied token table as the output projection, plus a bias."""
-        return states @ self.tokens.weight.t() + self.logits_bias
+        return linear(states, self.tokens.weight, self.logits_bias)
 
     def forward(
         self,
@@ -168,6 +171,19 @@ class Seq2SeqModel(nn.Module):
         scores only the positions it needs)."""
         enc = self.encode(input_ids, attention_mask)
         return self.logits(self.decode(decoder_input_ids, enc["hidden"], enc["padding_mask"]))
+
+
+def packed_decoder_masks(
+    seq_ids: torch.Tensor, decoder_seq_ids: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The decoder's masks for packed rows, from the sources' and the targets' example ids
+    (R, S) and (R, T), -1 on padding: self-attention (R, 1, T, T) inside each target (the
+    decoder adds causality), cross-attention (R, 1, T, S) from each target to its own source
+    only. A padding query sees every key, so no softmax row is empty (its output is never
+    scored; an empty row would put NaN into the gradients)."""
+    q = decoder_seq_ids[:, :, None]  # (R, T, 1)
+    cross = (q == seq_ids[:, None, :]) | (q < 0)  # (R, T, S)
+    return block_attn_mask(decoder_seq_ids), cross[:, None]
 
 
 def build_seq2seq(cfg: Seq2SeqConfig) -> Seq2SeqModel:

@@ -222,11 +222,16 @@ class Transformer(nn.Module):
         return [{"self": {}, "cross": {}} for _ in self.blocks]
 
 
-def reorder_cache(cache: list[dict], index: torch.Tensor) -> None:
+def reorder_cache(
+    cache: list[dict], index: torch.Tensor, parts: tuple[str, ...] = ("self", "cross")
+) -> None:
     """Keep and reorder a decoding cache's rows in place, `index` (B',) into the batch: the
-    beams a beam search keeps at each step."""
+    beams a beam search keeps at each step. `parts=("self",)` leaves the memory's keys and
+    values as they are, which is right when every row keeps a row of its own source (beams
+    of one source share its memory)."""
     for layer in cache:
-        for part in layer.values():
+        for name in parts:
+            part = layer[name]
             for key in part:
                 part[key] = part[key].index_select(0, index)
 

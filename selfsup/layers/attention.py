@@ -170,7 +170,8 @@ class CrossAttention(nn.Module):
         else:
             kv = self.kv(memory).view(B, S, 2, H, D // H).permute(2, 0, 3, 1, 4)  # (2,B,H,S,D/H)
             k, v = kv.unbind(0)  # (B, H, S, D/H) each
-            if cache is not None:
+            if cache is not None:  # contiguous: else every step's matmuls would copy them
+                k, v = k.contiguous(), v.contiguous()
                 cache["k"], cache["v"] = k, v
         if memory_mask is not None and memory_mask.dim() == 2:
             memory_mask = memory_mask.bool()[:, None, None, :]  # (B, 1, 1, S)

@@ -76,7 +76,14 @@ class _OneDNNLinear(torch.autograd.Function):
             dx = _mm(dy, weight.t().contiguous(), None)  # (..., K)
         if ctx.needs_input_grad[1]:
             x2 = x.reshape(-1, x.shape[-1])  # (M, K)
-            dw = _mm(dy2.t().contiguous(), x2.t().contiguous(), None)  # (N, K)
+            # oneDNN reads the transposed views as they are: copying them first took as long
+            # as the product (AMD EPYC here, M = 4032, N = 1024, K = 256: 14.5 ms with both
+            # copies, 7.9 ms without, computed as (K, N) and transposed back; with N < K the
+            # (N, K) order was the faster one).
+            if dy2.shape[1] < x2.shape[1]:
+                dw = _mm(dy2.t(), x2.t(), None)  # (N, K)
+            else:
+                dw = _mm(x2.t(), dy2.t(), None).t()  # (K, N) -> (N, K)
         if ctx.has_bias and ctx.needs_input_grad[2]:
             db = dy2.sum(0)
         return dx, dw, db

@@ -132,8 +132,9 @@ def test_loss_is_finite_and_falls(corpus, tmp_path, objective):
     assert float(loss.detach()) < 0.5 * first
 
 
-@pytest.mark.parametrize("objective", ["bart", "mass", "t5"])
-def test_cli_pretrain_and_exact_resume(corpus, tmp_path, capsys, objective):
+@pytest.mark.parametrize("objective,extra", [("bart", []), ("mass", []), ("t5", []),
+                                             ("bart", ["--pack"])])  # fmt: skip
+def test_cli_pretrain_and_exact_resume(corpus, tmp_path, capsys, objective, extra):
     """A 6-step run, and the same run resumed from its step-3 checkpoint: the same weights and
     the same logged values."""
     import shutil
@@ -145,7 +146,7 @@ def test_cli_pretrain_and_exact_resume(corpus, tmp_path, capsys, objective):
             "--eval-every", "3", "--set", "train.log_every=1", "--set", "data.heldout_every=5",
             "--set", "model.dim=32",
             "--set", "model.n_heads=2", "--set", "model.ffn_dim=64", "--precision", "fp32",
-            "--cache-dir", tmp_path / "cache", "--no-progress"]  # fmt: skip
+            "--cache-dir", tmp_path / "cache", "--no-progress", *extra]  # fmt: skip
     a, b = tmp_path / "a", tmp_path / "b"
     code, out, err = cli(capsys, *args, "--out", a)
     assert code == 0, err
@@ -213,3 +214,75 @@ def test_t5_generation_fills_the_sentinels_back_in(tmp_path):
     assert restored == tok.encode_plain(["the river saw the stone ."])[0]
     with pytest.raises(Exception, match="no \\[MASK\\]"):
         t5.generation_plan(tok, tok(["plain text"])["input_ids"][0].tolist())
+
+
+@pytest.mark.parametrize("objective", ["bart", "mass", "t5"])
+def test_packed_batches_give_the_padded_loss_and_gradients(corpus, tmp_path, objective):
+    """--pack: the same examples in fewer rows (both sides within the width, each example's
+    source and target in one row), and the same loss and gradients as padded, so no example
+    sees another's tokens through either attention."""
+    from selfsup.keys import DECODER_SEQ_IDS, SEQ_IDS
+    from selfsup.objectives import build_objective
+
+    short = tmp_path / "short.jsonl"  # documents of 1 to 4 sentences: segments to pack
+    docs = [" ".join(split_sentences(d)[: 1 + i % 4]) for i, d in enumerate(documents())]
+    short.write_text("".join(json.dumps({"text": t}) + "\n" for t in docs))
+    cfg = run_cfg(short, objective, tmp_path)
+    cfg.data.pack = True
+    packed = prepare_data(cfg, log=lambda _: None).batches[0]
+    cfg.data.pack = False
+    padded = prepare_data(cfg, log=lambda _: None).batches[0]
+    R, B = packed[LABELS].shape[0], padded[LABELS].shape[0]
+    assert R < B and packed[SEQ_IDS].shape[1] <= 96 and packed[LABELS].shape[1] <= 96
+    # row by row, the same examples on both sides, in the same order
+    assert torch.equal(packed[SEQ_IDS].max(1).values, packed[DECODER_SEQ_IDS].max(1).values)
+    assert int((packed[LABELS] != IGNORE).sum()) == int((padded[LABELS] != IGNORE).sum())
+    assert int(packed[ATTENTION_MASK].sum()) == int(padded[ATTENTION_MASK].sum())
+    data = prepare_data(cfg, log=lambda _: None)
+    cfg.model.vocab_size, cfg.model.pad_id = data.tokenizer.vocab_size, data.tokenizer.pad_id
+    torch.manual_seed(0)
+    model = build_objective(cfg.objective, cfg.model).eval()  # no dropout: equal sums
+
+    def loss_and_grads(batch):
+        model.zero_grad()
+        out = model(batch)
+        out["s2s_loss"].backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return out, grads
+
+    a, ga = loss_and_grads(padded)
+    b, gb = loss_and_grads(packed)
+    assert float(b["s2s_loss"].detach()) == pytest.approx(float(a["s2s_loss"].detach()), rel=1e-5)
+    assert float(b["s2s_acc"]) == float(a["s2s_acc"])
+    assert ga.keys() == gb.keys()
+    for n in ga:
+        torch.testing.assert_close(gb[n], ga[n], rtol=1e-4, atol=1e-5, msg=n)
+
+
+def test_pack_rows_fits_both_sides():
+    from selfsup.data.packing import pack_rows
+
+    src, tgt = [30, 10, 25, 5, 20], [5, 30, 10, 25, 20]
+    rows = pack_rows(src, 40, tgt)
+    assert sorted(i for r in rows for i in r) == [0, 1, 2, 3, 4]
+    for r in rows:
+        assert sum(src[i] for i in r) <= 40 and sum(tgt[i] for i in r) <= 40
+    # the second side is a real constraint: the sources alone (40) fit one row, the targets
+    # (45) do not
+    assert pack_rows([30, 10], 40) == [[0, 1]]
+    assert pack_rows([30, 10], 40, [10, 35]) == [[1], [0]]
+
+
+def test_packing_that_saves_little_keeps_the_padded_batch():
+    from selfsup.keys import SEQ_IDS
+    from selfsup.objectives.seq2seq import Seq2SeqExample, collate_seq2seq, pack_seq2seq
+
+    def batch(lengths):
+        ex = [Seq2SeqExample([5] * n, [6] * n, [7] * n) for n in lengths]
+        return collate_seq2seq(ex, 0)
+
+    full = pack_seq2seq(batch([10, 10, 10, 10]), 0, 20)  # 2 rows of 20: no slot saved
+    assert SEQ_IDS not in full and full[LABELS].shape == (4, 10)
+    short = pack_seq2seq(batch([10, 3, 3, 4]), 0, 20)  # 1 row of 20 against 4 of 10
+    assert short[SEQ_IDS].tolist() == [[0] * 10 + [1] * 4 + [2] * 3 + [3] * 3]
+    assert short[LABELS].shape == (1, 20)
