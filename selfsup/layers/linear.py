@@ -101,6 +101,14 @@ def linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = No
     return _mm(x, weight, bias)
 
 
+def matmul(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """a @ b for a (M, K) and b (K, N), on oneDNN where `linear` would be (strided views such
+    as a transpose are read as they are, not copied)."""
+    if not _onednn(a, b):
+        return a @ b
+    return _mm(a, b.t(), None)
+
+
 class Linear(nn.Linear):
     """nn.Linear (same parameters and state-dict names) computed by `linear`."""
 
