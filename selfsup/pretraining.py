@@ -35,10 +35,13 @@ from selfsup.data.text import (
     SegmentBuilder,
     TextNeeds,
     build_corpus,
+    chunk_sentences,
     make_chunks,
+    make_token_chunks,
     read_paragraphs,
     resolve_files,
     split_chunks,
+    token_chunk_sentences,
     unigram_baseline,
 )
 from selfsup.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
@@ -131,13 +134,17 @@ def prepare_data(
     if needs.examples is not None and needs.pack is None and cfg.data.pack:
         raise ConfigError(f"--pack is not supported by objective {cfg.objective.name} yet")
     corpus = build_corpus(cfg.data.paths, tok, cfg.data, encoding, log=log)
-    chunks = make_chunks(corpus, cfg.data.max_len, needs.segment_len)
+    if needs.cut_sentences:
+        chunks = make_token_chunks(corpus, needs.segment_len or cfg.data.max_len - 3)
+    else:
+        chunks = make_chunks(corpus, cfg.data.max_len, needs.segment_len)
     train_ids, held_ids = split_chunks(len(chunks), cfg.data.heldout_every, cfg.data.heldout_max)
     if len(train_ids) < 2:
         raise ConfigError("the corpus is too small: it makes fewer than 2 training sequences")
     if needs.examples is not None:
+        sentences = token_chunk_sentences if needs.cut_sentences else chunk_sentences
         builder = SegmentBuilder(corpus, chunks, tok, cfg.data.max_len, needs.examples,
-                                 needs.collate, needs.pack)  # fmt: skip
+                                 needs.collate, needs.pack, sentences)  # fmt: skip
     else:
         builder = PairBuilder(corpus, chunks, tok, cfg.data.max_len, needs.pair_task)
     corrupt = needs.corrupt
@@ -154,7 +161,8 @@ def prepare_data(
             PretrainBatches(builder, corrupt, ids, len(ids), held_seed, shuffle=False)[k]
             for k, ids in enumerate(parts)
         ]
-        counts = unigram_baseline(corpus, train_ids, chunks, tok.vocab_size, tok.special_ids)
+        counts = unigram_baseline(corpus, train_ids, chunks, tok.vocab_size, tok.special_ids,
+                                  needs.cut_sentences)  # fmt: skip
         top = int(np.argmax(counts))
         targets = torch.cat([b["labels"][b["labels"] >= 0] for b in eval_batches])
         baseline = float((targets == top).float().mean()) if len(targets) else float("nan")

@@ -72,7 +72,8 @@ class TextNeeds:
     `examples` instead: (the segment's sentences as token-id arrays, the example's generator)
     -> one example, and `collate`: examples -> batch; `segment_len` is then the most tokens
     of text in one segment (default max_len - 3), and `pack` packs a collated batch (--pack;
-    None: the objective cannot pack)."""
+    None: the objective cannot pack). Segments hold whole sentences, or with `cut_sentences`
+    exactly segment_len tokens of a document's running text (make_token_chunks)."""
 
     pair_task: str | None = None
     corrupt: Callable[[dict, torch.Generator], dict] | None = None
@@ -80,6 +81,7 @@ class TextNeeds:
     collate: Callable[[list], dict] | None = None
     segment_len: int | None = None
     pack: Callable[[dict], dict] | None = None  # its batches packed (--pack), if it can
+    cut_sentences: bool = False  # segments of exactly segment_len tokens, across sentence ends
 
 
 # --------------------------------------------------------------------------------------------
@@ -340,6 +342,32 @@ def make_chunks(corpus: Corpus, max_len: int, budget: int | None = None) -> np.n
     return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
 
 
+def make_token_chunks(corpus: Corpus, budget: int) -> np.ndarray:
+    """Cut each document's running text into pieces of exactly `budget` tokens, across
+    sentence ends (its last piece shorter): T5's segments, whose corrupted length is computed
+    to fill the model's input. Returns (C, 3) int64 rows: first token, end token (exclusive),
+    document; `token_chunk_sentences` gives a row's sentences, cut at the row's ends."""
+    off, rows = corpus.sent_offsets, []
+    for d in range(len(corpus.doc_sents) - 1):
+        t0, t1 = int(off[corpus.doc_sents[d]]), int(off[corpus.doc_sents[d + 1]])
+        rows += [(s, min(s + budget, t1), d) for s in range(t0, t1, budget)]
+    return np.asarray(rows, dtype=np.int64).reshape(-1, 3)
+
+
+def token_chunk_sentences(corpus: Corpus, row) -> list[np.ndarray]:
+    """The sentences of a `make_token_chunks` row (first token, end token, document), the first
+    and last cut to the row, as int64 token-id arrays."""
+    off, t0, t1 = corpus.sent_offsets, int(row[0]), int(row[1])
+    first = int(np.searchsorted(off, t0, side="right")) - 1  # the sentence holding token t0
+    out = []
+    for i in range(first, len(off) - 1):
+        a, b = max(int(off[i]), t0), min(int(off[i + 1]), t1)
+        if a >= t1:
+            break
+        out.append(np.asarray(corpus.tokens[a:b], dtype=np.int64))
+    return out
+
+
 # --------------------------------------------------------------------------------------------
 # Examples and batches
 # --------------------------------------------------------------------------------------------
@@ -423,12 +451,14 @@ class SegmentBuilder:
     pair_task = None
 
     def __init__(self, corpus: Corpus, chunks: np.ndarray, tok: Tokenizer, max_len: int,
-                 examples: Callable, collate: Callable, pack: Callable | None = None):  # fmt: skip
+                 examples: Callable, collate: Callable, pack: Callable | None = None,
+                 sentences: Callable = chunk_sentences):  # fmt: skip
         self.corpus, self.chunks, self.tok, self.max_len = corpus, chunks, tok, max_len
         self._examples, self._collate, self._pack = examples, collate, pack
+        self._sentences = sentences  # chunk_sentences, or token_chunk_sentences for token rows
 
     def example(self, chunk: int, rng: np.random.Generator):
-        return self._examples(chunk_sentences(self.corpus, self.chunks[chunk]), rng)
+        return self._examples(self._sentences(self.corpus, self.chunks[chunk]), rng)
 
     def collate(self, examples: list) -> dict[str, torch.Tensor]:
         return self._collate(examples)
@@ -543,11 +573,14 @@ def unigram_baseline(
     chunks: np.ndarray,
     vocab_size: int,
     special_ids: list[int],
+    token_rows: bool = False,
 ) -> np.ndarray:
-    """Token counts over the training chunks (for the most-frequent-token baseline)."""
+    """Token counts over the training chunks (for the most-frequent-token baseline); chunks of
+    sentences (make_chunks) or, with `token_rows`, of tokens (make_token_chunks)."""
     counts = np.zeros(vocab_size, dtype=np.int64)
     off = corpus.sent_offsets
     for s, e, _ in chunks[train_chunks]:
-        counts += np.bincount(np.asarray(corpus.tokens[off[s] : off[e]]), minlength=vocab_size)
+        a, b = (s, e) if token_rows else (off[s], off[e])
+        counts += np.bincount(np.asarray(corpus.tokens[a:b]), minlength=vocab_size)
     counts[special_ids] = 0
     return counts

@@ -118,6 +118,7 @@ class Seq2SeqObjective(Objective):
     Subclasses set `Config` and implement `example(sentences, rng, tok)`."""
 
     model_config = Seq2SeqConfig
+    cut_sentences = False  # True: segments of exactly segment_len tokens, across sentence ends
     terms = {"s2s_loss": "targets", "s2s_acc": "targets"}
     loss_terms = ("s2s_loss",)
     work = "targets"
@@ -145,6 +146,7 @@ class Seq2SeqObjective(Objective):
             collate=lambda examples: collate_seq2seq(examples, tok.pad_id),
             segment_len=self.segment_len(max_len),
             pack=lambda batch: pack_seq2seq(batch, tok.pad_id, self.pack_width(max_len)),
+            cut_sentences=self.cut_sentences,
         )
 
     def pack_width(self, max_len: int) -> int:

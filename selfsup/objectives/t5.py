@@ -3,10 +3,9 @@ in spans of mean length 3, are each replaced in the input by one sentinel, numbe
 the target is every sentinel followed by the span it hides, then EOS. The sentinels (100 by
 default, as T5) join the vocabulary before the model is built.
 
-Segments hold at most the raw length whose corrupted input fills the model's sequence exactly
-(T5's input/target length computation): a segment of that length needs no padding. Segments
-end at sentence ends, so most are shorter and padded; cutting the text across sentences, as T5
-does, is not done yet.
+Segments are the raw length whose corrupted input fills the model's sequence exactly (T5's
+input/target length computation), cut from each document's running text across sentence ends
+as T5 does (data.text.make_token_chunks): every segment but a document's last needs no padding.
 """
 
 from __future__ import annotations
@@ -62,6 +61,8 @@ class T5(Seq2SeqObjective):
     @classmethod
     def extra_tokens(cls, cfg: T5Config) -> list[str]:
         return [sentinel(k) for k in range(cfg.sentinels)]
+
+    cut_sentences = True  # T5 splits running text into equal pieces, not at sentence ends
 
     def segment_len(self, max_len: int) -> int:
         # [CLS] + corrupted input + [SEP] = max_len for a full segment

@@ -4,6 +4,7 @@ exact resume, and the CLI run."""
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from helpers import cli
@@ -286,3 +287,39 @@ def test_packing_that_saves_little_keeps_the_padded_batch():
     short = pack_seq2seq(batch([10, 3, 3, 4]), 0, 20)  # 1 row of 20 against 4 of 10
     assert short[SEQ_IDS].tolist() == [[0] * 10 + [1] * 4 + [2] * 3 + [3] * 3]
     assert short[LABELS].shape == (1, 20)
+
+
+def test_t5_segments_cut_across_sentences_fill_the_input_exactly(tmp_path):
+    """T5's segments are cut from the running text (not at sentence ends), so every one but a
+    document's last has the raw length whose corrupted input is exactly max_len: no padding;
+    and the pieces of a document, in order, are its text."""
+    from selfsup.data.text import make_token_chunks, token_chunk_sentences
+    from selfsup.objectives.t5 import T5, T5Config
+
+    path = tmp_path / "long.jsonl"
+    path.write_text("".join(json.dumps({"text": t}) + "\n" for t in documents(8, 30)))
+    cfg = run_cfg(path, "t5", tmp_path)
+    data = prepare_data(cfg, log=lambda _: None)
+    lengths = []
+    for k in range(6):
+        b = data.batches[k]
+        lengths += b[ATTENTION_MASK].sum(1).tolist()
+    assert sum(n == 48 for n in lengths) >= 0.75 * len(lengths)
+    assert max(lengths) == 48
+    # the rows: consecutive pieces of segment_len tokens inside each document
+    from selfsup.data.text import build_corpus
+
+    corpus = build_corpus(cfg.data.paths, data.tokenizer, cfg.data, log=lambda _: None)
+    seg = T5(None, T5Config()).segment_len(48)
+    rows = make_token_chunks(corpus, seg)
+    off = corpus.sent_offsets
+    for d in range(len(corpus.doc_sents) - 1):
+        mine = rows[rows[:, 2] == d]
+        t0, t1 = off[corpus.doc_sents[d]], off[corpus.doc_sents[d + 1]]
+        assert mine[0, 0] == t0 and mine[-1, 1] == t1
+        assert (mine[1:, 0] == mine[:-1, 1]).all() and ((mine[:, 1] - mine[:, 0]) <= seg).all()
+        assert ((mine[:-1, 1] - mine[:-1, 0]) == seg).all()
+        text = np.concatenate([np.concatenate(token_chunk_sentences(corpus, r)) for r in mine])
+        assert text.tolist() == corpus.tokens[t0:t1].tolist()
+    # a piece keeps its sentence ends: more pieces than rows when a row crosses a sentence end
+    assert any(len(token_chunk_sentences(corpus, r)) > 1 for r in rows)
