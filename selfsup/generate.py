@@ -1,7 +1,8 @@
 """Decoding an encoder-decoder: greedy, beam search and sampling, with a key/value cache.
 
 The encoder reads the (padded) sources once; the decoder then writes one token per step for
-every row at once, its keys and values kept in a cache so a step costs one token's work. Rules
+every row at once, its keys and values kept in a cache so a step costs one token's work; in
+greedy decoding and sampling a row that has written EOS leaves the batch (its cache rows too). Rules
 applied to each step's scores, in this order (the order transformers applies them, so its
 `generate` on an exported model writes the same greedy output):
 - no-repeat n-gram: a token that would repeat an n-gram already in the row is banned;
@@ -119,6 +120,15 @@ class _Steps:
                               memory_mask=self.memory_mask)  # fmt: skip
         return h[:, -1]  # (N, D)
 
+    def select(self, index: torch.Tensor) -> None:
+        """Keep only rows `index` (B',) of every row's state: the rows still decoding."""
+        reorder_cache(self.cache, index)
+        self.memory = self.memory.index_select(0, index)
+        if self.memory_mask is not None:
+            self.memory_mask = self.memory_mask.index_select(0, index)
+        if self.start is not None:
+            self.start = self.start[index]
+
     def reorder(self, index: torch.Tensor) -> None:
         """Rows `index` (a beam search's kept beams, each from its own source's beams): the
         memory's keys and values stay, the same for every beam of a source (copying them
@@ -154,24 +164,27 @@ def generate(
         return _beam_search(model, memory, padding, starts, eos_id, cfg, position_start)
     step = _Steps(model, memory, padding, position_start)
     rows = [[s] for s in starts]
-    done = torch.zeros(B, dtype=torch.bool)
+    active = list(range(B))  # the rows still decoding: a row that wrote EOS leaves the batch
     last = torch.tensor(starts, dtype=torch.long, device=input_ids.device)[:, None]
     for t in range(cfg.max_new_tokens):
-        h = step(last, t)  # (B, D)
-        scores = model.logits(h).float()  # (B, V)
-        scores = process_scores(scores, rows, t, eos_id, cfg)
+        h = step(last, t)  # (A, D)
+        scores = model.logits(h).float()  # (A, V)
+        scores = process_scores(scores, [rows[i] for i in active], t, eos_id, cfg)
         if cfg.sample:
             logits = filter_top(scores / cfg.temperature, cfg.top_k, cfg.top_p)
             nxt = torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(1)
         else:
-            nxt = scores.argmax(-1)  # (B,)
-        nxt = torch.where(done, torch.full_like(nxt, eos_id), nxt)
-        for row, tok, finished in zip(rows, nxt.tolist(), done.tolist(), strict=True):
-            if not finished:
-                row.append(tok)
-        done |= nxt.cpu() == eos_id
-        if bool(done.all()):
+            nxt = scores.argmax(-1)  # (A,)
+        for i, tok in zip(active, nxt.tolist(), strict=True):
+            rows[i].append(tok)
+        going = nxt.cpu() != eos_id  # (A,)
+        if not bool(going.any()):
             break
+        if not bool(going.all()):
+            keep = going.nonzero().squeeze(1)  # (A',)
+            step.select(keep.to(nxt.device))
+            active = [active[k] for k in keep.tolist()]
+            nxt = nxt[keep.to(nxt.device)]
         last = nxt[:, None]
     return [_strip(r, eos_id) for r in rows]
 
