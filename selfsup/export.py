@@ -16,6 +16,7 @@ from selfsup.models import (
     folder_format,
     load_finetuned,
     load_model,
+    on_seq2seq,
 )
 from selfsup.objectives.seq2seq import Seq2SeqObjective
 from selfsup.paths import check_out_folder
@@ -39,7 +40,7 @@ def export_model(path: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf
     p = Path(path)
     if p.is_dir() and not is_run(p) and folder_format(p) == FINETUNE_FORMAT:
         model, tok, config = load_finetuned(p)
-        if config.get("encoder") == "seq2seq" or config["kind"] == "seq2seq":
+        if on_seq2seq(config):
             raise ConfigError(
                 f"{path} is fine-tuned on an encoder-decoder: its export is not supported yet "
                 "(export the pretraining run with --format hf for a BART folder)"

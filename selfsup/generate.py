@@ -182,9 +182,10 @@ def generate(
             break
         if not bool(going.all()):
             keep = going.nonzero().squeeze(1)  # (A',)
-            step.select(keep.to(nxt.device))
             active = [active[k] for k in keep.tolist()]
-            nxt = nxt[keep.to(nxt.device)]
+            keep = keep.to(nxt.device)
+            step.select(keep)
+            nxt = nxt[keep]
         last = nxt[:, None]
     return [_strip(r, eos_id) for r in rows]
 

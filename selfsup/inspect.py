@@ -116,9 +116,9 @@ def inspect_seq2seq(data, cfg: RunConfig, n_batches: int, show: int = 3) -> dict
         }
         if o.infill and spans:
             lam = o.poisson_lambda
+            poisson = [math.exp(-lam) * lam**j / math.factorial(j) for j in range(10)]
             hist = {}
             for k in range(11):
-                poisson = [math.exp(-lam) * lam**j / math.factorial(j) for j in range(10)]
                 seen = sum(x == k for x in spans) if k < 10 else sum(x >= 10 for x in spans)
                 law = poisson[k] if k < 10 else 1 - sum(poisson)
                 hist["10+" if k == 10 else str(k)] = [round(seen / len(spans), 4), round(law, 4)]

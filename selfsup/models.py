@@ -129,11 +129,15 @@ def _load_finetuned(p: Path) -> Loaded:
     return Loaded(encoder, None, tok, mcfg, "finetuned", task=model, task_config=config)
 
 
+def on_seq2seq(config: dict) -> bool:
+    """Whether a fine-tuned folder's config.json describes an encoder-decoder's model (seq2seq
+    tasks, and classifiers on an encoder-decoder's encoder half)."""
+    return config.get("encoder") == "seq2seq" or config.get("kind") == "seq2seq"
+
+
 def _model_config(config: dict):
-    """A fine-tuned folder's model config: BERT's, or an encoder-decoder's (seq2seq tasks,
-    and classifiers on an encoder-decoder's encoder half)."""
-    seq2seq = config.get("encoder") == "seq2seq" or config.get("kind") == "seq2seq"
-    return (Seq2SeqConfig if seq2seq else BertConfig)(**config["model"])
+    """A fine-tuned folder's model config: BERT's, or an encoder-decoder's (on_seq2seq)."""
+    return (Seq2SeqConfig if on_seq2seq(config) else BertConfig)(**config["model"])
 
 
 def load_finetuned(path: str | Path):

@@ -20,8 +20,8 @@ from selfsup.encoders.transformer import (
     PostLNDecoderBlock,
     Transformer,
     block_attn_mask,
-    padding_attn_mask,
-    padding_of,
+    encoder_states,
+    pool_first,
 )
 from selfsup.errors import ConfigError
 from selfsup.layers.linear import Linear, linear
@@ -76,13 +76,7 @@ def encode_half(tokens, embed, encoder, input_ids, attention_mask=None, return_a
                 position_ids=None, seq_ids=None) -> dict[str, torch.Tensor]:  # fmt: skip
     """The encoder side's contract: {"hidden", "padding_mask"[, "all_hidden"]}."""
     x = embed(tokens(input_ids), position_ids=position_ids)  # (B, S, D)
-    mask = padding_attn_mask(attention_mask) if seq_ids is None else block_attn_mask(seq_ids)
-    out = encoder(x, mask, return_all=return_all)
-    padding = padding_of(input_ids, attention_mask, seq_ids)
-    result = {"hidden": out[-1] if return_all else out, "padding_mask": padding}
-    if return_all:
-        result["all_hidden"] = out
-    return result
+    return encoder_states(encoder, x, input_ids, attention_mask, seq_ids, return_all)
 
 
 class Seq2SeqModel(nn.Module):
@@ -228,11 +222,10 @@ class Seq2SeqEncoder(nn.Module):
     ) -> dict[str, torch.Tensor]:
         if input_ids.shape[1] > self.max_len:
             raise ValueError(f"sequence length {input_ids.shape[1]} > max_len {self.max_len}")
-        result = encode_half(self.tokens, self.enc_embed, self.encoder, input_ids,
-                             attention_mask, return_all, position_ids, seq_ids)  # fmt: skip
-        h = result["hidden"]
-        cls = h[:, 0] if cls_index is None else h.reshape(-1, self.dim)[cls_index]
-        return {**result, "pooled": torch.tanh(self.pooler(cls))}
+        r = encode_half(self.tokens, self.enc_embed, self.encoder, input_ids, attention_mask,
+                        return_all, position_ids, seq_ids)  # fmt: skip
+        return {"hidden": r["hidden"], "pooled": pool_first(self.pooler, r["hidden"], cls_index),
+                **r}  # fmt: skip
 
 
 def build_seq2seq_encoder(cfg: Seq2SeqConfig) -> Seq2SeqEncoder:

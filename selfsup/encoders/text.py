@@ -7,12 +7,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from selfsup.encoders.transformer import (
-    Transformer,
-    block_attn_mask,
-    padding_attn_mask,
-    padding_of,
-)
+from selfsup.encoders.transformer import Transformer, encoder_states, pool_first
 from selfsup.errors import ConfigError
 from selfsup.layers.embed import TextEmbedding
 from selfsup.layers.linear import Linear
@@ -100,15 +95,9 @@ class BertEncoder(nn.Module):
         if input_ids.shape[1] > self.max_len:
             raise ValueError(f"sequence length {input_ids.shape[1]} > max_len {self.max_len}")
         x = self.embed(input_ids, token_type_ids, position_ids, sparse_grad)  # (B, T, D)
-        mask = padding_attn_mask(attention_mask) if seq_ids is None else block_attn_mask(seq_ids)
-        out = self.transformer(x, mask, return_all=return_all)
-        h = out[-1] if return_all else out
-        cls = h[:, 0] if cls_index is None else h.reshape(-1, self.dim)[cls_index]  # (B|E, D)
-        padding = padding_of(input_ids, attention_mask, seq_ids)  # (B, T)
-        result = {"hidden": h, "pooled": torch.tanh(self.pooler(cls)), "padding_mask": padding}
-        if return_all:
-            result["all_hidden"] = out
-        return result
+        r = encoder_states(self.transformer, x, input_ids, attention_mask, seq_ids, return_all)
+        return {"hidden": r["hidden"], "pooled": pool_first(self.pooler, r["hidden"], cls_index),
+                **r}  # fmt: skip
 
 
 def build_encoder(cfg: BertConfig) -> BertEncoder:

@@ -32,6 +32,8 @@ __all__ = [
     "causal_padding_attn_mask",
     "padding_attn_mask",
     "padding_of",
+    "encoder_states",
+    "pool_first",
     "block_attn_mask",
     "reorder_cache",
 ]
@@ -248,6 +250,33 @@ def padding_of(
     if attention_mask is not None:
         return attention_mask == 0
     return torch.zeros(input_ids.shape, dtype=torch.bool, device=input_ids.device)
+
+
+def encoder_states(
+    transformer: Transformer,
+    x: torch.Tensor,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None = None,
+    seq_ids: torch.Tensor | None = None,
+    return_all: bool = False,
+) -> dict[str, torch.Tensor]:
+    """An encoder's contract without the pooled vector, for embeddings x (B, T, D) of
+    `input_ids`: {"hidden", "padding_mask"[, "all_hidden"]}; attention masks padding, or keeps
+    packed rows' examples apart (`seq_ids`)."""
+    mask = padding_attn_mask(attention_mask) if seq_ids is None else block_attn_mask(seq_ids)
+    out = transformer(x, mask, return_all=return_all)
+    result = {"hidden": out[-1] if return_all else out,
+              "padding_mask": padding_of(input_ids, attention_mask, seq_ids)}  # fmt: skip
+    if return_all:
+        result["all_hidden"] = out
+    return result
+
+
+def pool_first(pooler: nn.Module, h: torch.Tensor, cls_index: torch.Tensor | None = None):
+    """tanh(pooler(first token)) of (B, T, D) states: each row's [CLS], or of packed rows the
+    flat positions `cls_index` (E,) of each example's first token. (B|E, D)."""
+    cls = h[:, 0] if cls_index is None else h.reshape(-1, h.shape[-1])[cls_index]
+    return torch.tanh(pooler(cls))
 
 
 def padding_attn_mask(attention_mask: torch.Tensor | None) -> torch.Tensor | None:

@@ -57,12 +57,11 @@ class T5Config:
 
 class T5(Seq2SeqObjective):
     Config = T5Config
+    cut_sentences = True  # T5 splits running text into equal pieces, not at sentence ends
 
     @classmethod
     def extra_tokens(cls, cfg: T5Config) -> list[str]:
         return [sentinel(k) for k in range(cfg.sentinels)]
-
-    cut_sentences = True  # T5 splits running text into equal pieces, not at sentence ends
 
     def segment_len(self, max_len: int) -> int:
         # [CLS] + corrupted input + [SEP] = max_len for a full segment
