@@ -48,7 +48,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         default=None,
         metavar="PATH",
         help="text files/folders (.txt .jsonl .csv .tsv, optionally .gz), a datasets "
-        "folder, or hf:NAME[:SPLIT]; repeat to add more; default: the packaged Gutenberg corpus",
+        "folder, or hf:NAME[:SPLIT]; audio: folders of .wav/.flac/.ogg or CSV/TSV manifests; "
+        "repeat to add more; default (text): the packaged Gutenberg corpus",
     )
     p.add_argument("--text-field", default=None, help="column with the text (jsonl/csv/datasets)")
     p.add_argument("--encoding", default="utf-8", help="text encoding of the input files")
@@ -97,17 +98,33 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "pretrain",
-        help="pretrain a BERT encoder on raw text",
-        description="Pretrain a BERT encoder on raw text into a run folder (with the default\n"
+        help="pretrain a model on unlabelled text or speech",
+        description="Pretrain a model on unlabelled data into a run folder (with the default\n"
         "--out, runs/latest points at it). Flags left out take the preset's values.",
         epilog="examples:\n"
         "  selfsup pretrain --preset mini --data books/ --steps 5000 --whole-word\n"
+        "  selfsup pretrain --objective bart --data books/ --pack\n"
+        "  selfsup pretrain --objective mockingjay --data recordings/ --steps 2000\n"
         "  selfsup pretrain --resume runs/latest --steps 8000   # continue, longer",
     )
     p.add_argument(
-        "--preset", default=None, help="tiny (the default) | mini | small | medium | base"
+        "--preset",
+        default=None,
+        help="tiny (the default) | mini | small | medium | base (text); tiny | mini | small | "
+        "base | large (audio)",
     )
-    p.add_argument("--objective", default=None, help="mlm | mlm+nsp (default) | mlm+sop")
+    p.add_argument(
+        "--objective",
+        default=None,
+        help="text: mlm | mlm+nsp (default) | mlm+sop | bart | mass | t5; audio: mockingjay | "
+        "tera | apc",
+    )
+    p.add_argument(
+        "--modality",
+        choices=("text", "audio"),
+        default=None,
+        help="the data's modality (inferred from --objective; audio alone means mockingjay)",
+    )
     _add_data_args(p)
     _add_mask_args(p)
     p.add_argument(
@@ -276,7 +293,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_data_args(p)
     _add_mask_args(p)
-    p.add_argument("--objective", default="mlm", help="mlm | mlm+nsp | mlm+sop | bart | mass | t5")
+    p.add_argument(
+        "--objective",
+        default="mlm",
+        help="mlm | mlm+nsp | mlm+sop | bart | mass | t5 | mockingjay | tera",
+    )
     p.add_argument("--batches", type=int, default=50, help="batches to count over")
     p.add_argument("--batch-size", type=int, default=32, help="sequences per batch")
     p.add_argument("--seed", type=int, default=0, help="seed of the batches and masks")
@@ -442,9 +463,17 @@ def _add_suite_args(p: argparse.ArgumentParser) -> None:
 def _run_config(args, base=None):
     """The RunConfig the flags ask for: set on top of `base` (a resumed run's saved config) or
     of the preset. A flag not given leaves its setting as it is."""
+    from selfsup.config import modality_of
+    from selfsup.objectives import get_objective
     from selfsup.presets import preset
 
-    cfg = base or preset(getattr(args, "preset", None) or "tiny")
+    modality = getattr(args, "modality", None)
+    if args.objective is not None:
+        own = modality_of(get_objective(args.objective))
+        if modality is not None and modality != own:
+            raise ConfigError(f"objective {args.objective} is a {own} objective, not {modality}")
+        modality = own
+    cfg = base or preset(getattr(args, "preset", None) or "tiny", modality or "text")
     if base is not None and getattr(args, "preset", None) not in (None, cfg.preset):
         cfg.preset = args.preset  # refused by the resume check, by name
     if args.objective is not None and args.objective != cfg.objective.name:
@@ -472,10 +501,11 @@ def _run_config(args, base=None):
             t.compile = True
     for obj, name, value in pairs:
         if value is not None:
-            setattr(obj, name, value)
+            _set_option(obj, name, value)
     if args.cased:
-        d.lowercase = False
-    d.pack = d.pack or getattr(args, "pack", False)
+        _set_option(d, "lowercase", False)
+    if getattr(args, "pack", False):
+        _set_option(d, "pack", True)
     for flag, name, value in (
         ("--mask-prob", "mask_prob", args.mask_prob),
         ("--whole-word", "whole_word", args.whole_word or None),
@@ -491,6 +521,15 @@ def _run_config(args, base=None):
         t.warmup_steps = warmup
     cfg.validate()
     return cfg
+
+
+def _set_option(section, name: str, value) -> None:
+    """Set a flag's field of a config section; a one-line error where the section (the data or
+    model of another modality) has no such field."""
+    if not hasattr(section, name):
+        flag = {"paths": "data", "lowercase": "cased"}.get(name, name).replace("_", "-")
+        raise ConfigError(f"--{flag} does not apply to {type(section).__name__}")
+    setattr(section, name, value)
 
 
 def _set_objective_option(cfg, flag: str, name: str, value) -> None:

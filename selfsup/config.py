@@ -74,7 +74,7 @@ class RunConfig:
     preset: str = "tiny"
     model: Any = field(default_factory=BertConfig)  # the objective's model_config (BERT's)
     objective: Any = field(default_factory=MLMConfig)  # the objective's Config, by its name
-    data: TextDataConfig = field(default_factory=TextDataConfig)
+    data: Any = field(default_factory=TextDataConfig)  # the objective's data_config (text's)
     train: TrainConfig = field(default_factory=TrainConfig)
 
     def validate(self) -> None:
@@ -95,13 +95,12 @@ class RunConfig:
                 f"{self.objective.name} is a batch-level objective (its loss depends on the whole "
                 "batch), so --grad-accum would train a different batch: use a larger --batch-size"
             )
-        if self.data.max_len > self.model.max_len:
+        if not isinstance(self.data, data_config_of(objective)):
             raise ConfigError(
-                f"max_len {self.data.max_len} is beyond the model's position table "
-                f"({self.model.max_len})"
+                f"data section is not a {data_config_of(objective).__name__} "
+                f"(objective {self.objective.name})"
             )
-        if self.data.max_len < 8:
-            raise ConfigError(f"max_len must be at least 8, got {self.data.max_len}")
+        self.data.validate(self.model)
 
     def set_objective(self, name: str) -> None:
         """Switch to objective `name`, keeping the old settings when its config is of the same
@@ -121,6 +120,11 @@ class RunConfig:
             shape = {k: v for k, v in asdict(self.model).items() if k != "norm_eps"}
             self.model = model_cls(**{f.name: shape[f.name] for f in fields(model_cls)
                                       if f.name in shape})  # fmt: skip
+        if hasattr(objective, "default_model"):  # what the objective needs of it (APC: causal)
+            self.model = objective.default_model(self.model)
+        data_cls = data_config_of(objective)
+        if not isinstance(self.data, data_cls):  # another modality: its own data defaults
+            self.data = data_cls()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -134,7 +138,7 @@ class RunConfig:
             preset=d.get("preset", "custom"),
             model=build_section(model_config_of(get_objective(name)), d.get("model", {}), "model"),
             objective=build_section(get_objective(name).Config, obj, "objective"),
-            data=build_section(TextDataConfig, d.get("data", {}), "data"),
+            data=build_section(data_config_of(get_objective(name)), d.get("data", {}), "data"),
             train=build_section(TrainConfig, d.get("train", {}), "train"),
         )
 
@@ -142,6 +146,16 @@ class RunConfig:
 def model_config_of(objective: type) -> type:
     """The model config class an objective builds from (`model_config`; BERT's by default)."""
     return getattr(objective, "model_config", BertConfig)
+
+
+def data_config_of(objective: type) -> type:
+    """The data config class an objective trains from (`data_config`; text's by default)."""
+    return getattr(objective, "data_config", TextDataConfig)
+
+
+def modality_of(objective: type) -> str:
+    """The modality an objective's data comes in (`modality`; text by default)."""
+    return getattr(objective, "modality", "text")
 
 
 def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
@@ -172,7 +186,11 @@ def build_section(cls, d: dict[str, Any], section: str):
     unknown = set(d) - {f.name for f in fields(cls)}
     if unknown:
         raise ConfigError(f"unknown {section} keys: {', '.join(sorted(unknown))}")
-    values = {k: tuple(v) if _origin(hints[k]) is tuple else v for k, v in d.items()}
+    values = {}
+    for k, v in d.items():
+        if is_dataclass(hints[k]):  # a nested section (data.features)
+            v = build_section(hints[k], v, f"{section}.{k}")
+        values[k] = tuple(v) if _origin(hints[k]) is tuple else v
     return cls(**values)
 
 

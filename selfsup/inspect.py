@@ -12,10 +12,20 @@ from selfsup.keys import IGNORE
 
 
 def inspect_masking(cfg: RunConfig, n_batches: int = 50, encoding: str = "utf-8") -> dict:
-    from selfsup.pretraining import prepare_data
+    """The realised statistics of the objective's corruption over `n_batches` batches."""
+    from selfsup.config import modality_of
+    from selfsup.inspect_audio import inspect_frames
+    from selfsup.objectives import get_objective
 
     if n_batches < 1:
         raise ConfigError(f"the number of batches must be at least 1, got {n_batches}")
+    inspectors = {"text": inspect_tokens, "audio": inspect_frames}
+    return inspectors[modality_of(get_objective(cfg.objective.name))](cfg, n_batches, encoding)
+
+
+def inspect_tokens(cfg: RunConfig, n_batches: int = 50, encoding: str = "utf-8") -> dict:
+    from selfsup.pretraining import prepare_data
+
     data = prepare_data(cfg, encoding, log=lambda s: None)
     if data.batches.corrupt is None:  # an objective that builds its own examples
         return inspect_seq2seq(data, cfg, n_batches)

@@ -20,3 +20,9 @@ DECODER_SEQ_IDS = "decoder_seq_ids"  # (R, T) SEQ_IDS of packed targets
 START_POSITIONS = "start_positions"  # (B,)
 END_POSITIONS = "end_positions"  # (B,)
 CONTEXT_MASK = "context_mask"  # (B, T) 1 on context tokens
+# audio (frames at the feature rate; `padding_mask` is True on padding, as s3prl and fairseq)
+WAVE = "wave"  # (B, S) waveform samples
+FEATURES = "features"  # (B, T, F) frame features (log-mel, MFCC), corrupted for reconstruction
+PADDING_MASK = "padding_mask"  # (B, T) True on padding frames
+TARGETS = "targets"  # (B, T, F) the frames to restore (the uncorrupted features)
+FRAME_MASK = "frame_mask"  # (B, T, F) True where the loss scores a target value

@@ -186,3 +186,22 @@ class _LinearCE(torch.autograd.Function):
         for have, dtype in zip(ctx.have, ctx.dtypes, strict=True):
             out.append(saved.pop(0).mul(grad_loss).to(dtype) if have else None)
         return (*out, None, None)
+
+
+def masked_l1(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Sum of |pred - target| over the values `mask` selects: the reconstruction loss of
+    Mockingjay (arXiv:1910.12638) and TERA (arXiv:2007.06028) before the loop divides it by the
+    number of scored values. pred, target: (B, T, F); mask: bool, (B, T, F) (TERA's frame_mask)
+    or (B, T) (whole frames, every channel scored). Only the selected values are computed."""
+    return (pred[mask].float() - target[mask].float()).abs().sum()
+
+
+def l1_sum(
+    pred: torch.Tensor, target: torch.Tensor, valid: torch.Tensor | None = None
+) -> torch.Tensor:
+    """Sum of |pred - target| over every value of the `valid` frames (B, T) bool, True on real
+    frames (~padding_mask), all values when None: for objectives that score every real frame
+    (each frame contributes F values to the count the loop divides by)."""
+    if valid is None:
+        return (pred.float() - target.float()).abs().sum()
+    return masked_l1(pred, target, valid)

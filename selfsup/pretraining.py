@@ -27,7 +27,7 @@ from selfsup.checkpoint import (
     is_run,
     latest_checkpoint,
 )
-from selfsup.config import RunConfig
+from selfsup.config import RunConfig, modality_of
 from selfsup.data.cache import build_once, cache_key, default_cache_dir
 from selfsup.data.text import (
     PairBuilder,
@@ -50,6 +50,8 @@ from selfsup.errors import ConfigError
 from selfsup.models import run_config
 from selfsup.objectives import build_objective, get_objective
 from selfsup.paths import check_out_folder
+from selfsup.prepared import Prepared
+from selfsup.pretraining_audio import prepare_audio
 from selfsup.seeds import HELDOUT_OFFSET
 from selfsup.train import evaluate, lr_factor, train
 
@@ -240,6 +242,53 @@ def pretrain(
         distributed.teardown()
 
 
+def _prepare_text(cfg: RunConfig, out: Path, resume: bool, encoding: str, log) -> Prepared:
+    """Text: the tokenizer (the run's own when resuming), the model sized to it, the corpus."""
+    tokenizer_setting = cfg.data.tokenizer
+    if resume and not cfg.data.tokenizer:
+        cfg.data.tokenizer = str(out / "tokenizer")  # the run's own, even if the cache is gone
+    with distributed.main_first():  # no two ranks train the tokenizer or write the cache
+        tok = tokenizer_for(cfg, encoding, log)
+    cfg.model.vocab_size = tok.vocab_size
+    cfg.model.pad_id = tok.pad_id
+    record = {"format": RUN_FORMAT, **cfg.to_dict()}  # the run's config.json
+    record["data"]["tokenizer"] = tokenizer_setting
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
+    model = build_objective(cfg.objective, cfg.model)
+    with distributed.main_first():
+        data = prepare_data(cfg, encoding, log, tok, model.text_needs(tok, cfg.data.max_len))
+
+    def save(folder: Path) -> None:
+        if not resume:
+            data.tokenizer.save(folder / "tokenizer")
+
+    def summarise(final: dict, minutes: float, folder: Path) -> dict:
+        b = data.baseline_acc
+        summary = {
+            "steps": cfg.train.steps,
+            "minutes": round(minutes, 2),
+            "heldout_mlm_acc": final.get("eval_mlm_acc"),
+            "heldout_mlm_loss": final.get("eval_mlm_loss"),
+            "unigram_baseline_acc": round(b, 5) if math.isfinite(b) else None,  # NaN: no JSON
+            **{k: v for k, v in final.items() if k.startswith("eval_") and "mlm" not in k},
+            **data.stats,
+        }
+        if final.get("eval_mlm_acc") is not None:
+            acc, loss = final["eval_mlm_acc"], final["eval_mlm_loss"]
+            log(
+                f"held-out MLM accuracy {acc:.4f} (loss {loss:.3f}) "
+                f"vs unigram baseline {b:.4f}; {minutes:.1f} min; run in {folder}"
+            )
+        return summary
+
+    s = data.stats
+    log(
+        f"data: {s['documents']} documents, {s['tokens']:,} tokens, {s['train_sequences']:,} "
+        f"training / {s['heldout_sequences']:,} held-out sequences of up to {cfg.data.max_len}"
+    )
+    return Prepared(model, data.batches, data.eval_batches, s, record, save, summarise)
+
+
 def _pretrain(cfg, out, resume, encoding, progress, log, changed, device) -> dict:
     main = distributed.is_main()
     if not main:
@@ -256,21 +305,9 @@ def _pretrain(cfg, out, resume, encoding, progress, log, changed, device) -> dic
         why = "the run's own"
     if cfg.train.threads:
         torch.set_num_threads(cfg.train.threads)
-    tokenizer_setting = cfg.data.tokenizer
-    if resume and not cfg.data.tokenizer:
-        cfg.data.tokenizer = str(out / "tokenizer")  # the run's own, even if the cache is gone
-
-    with distributed.main_first():  # no two ranks train the tokenizer or write the cache
-        tok = tokenizer_for(cfg, encoding, log)
-    cfg.model.vocab_size = tok.vocab_size
-    cfg.model.pad_id = tok.pad_id
-    record = {"format": RUN_FORMAT, **cfg.to_dict()}  # the run's config.json
-    record["data"]["tokenizer"] = tokenizer_setting
-    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
-    model = build_objective(cfg.objective, cfg.model)
-    with distributed.main_first():
-        data = prepare_data(cfg, encoding, log, tok, model.text_needs(tok, cfg.data.max_len))
-    model = model.to(device)
+    prepare = RECIPES[modality_of(get_objective(cfg.objective.name))]
+    prep = prepare(cfg, out, resume, encoding, log)
+    model = prep.model.to(device)
     if cfg.train.compile:
         model.compile(dynamic=True)  # in place, so state_dict keys and checkpoints are unchanged
 
@@ -278,14 +315,14 @@ def _pretrain(cfg, out, resume, encoding, progress, log, changed, device) -> dic
     if main:
         out.mkdir(parents=True, exist_ok=True)
     try:
-        if not resume and main:
-            data.tokenizer.save(out / "tokenizer")
+        if main:
+            prep.save(out)
         if (changed or not resume) and main:
-            atomic_write_text(out / "config.json", json.dumps(record, indent=2))
+            atomic_write_text(out / "config.json", json.dumps(prep.record, indent=2))
         if changed:
             _log_changes(changed, cfg, out, log)
         log(f"precision {cfg.train.precision} ({why})")
-        final, minutes = _train(cfg, model, data, out, resume, progress, log)
+        final, minutes = _train(cfg, model, prep, out, resume, progress, log)
     except BaseException as e:
         kept = latest_checkpoint(out) is not None
         if main and created and not kept:  # nothing to resume: no run
@@ -295,34 +332,14 @@ def _pretrain(cfg, out, resume, encoding, progress, log, changed, device) -> dic
                 "interrupted before the first step: nothing was trained"
                 + (", no run folder kept" if created else ""))  # fmt: skip
         raise
-    summary = {
-        "steps": cfg.train.steps,
-        "minutes": round(minutes, 2),
-        "heldout_mlm_acc": final.get("eval_mlm_acc"),
-        "heldout_mlm_loss": final.get("eval_mlm_loss"),
-        # NaN (no held-out data) is not JSON
-        "unigram_baseline_acc": round(b, 5) if math.isfinite(b := data.baseline_acc) else None,
-        **{k: v for k, v in final.items() if k.startswith("eval_") and "mlm" not in k},
-        **data.stats,
-    }
+    summary = prep.summarise(final, minutes, out)
     if final and main:
         atomic_write_text(out / "summary.json", json.dumps(summary, indent=2))
-    if final.get("eval_mlm_acc") is not None:
-        acc, loss = final["eval_mlm_acc"], final["eval_mlm_loss"]
-        log(
-            f"held-out MLM accuracy {acc:.4f} (loss {loss:.3f}) "
-            f"vs unigram baseline {data.baseline_acc:.4f}; {minutes:.1f} min; run in {out}"
-        )
     return summary
 
 
-def _train(cfg: RunConfig, model, data: PretrainData, out: Path, resume, progress, log):
+def _train(cfg: RunConfig, model, data: Prepared, out: Path, resume, progress, log):
     n_params = sum(p.numel() for p in model.parameters())
-    s = data.stats
-    log(
-        f"data: {s['documents']} documents, {s['tokens']:,} tokens, {s['train_sequences']:,} "
-        f"training / {s['heldout_sequences']:,} held-out sequences of up to {cfg.data.max_len}"
-    )
     log(
         f"model: preset {cfg.preset}, {cfg.model.n_layers} layers x {cfg.model.dim}, "
         f"{n_params / 1e6:.2f}M parameters; objective {cfg.objective.name}; "
@@ -332,7 +349,7 @@ def _train(cfg: RunConfig, model, data: PretrainData, out: Path, resume, progres
         world = distributed.world_size()
         log(
             f"distributed: {world} processes ({'FSDP2' if cfg.train.fsdp else 'DDP'}), "
-            f"{cfg.train.batch_size // world} sequences of each batch per process"
+            f"{cfg.train.batch_size // world} examples of each batch per process"
         )
     bf16 = cfg.train.precision == "bf16"
     t0 = time.perf_counter()
@@ -371,14 +388,12 @@ def _log_changes(changed: dict[str, tuple], cfg: RunConfig, out: Path, log) -> N
 
 
 def _check_run_settings(cfg: RunConfig) -> None:
-    """Settings that would otherwise fail only once the run folder exists."""
-    d, t = cfg.data, cfg.train
-    if not d.tokenizer and cfg.model.vocab_size < 16:
-        raise ConfigError(f"vocab size {cfg.model.vocab_size} is too small")
+    """Settings that would otherwise fail only once the run folder exists (the data section
+    checks its own in its validate())."""
+    t = cfg.train
     lowest = {
-        "data.heldout_every": (d.heldout_every, 1), "data.heldout_max": (d.heldout_max, 0),
-        "data.num_workers": (d.num_workers, 0), "train.warmup_steps": (t.warmup_steps, 0),
-        "train.log_every": (t.log_every, 1), "train.threads": (t.threads, 0),
+        "train.warmup_steps": (t.warmup_steps, 0), "train.log_every": (t.log_every, 1),
+        "train.threads": (t.threads, 0),
     }  # fmt: skip
     for name, (value, low) in lowest.items():
         if value < low:
@@ -391,3 +406,7 @@ def _check_run_settings(cfg: RunConfig) -> None:
         )
     if len(t.betas) != 2 or not all(0 <= b < 1 for b in t.betas):
         raise ConfigError(f"train.betas must be two numbers in [0, 1), got {t.betas}")
+
+
+# Each modality's recipe: (cfg, run folder, resume, encoding, log) -> Prepared.
+RECIPES = {"text": _prepare_text, "audio": prepare_audio}

@@ -29,7 +29,7 @@ from selfsup.models import run_config
 from selfsup.pretraining import prepare_data
 
 # wall-clock figures: never equal between runs
-TIMING_KEYS = {"tokens_per_s", "targets_per_s", "data_share", "elapsed_s"}
+TIMING_KEYS = {"tokens_per_s", "targets_per_s", "frames_per_s", "data_share", "elapsed_s"}
 STEPS, BATCH = 6, 8
 
 pytestmark = pytest.mark.skipif(
@@ -313,3 +313,25 @@ def test_two_machines_train_like_one(folder, one):
         assert node.returncode == 0, err[-3000:]
     assert any("2 processes" in out for out, _ in outs)
     assert_same_rows(rows(one), rows(run))
+
+
+# --------------------------------------------------------------------------------------------
+# Audio: the same loop, the same contract
+# --------------------------------------------------------------------------------------------
+
+
+def test_audio_objective_two_processes_equal_one(tmp_path):
+    """TERA on frames (per-utterance masking actions, random frames drawn from the whole batch,
+    frequency bands): two processes train on the same global batch as one."""
+    from helpers import write_speech
+
+    clips = write_speech(tmp_path / "clips", n=24)
+    args = [
+        "pretrain", "--objective", "tera", "--data", str(clips), "--batch-size", str(BATCH),
+        "--steps", "4", "--save-every", "2", "--eval-every", "2", "--seed", "3",
+        "--set", "train.log_every=1", "--set", "data.max_frames=60", "--set",
+        "data.heldout_every=6", "--cache-dir", str(tmp_path / "cache"), "--no-progress",
+    ]  # fmt: skip
+    _selfsup(1, *args, "--out", str(tmp_path / "one"))
+    _selfsup(2, *args, "--out", str(tmp_path / "two"))
+    assert_same_rows(rows(tmp_path / "one"), rows(tmp_path / "two"))

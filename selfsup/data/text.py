@@ -61,6 +61,20 @@ class TextDataConfig:
     num_workers: int = 0
     cache_dir: str | None = None
 
+    def validate(self, model) -> None:
+        if self.max_len > model.max_len:
+            raise ConfigError(
+                f"max_len {self.max_len} is beyond the model's position table ({model.max_len})"
+            )
+        if self.max_len < 8:
+            raise ConfigError(f"max_len must be at least 8, got {self.max_len}")
+        if not self.tokenizer and model.vocab_size < 16:
+            raise ConfigError(f"vocab size {model.vocab_size} is too small")
+        lowest = {"heldout_every": 1, "heldout_max": 0, "num_workers": 0}
+        for name, low in lowest.items():
+            if getattr(self, name) < low:
+                raise ConfigError(f"data.{name} must be >= {low}, got {getattr(self, name)}")
+
 
 @dataclass(frozen=True)
 class TextNeeds:

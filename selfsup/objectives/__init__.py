@@ -14,15 +14,18 @@ from __future__ import annotations
 from importlib.metadata import entry_points
 
 from selfsup.errors import ConfigError
+from selfsup.objectives.apc import APC
 from selfsup.objectives.bart import BART
 from selfsup.objectives.base import Objective
 from selfsup.objectives.mass import MASS
 from selfsup.objectives.mlm import MLM, MLMConfig, MLMWithNSP, MLMWithSOP
+from selfsup.objectives.mockingjay import Mockingjay
 from selfsup.objectives.t5 import T5
+from selfsup.objectives.tera import TERA
 
 OBJECTIVES: dict[str, type[Objective]] = {
     "mlm": MLM, "mlm+nsp": MLMWithNSP, "mlm+sop": MLMWithSOP, "bart": BART, "mass": MASS,
-    "t5": T5,
+    "t5": T5, "mockingjay": Mockingjay, "tera": TERA, "apc": APC,
 }  # fmt: skip
 
 ENTRY_POINTS = "selfsup.objectives"

@@ -9,7 +9,9 @@ An objective is an `nn.Module` that owns its encoder and heads and declares:
 - `work`: the count that measures work in logs and throughput (tokens, frames, images);
 - `batch_level`: whether its loss depends on batch statistics (negatives, cross-correlation,
   variance, BatchNorm) instead of being a sum of per-item terms;
-- optionally `after_step()`, called once after every optimizer step (a moving-average target).
+- optionally `after_step()`, called once after every optimizer step (a moving-average target);
+- `modality` (text, audio, ...): which pipeline feeds it, with its `model_config` and
+  `data_config` classes (BERT's and text's by default).
 
 The loop adds the counts of every micro-batch of one optimizer step and of every rank (one
 all-reduce), then trains on `sum_k value_k / count_k` over the loss terms: so one global batch
@@ -30,6 +32,7 @@ class Objective(nn.Module):
     """Defaults for the declarations above; subclasses set `terms`, `loss_terms` and `work` and
     implement `counts` and `forward`."""
 
+    modality: str = "text"
     terms: dict[str, str] = {}
     loss_terms: tuple[str, ...] = ()
     work: str = "examples"

@@ -15,6 +15,8 @@ import torch
 from toys import ToyContrastive, VectorBatches, VectorRegression, text_batch
 
 from selfsup.config import model_config_of
+from selfsup.data.audio import collate_frames
+from selfsup.encoders.audio import AudioConfig
 from selfsup.encoders.text import BertConfig, build_encoder
 from selfsup.errors import ConfigError
 from selfsup.keys import IGNORE
@@ -34,9 +36,27 @@ MODEL = BertConfig(vocab_size=40, dim=32, n_layers=2, n_heads=2, ffn_dim=64, max
 def pretraining(name):
     cls = get_objective(name)
     model_cls = model_config_of(cls)
+    if model_cls is AudioConfig:
+        return audio_objective(name)
     shape = {k: v for k, v in asdict(MODEL).items() if k in {f.name for f in fields(model_cls)}}
     model = build_objective(cls.Config(name=name), model_cls(**shape))
     return model, (text_batch(0) if model_cls is BertConfig else seq2seq_batch())
+
+
+def audio_objective(name):
+    """An audio objective on a tiny encoder, and a padded batch of frames its own corruption
+    (audio_needs) altered."""
+    cls = get_objective(name)
+    shape = AudioConfig(feature_dim=6, dim=16, n_layers=2, n_heads=2, ffn_dim=32, max_len=64,
+                        dropout=0.0, attn_dropout=0.0)  # fmt: skip
+    shape = cls.default_model(shape) if hasattr(cls, "default_model") else shape
+    torch.manual_seed(0)
+    model = build_objective(cls.Config(name=name), shape)
+    g = torch.Generator().manual_seed(0)
+    lengths = [60, 45, 21]
+    batch = collate_frames([torch.randn(n, 6, generator=g).numpy() for n in lengths])
+    corrupt = model.audio_needs().corrupt
+    return model, (corrupt(batch, g) if corrupt else batch)
 
 
 def seq2seq_batch():

@@ -1,0 +1,62 @@
+"""The audio pretraining recipe: files -> cached features -> cropped, corrupted batches ->
+objective; the shared part of `selfsup pretrain` (selfsup/pretraining.py) does the rest.
+
+Under torchrun rank 0 alone computes the feature cache (the others wait, then read it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from selfsup import distributed
+from selfsup.checkpoint import RUN_FORMAT, atomic_write_text
+from selfsup.data.audio_batches import load_frames, prepare_audio_data
+from selfsup.objectives import build_objective
+from selfsup.prepared import Prepared
+from selfsup.seeds import HELDOUT_OFFSET
+
+FEATURE_STATS = "feature_stats.json"  # global CMVN statistics of a run's training clips
+
+
+def prepare_audio(cfg, out: Path, resume: bool, encoding: str, log) -> Prepared:
+    with distributed.main_first():  # no two ranks compute the feature cache
+        _, frames = load_frames(cfg.data, log)
+    cfg.model.feature_dim = int(frames[0].shape[1])
+    cfg.model.validate()
+    record = {"format": RUN_FORMAT, **cfg.to_dict()}
+    torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
+    model = build_objective(cfg.objective, cfg.model)
+    seed = cfg.train.seed
+    data = prepare_audio_data(cfg.data, frames, cfg.train.batch_size, seed, model.audio_needs(),
+                              seed + HELDOUT_OFFSET)  # fmt: skip
+
+    def save(folder: Path) -> None:
+        if data.feature_stats is not None:  # JSON, so that no one unpickles a run's file
+            mean, std = data.feature_stats
+            stats = {"mean": np.asarray(mean).tolist(), "std": np.asarray(std).tolist()}
+            atomic_write_text(folder / FEATURE_STATS, json.dumps(stats))
+
+    def summarise(final: dict, minutes: float, folder: Path) -> dict:
+        summary = {
+            "steps": cfg.train.steps,
+            "minutes": round(minutes, 2),
+            **{k: v for k, v in final.items() if k.startswith("eval_")},
+            **data.stats,
+        }
+        loss = final.get("eval_loss")
+        if loss is not None and math.isfinite(loss):
+            log(f"held-out L1 {loss:.4f}; {minutes:.1f} min; run in {folder}")
+        return summary
+
+    s = data.stats
+    log(
+        f"data: {s['clips']:,} clips, {s['hours'] * 60:.1f} minutes of audio, {s['frames']:,} "
+        f"frames of {s['feature_dim']} values; {s['train_clips']:,} training / "
+        f"{s['heldout_clips']:,} held-out clips, crops of up to {cfg.data.max_frames} frames"
+    )
+    return Prepared(model, data.batches, data.eval_batches, s, record, save, summarise)
