@@ -214,17 +214,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True)
 
     p = sub.add_parser(
-        "embed", help="embed sentences, a row per line (blank ones too), to .npy (tokens: .npz)"
+        "embed",
+        help="embed sentences, a row per line (blank ones too), to .npy (tokens: .npz); or "
+        "audio files with a speech model",
+        epilog="examples:\n"
+        "  selfsup embed runs/latest --input sentences.txt --out vectors.npy\n"
+        "  selfsup embed runs/mockingjay --input recordings/ --out clips.npz --pooling frames",
     )
-    p.add_argument("model")
-    p.add_argument("--input", required=True)
+    p.add_argument("model", help="a text model folder, a speech run, or fbank | mfcc")
+    p.add_argument("--input", required=True, help="text: one sentence per line; audio: a folder "
+                   "of audio files or a CSV/TSV manifest")  # fmt: skip
     p.add_argument("--out", required=True)
     p.add_argument(
         "--pooling",
         default=None,
-        choices=["mean", "cls", "tokens"],
-        help="default: the folder's sentence-transformers pooling, else mean",
+        choices=["mean", "cls", "tokens", "frames"],
+        help="default: the folder's sentence-transformers pooling, else mean; frames: every "
+        "frame's vector of an audio file (.npz)",
     )
+    p.add_argument("--layer", type=int, default=-1, help="audio: the layer to embed (-1: last)")
+    p.add_argument("--cache-dir", default=None, help="audio: feature cache (~/.cache/selfsup)")
     p.add_argument("--batch-size", type=int, default=None, help="sentences per batch (64)")
     p.add_argument(
         "--max-len",
@@ -614,7 +623,17 @@ def cmd_export(args) -> None:
 
 def cmd_embed(args) -> None:
     from selfsup.embed import embed_file
+    from selfsup.embed_audio import embed_audio_file, is_audio_model
 
+    if is_audio_model(args.model):  # a speech run or baseline: --input is audio files
+        n, shape = embed_audio_file(
+            args.model, args.input, args.out, args.pooling, args.batch_size, args.layer,
+            args.cache_dir,
+        )  # fmt: skip
+        print(f"embedded {n} audio files -> {args.out} {shape}")
+        return
+    if args.pooling == "frames" or args.layer != -1:
+        raise ConfigError("--pooling frames and --layer are for audio models")
     n, shape = embed_file(
         args.model,
         args.input,

@@ -155,3 +155,39 @@ def test_inspect_masking_reports_realised_frame_statistics(speech, tmp_path, cap
     assert stats["zeroed_share"] > stats["random_share"] and stats["zeroed_share"] > 0.6
     assert 4 < stats["mean_band_channels"] < 36  # uniform in 0..40 channels, among banded
     assert 0 < stats["noised_utterances"] < 0.3
+
+
+@pytest.fixture(scope="module")
+def mockingjay_run(speech, tmp_path_factory):
+    out = tmp_path_factory.mktemp("mj") / "run"
+    pretrain(audio_cfg(speech, "mockingjay"), out, progress=False, log=lambda _: None)
+    return out
+
+
+def test_run_keeps_its_global_cmvn_statistics(mockingjay_run):
+    stats = json.loads((mockingjay_run / "feature_stats.json").read_text())
+    assert len(stats["mean"]) == len(stats["std"]) == 80 and min(stats["std"]) > 0
+
+
+def test_embed_audio_files(mockingjay_run, speech, tmp_path, capsys):
+    import numpy as np
+
+    code, out, err = cli(capsys, "embed", mockingjay_run, "--input", speech, "--out",
+                         tmp_path / "v.npz", "--pooling", "frames", "--cache-dir",
+                         tmp_path / "c")  # fmt: skip
+    assert code == 0, err
+    z = np.load(tmp_path / "v.npz", allow_pickle=False)
+    assert len(z["paths"]) == 24 and z["offsets"][-1] == len(z["vectors"])
+    assert z["vectors"].shape[1] == 128
+    # mean pooling, one batch per file, equals the mean of the frames of padded batches
+    code, _, err = cli(capsys, "embed", mockingjay_run, "--input", speech, "--out",
+                       tmp_path / "m.npy", "--batch-size", "1",
+                       "--cache-dir", tmp_path / "c")  # fmt: skip
+    assert code == 0, err
+    mean = np.load(tmp_path / "m.npy", allow_pickle=False)
+    offsets = z["offsets"]
+    frames = [z["vectors"][a:b].mean(0) for a, b in zip(offsets[:-1], offsets[1:], strict=True)]
+    np.testing.assert_allclose(mean, np.stack(frames), atol=1e-5)
+    code, _, err = cli(capsys, "embed", mockingjay_run, "--input", speech, "--out",
+                       tmp_path / "f.npy", "--pooling", "frames")  # fmt: skip
+    assert code == 2 and ".npz" in err and not (tmp_path / "f.npy").exists()

@@ -267,13 +267,13 @@ def cached_features(
     log: Callable[[str], None] = print,
 ) -> list[np.ndarray]:
     """The (T_i, cfg.dim) float32 features of every item, computed once into the cache entry
-    `cache_dir / feature_key(items, cfg)` (default cache_dir: default_cache_dir() / "audio") and
+    `cache_dir / "audio" / feature_key(items, cfg)` (default cache_dir: default_cache_dir()) and
     read from it afterwards: frames.npy (every frame, in item order) and offsets.npy (item i
     is frames[offsets[i]:offsets[i + 1]]), memory-mapped read-only, never pickled."""
     cfg.validate()
     if not items:
         raise ConfigError("no audio files to compute features of")
-    base = Path(cache_dir) if cache_dir is not None else default_cache_dir() / "audio"
+    base = Path(cache_dir or default_cache_dir()) / "audio"  # beside text's tokenizer/, corpus/
     folder = base / feature_key(items, cfg)
 
     def build(tmp: Path) -> None:

@@ -264,7 +264,7 @@ def test_the_cache_is_built_once_then_reused(tmp_path):
     for item, f in zip(items, feats, strict=True):
         assert f.dtype == np.float32 and f.shape[1] == cfg.dim
         np.testing.assert_allclose(f, compute_features(read_audio(item.path, 16000), cfg))
-    (entry,) = (tmp_path / "cache").iterdir()
+    (entry,) = (tmp_path / "cache" / "audio").iterdir()
     assert entry.name == feature_key(items, cfg)
     assert sorted(p.name for p in entry.iterdir()) == ["frames.npy", "offsets.npy"]
     frames = np.load(entry / "frames.npy", allow_pickle=False)
@@ -328,7 +328,7 @@ def test_bad_clips_are_config_errors(tmp_path):
     with pytest.raises(ConfigError) as e:
         cached_features(items + [AudioItem(str(short))], FeatureConfig(), tmp_path / "c")
     assert "short.wav" in str(e.value) and "shorter than one frame" in str(e.value)
-    assert not any((tmp_path / "c").iterdir())  # nothing half-built left behind
+    assert not any((tmp_path / "c" / "audio").iterdir())  # nothing half-built left behind
     text = tmp_path / "clips" / "text.wav"
     text.write_text("not audio at all\n" * 10)
     with pytest.raises(ConfigError, match="text.wav"):
