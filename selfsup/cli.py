@@ -312,6 +312,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed of the batches and masks")
     _add_set_arg(p, "objective.span_p=0.3")
     p.add_argument("--json", action="store_true", help="print JSON")
+
+    p = sub.add_parser(
+        "superb",
+        help="probe frozen speech upstreams on a small SUPERB (ks, sid, pr) or your own labels",
+        description="Freeze each upstream, learn a softmax-weighted sum of its layers and a small "
+        "head per task\n(a learning-rate sweep on dev, then --seeds seeds); print a table.",
+        epilog="examples:\n"
+        "  selfsup superb fbank runs/mockingjay random:runs/mockingjay --task all "
+        "--data-root ../shared/data\n"
+        "  selfsup superb runs/tera --task classify --data clips/ --pattern "
+        "'{label}_{speaker}_{index}'",
+    )
+    p.add_argument("upstream", nargs="+", help="fbank | mfcc | fbank+cmvn | mfcc+cmvn | RUN | "
+                   "random:RUN")  # fmt: skip
+    p.add_argument("--task", "--tasks", dest="tasks", nargs="+", action="extend", default=None,
+                   help="ks | sid | sid-fsdd | pr (pr-frame, pr-ctc) | all | classify")  # fmt: skip
+    p.add_argument(
+        "--data-root",
+        default=os.environ.get("SELFSUP_DATA"),
+        help="the folder holding fsdd/ and timit-sample/ (default $SELFSUP_DATA)",
+    )
+    p.add_argument("--data", default=None, help="classify: a folder or CSV/TSV manifest")
+    p.add_argument("--pattern", default=None, help="classify: file-name fields, e.g. "
+                   "'{label}_{speaker}_{index}'")  # fmt: skip
+    p.add_argument("--label-column", default="label", help="classify: the label column/field")
+    p.add_argument("--seeds", type=int, default=3, help="probe seeds (ks: the 6 folds instead)")
+    p.add_argument("--epochs", type=int, default=None, help="probe epochs (default per task)")
+    p.add_argument("--lrs", type=float, nargs="+", default=None, help="swept learning rates")
+    p.add_argument("--out", default=None, help="folder for superb.json and layer-weight plots")
+    p.add_argument("--cache-dir", default=None, help="feature cache (~/.cache/selfsup)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads (1: the small probes run fastest on one)")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print the reports as JSON")
     _add_finetune_parsers(sub)
     for name, example in EXAMPLES.items():  # commands whose block sets no epilog of its own
         if sub.choices[name].epilog is None:
@@ -806,6 +839,30 @@ def cmd_compare(args) -> None:
     run_compare(args.init, args.task, args.data, args.out, args.seeds, **_finetune_settings(args))
 
 
+def cmd_superb(args) -> None:
+    from selfsup.eval.superb import LRS, format_table, run_superb
+
+    if not args.tasks:
+        raise ConfigError("give --task: ks, sid, sid-fsdd, pr, all or classify")
+    if args.threads < 1:
+        raise ConfigError(f"--threads must be >= 1, got {args.threads}")
+    torch = __import__("torch")
+    torch.set_num_threads(args.threads)
+    reports = {}
+    for i, spec in enumerate(args.upstream):
+        out = None
+        if args.out:
+            out = Path(args.out) / (spec.replace(":", "-").replace("/", "_") if
+                                    len(args.upstream) > 1 else "")  # fmt: skip
+        print(f"upstream {i + 1}/{len(args.upstream)}: {spec}", flush=True)
+        reports[spec] = run_superb(
+            spec, args.tasks, args.data_root, out, seeds=args.seeds, lrs=args.lrs or LRS,
+            epochs=args.epochs, cache_dir=args.cache_dir, data=args.data, pattern=args.pattern,
+            label_column=args.label_column, log=lambda m: print(m, flush=True),
+        )  # fmt: skip
+    print(json.dumps(reports) if args.json else format_table(reports))
+
+
 def _tty() -> bool:
     return sys.stderr.isatty()
 
@@ -824,6 +881,7 @@ COMMANDS = {
     "predict": cmd_predict,
     "generate": cmd_generate,
     "inspect-masking": cmd_inspect_masking,
+    "superb": cmd_superb,
 }
 
 

@@ -191,3 +191,18 @@ def test_embed_audio_files(mockingjay_run, speech, tmp_path, capsys):
     code, _, err = cli(capsys, "embed", mockingjay_run, "--input", speech, "--out",
                        tmp_path / "f.npy", "--pooling", "frames")  # fmt: skip
     assert code == 2 and ".npz" in err and not (tmp_path / "f.npy").exists()
+
+
+def test_superb_cli_on_a_users_labelled_folder(mockingjay_run, speech, tmp_path, capsys):
+    code, out, err = cli(
+        capsys, "superb", "fbank", mockingjay_run, "--task", "classify", "--data", speech,
+        "--pattern", "{label}_{speaker}_{index}", "--seeds", "1", "--epochs", "3",
+        "--lrs", "1e-3", "--cache-dir", tmp_path / "c", "--out", tmp_path / "sb",
+    )  # fmt: skip
+    assert code == 0, err
+    table = out.strip().splitlines()[-4:]
+    assert table[0].startswith("| upstream | classify acc %")
+    assert table[2].startswith("| fbank |") and table[3].startswith(f"| {mockingjay_run} |")
+    assert len(list((tmp_path / "sb").glob("*/superb.json"))) == 2
+    code, _, err = cli(capsys, "superb", "fbank", "--task", "asr")
+    assert code == 2 and "asr" in err and len(err.strip().splitlines()) == 1

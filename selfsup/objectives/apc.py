@@ -58,8 +58,10 @@ class APC(Objective):
     @classmethod
     def build(cls, cfg: APCConfig, model: AudioConfig) -> APC:
         if model.stack != 1 or (model.arch == "transformer" and not model.causal):
-            raise ConfigError("APC predicts each next frame from the past only: it needs "
-                              "model.stack=1 and, for a Transformer, model.causal=true")  # fmt: skip
+            raise ConfigError(
+                "APC predicts each next frame from the past only: it needs model.stack=1 and, "
+                "for a Transformer, model.causal=true"
+            )
         return cls(build_audio_encoder(model), cfg)
 
     def audio_needs(self) -> AudioNeeds:
