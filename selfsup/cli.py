@@ -284,7 +284,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("predict", help="label a file with a fine-tuned model: one JSON line a row")
     p.add_argument("model", help="a `selfsup finetune` output folder")
-    p.add_argument("--input", required=True, help=".txt (a row per line) .csv .tsv .jsonl, SQuAD")
+    p.add_argument(
+        "--input",
+        required=True,
+        help=".txt (a row per line) .csv .tsv .jsonl, SQuAD; a speech classifier: a folder of "
+        "audio files or a CSV/TSV manifest",
+    )
     p.add_argument("--out", required=True, help="JSON-lines file, written when every row is done")
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--top-k", type=int, default=None, help="labels listed per row (default: all)")
@@ -294,6 +299,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     _add_inference_precision(p, "the forwards")
+    p.add_argument("--cache-dir", default=None, help="a speech classifier: feature cache")
 
     p = sub.add_parser(
         "inspect-masking",
@@ -368,7 +374,9 @@ EXAMPLES = {
 
 
 def _add_finetune_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--task", required=True, help="cola sst2 mrpc ... pos squad ... classify tag")
+    p.add_argument(
+        "--task", required=True, help="cola sst2 mrpc ... pos squad ... classify tag audio-classify"
+    )
     p.add_argument("--data", required=True, help="task folder or file")
     p.add_argument("--epochs", type=float, default=3.0, help="passes over the training set")
     p.add_argument("--lr", type=float, default=5e-5, help="peak learning rate (linear decay)")
@@ -443,8 +451,14 @@ def _add_clue_file_args(p: argparse.ArgumentParser) -> None:
 
 def _add_finetune_parsers(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune a model on a task and evaluate on dev")
-    p.add_argument("--init", required=True, help="selfsup run, HF BERT folder, or scratch")
+    p.add_argument("--init", required=True, help="selfsup run, HF BERT folder, or scratch; "
+                   "audio-classify: a speech run, random:RUN or scratch")  # fmt: skip
     _add_finetune_args(p)
+    _add_audio_task_args(p)
+    p.add_argument(
+        "--max-frames", type=int, default=None,
+        help="audio-classify: frames per clip, a longer one read from its start (1000: 10 s)",
+    )  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
 
@@ -458,6 +472,7 @@ def _add_finetune_parsers(sub) -> None:
         p.add_argument(name, default=None)
     p.add_argument("--beams", type=int, default=None, help="seq2seq: default the fine-tuning's")
     p.add_argument("--xpos", action="store_true")
+    _add_audio_task_args(p)
     _add_clue_file_args(p)
     p.add_argument("--device", default="auto", help=DEVICE_HELP)
     _add_inference_precision(p, "the forwards")
@@ -484,6 +499,23 @@ def _add_finetune_parsers(sub) -> None:
     _add_finetune_args(p)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", required=True)
+
+
+def _add_audio_task_args(p: argparse.ArgumentParser) -> None:
+    """The flags of --task audio-classify that say where labels and speakers are."""
+    p.add_argument(
+        "--pattern",
+        default=None,
+        help="audio-classify: fields of the file names, e.g. '{label}_{speaker}_{index}' "
+        "(--label-column names the label's field, default label)",
+    )
+    p.add_argument(
+        "--speaker-column",
+        default=None,
+        help="audio-classify: the speaker column or field (default speaker); a speaker's files "
+        "stay in one of train/dev/test",
+    )
+    p.add_argument("--cache-dir", default=None, help="audio-classify: feature cache")
 
 
 def _add_suite_args(p: argparse.ArgumentParser) -> None:
@@ -684,7 +716,17 @@ def cmd_embed(args) -> None:
 
 def cmd_predict(args) -> None:
     from selfsup.label import predict_file
+    from selfsup.models import is_audio_classifier
 
+    if is_audio_classifier(args.model):  # a speech classifier: --input is audio files
+        from selfsup.finetune_audio import predict_audio_file
+
+        res = predict_audio_file(
+            args.model, args.input, args.out, args.batch_size, args.top_k, args.device,
+            args.precision, args.cache_dir, log=lambda m: print(m, file=sys.stderr),
+        )  # fmt: skip
+        print(f"predicted {res['rows']} files ({res['kind']}) -> {args.out}")
+        return
     res = predict_file(
         args.model, args.input, args.out, args.batch_size, args.top_k, args.device,
         args.text_column, args.text_pair_column, log=lambda m: print(m, file=sys.stderr),
@@ -782,12 +824,32 @@ def _finetune_settings(args) -> dict:
     )  # fmt: skip
 
 
+def _audio_options(args) -> dict:
+    """FinetuneConfig.options of --task audio-classify; its flags refused for other tasks."""
+    audio = {name: getattr(args, name, None)
+             for name in ("pattern", "speaker_column", "max_frames", "cache_dir")}  # fmt: skip
+    given = {k: v for k, v in audio.items() if v is not None}
+    if args.task != "audio-classify":
+        if given:
+            flags = ", ".join("--" + k.replace("_", "-") for k in given)
+            raise ConfigError(f"{flags}: for --task audio-classify, not {args.task}")
+        return {}
+    return given
+
+
 def cmd_finetune(args) -> dict:
     from selfsup.finetuning import FinetuneConfig, finetune, json_safe
 
-    cfg = FinetuneConfig(
-        args.task, args.data, args.init, args.out, seed=args.seed, **_finetune_settings(args)
-    )
+    audio = _audio_options(args)
+    settings = _finetune_settings(args)
+    settings["options"] |= audio
+    cfg = FinetuneConfig(args.task, args.data, args.init, args.out, seed=args.seed, **settings)
+    if args.task == "audio-classify":
+        from selfsup.finetune_audio import finetune_audio
+
+        res = finetune_audio(cfg, progress=_tty())
+        print(json.dumps(json_safe({"task": args.task, "dev": res["dev"], "test": res["test"]})))
+        return res
     res = finetune(cfg, progress=_tty())
     print(json.dumps(json_safe({"task": args.task, **res["dev"]})))
     return res
@@ -796,6 +858,14 @@ def cmd_finetune(args) -> dict:
 def cmd_evaluate(args) -> None:
     from selfsup.finetuning import evaluate_finetuned, json_safe
 
+    audio = _audio_options(args)
+    if args.task == "audio-classify":
+        from selfsup.finetune_audio import evaluate_audio
+
+        metrics = evaluate_audio(args.model, args.data, args.split, _task_options(args) | audio,
+                                 device=args.device, precision=args.precision)  # fmt: skip
+        print(json.dumps(json_safe({"task": args.task, "split": args.split, **metrics})))
+        return
     metrics = evaluate_finetuned(
         args.model,
         args.task,

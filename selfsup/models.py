@@ -19,6 +19,7 @@ from selfsup.checkpoint import (
     read_safetensors,
 )
 from selfsup.config import RunConfig
+from selfsup.data.text import TextDataConfig
 from selfsup.data.tokenizer import Tokenizer, load_tokenizer
 from selfsup.encoders.seq2seq import (
     Seq2SeqConfig,
@@ -37,6 +38,8 @@ from selfsup.objectives.supervised import build_task_model
 FINETUNE_FORMAT = "selfsup-finetuned"
 # The layout of a fine-tuned folder's config.json; raised when a field changes meaning.
 FINETUNE_VERSION = 1
+# The kind of a fine-tuned speech classifier (selfsup/finetune_audio.py): no text model inside.
+AUDIO_CLASSIFY = "audio-classify"
 
 
 @dataclass
@@ -103,6 +106,11 @@ def folder_format(p: Path) -> str | None:
 
 def _load_run(p: Path) -> Loaded:
     cfg = run_config(p)
+    if not isinstance(cfg.data, TextDataConfig):  # a speech run: no tokenizer, no text commands
+        raise ConfigError(
+            f"{p} is a {cfg.objective.name} (speech) run: use it with superb, embed or "
+            "finetune --task audio-classify"
+        )
     if (p / "model.safetensors").exists():
         weights = load_weights(p)  # checks the run's manifest
     else:
@@ -140,8 +148,16 @@ def _model_config(config: dict):
     return (Seq2SeqConfig if on_seq2seq(config) else BertConfig)(**config["model"])
 
 
-def load_finetuned(path: str | Path):
-    """(model, tokenizer, config dict) of a `selfsup finetune` output folder."""
+def is_audio_classifier(path: str | os.PathLike) -> bool:
+    """Whether `path` is a fine-tuned speech classifier's folder (selfsup/finetune_audio.py)."""
+    p = Path(path)
+    return (p.is_dir() and folder_format(p) == FINETUNE_FORMAT
+            and _config_field(p, "kind") == AUDIO_CLASSIFY)  # fmt: skip
+
+
+def read_finetuned_config(path: str | Path) -> dict:
+    """The config.json of a `selfsup finetune` output folder, checked: its format, a version
+    this selfsup reads, and final weights present."""
     p = Path(path)
     cfg_file = p / "config.json"
     if not p.is_dir() or not cfg_file.exists():
@@ -159,6 +175,19 @@ def load_finetuned(path: str | Path):
         )
     if not (p / "model.safetensors").is_file():
         raise ConfigError(f"{path} has no model.safetensors (the fine-tuning did not finish)")
+    return config
+
+
+def load_finetuned(path: str | Path):
+    """(model, tokenizer, config dict) of a `selfsup finetune` output folder of a text task."""
+    p = Path(path)
+    cfg_file = p / "config.json"
+    config = read_finetuned_config(p)
+    if config.get("kind") == AUDIO_CLASSIFY:
+        raise ConfigError(
+            f"{path} is a speech classifier ({AUDIO_CLASSIFY}): `selfsup predict` and "
+            "`selfsup evaluate --task audio-classify` read it; this command takes text models"
+        )
     try:
         mcfg = _model_config(config)
         labels = config["labels"]
@@ -192,5 +221,6 @@ def export_hf_folder(loaded: Loaded, out: Path) -> None:
 
 
 __all__ = [
-    "FINETUNE_FORMAT", "Loaded", "RUN_FORMAT", "export_hf_folder", "load_model", "run_config",
+    "AUDIO_CLASSIFY", "FINETUNE_FORMAT", "Loaded", "RUN_FORMAT", "export_hf_folder",
+    "is_audio_classifier", "load_model", "read_finetuned_config", "run_config",
 ]  # fmt: skip

@@ -206,3 +206,10 @@ def test_superb_cli_on_a_users_labelled_folder(mockingjay_run, speech, tmp_path,
     assert len(list((tmp_path / "sb").glob("*/superb.json"))) == 2
     code, _, err = cli(capsys, "superb", "fbank", "--task", "asr")
     assert code == 2 and "asr" in err and len(err.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize("command", [["export", "--format", "hf", "--out", "x"],
+                                     ["fill-mask", "hello [MASK]"]])  # fmt: skip
+def test_text_commands_on_a_speech_run_are_one_line_errors(mockingjay_run, capsys, command):
+    code, _, err = cli(capsys, command[0], mockingjay_run, *command[1:])
+    assert code == 2 and "speech" in err and len(err.strip().splitlines()) == 1, err
