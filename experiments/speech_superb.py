@@ -169,6 +169,31 @@ def table() -> str:
     return format_table(by) if by else "(no results yet)"
 
 
+def goals() -> str:
+    """The issue's goal per pretrained upstream: beat its random-init twin and fbank on ks and
+    pr by more than the spread. ks is compared fold by fold (the same held-out speaker on both
+    sides), pr by medians against the larger of the two spreads."""
+    by = {r["upstream"]: r["tasks"] for r in rows() if r["kind"] == "superb"}
+    lines = ["| upstream | against | ks: folds won, mean gain (points) | pr-frame gain (spread) "
+             "| pr-ctc PER gain (spread) |", "|---|---|---|---|---|"]  # fmt: skip
+    for name in OBJECTIVES:
+        for other in ("fbank", f"random:{name}"):
+            if name not in by or other not in by:
+                continue
+            a, b = by[name], by[other]
+            cells = [name, other]
+            ka, kb = a["ks"]["values"], b["ks"]["values"]
+            won = sum(x > y for x, y in zip(ka, kb, strict=True))
+            gain = 100 * sum(x - y for x, y in zip(ka, kb, strict=True)) / len(ka)
+            cells.append(f"{won}/{len(ka)}, {gain:+.1f}")
+            for task, sign in (("pr-frame", 1), ("pr-ctc", -1)):
+                d = 100 * sign * (a[task]["median"] - b[task]["median"])
+                spread = 100 * max(a[task]["spread"], b[task]["spread"])
+                cells.append(f"{d:+.1f} ({spread:.1f})" + (" yes" if d > spread else " no"))
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("step", choices=["manifest", "time", "pretrain", "superb", "all", "table"])
@@ -190,6 +215,8 @@ def main() -> None:
         superb(args.name, args.seeds)
     elif args.step == "table":
         print(table())
+        print()
+        print(goals())
     else:
         for name in OBJECTIVES:  # the three runs first: the probes are quick after them
             pretrain(name, None)
