@@ -114,8 +114,8 @@ def mask_time(
     out = features.masked_fill(zero[..., None], 0.0)
     if len(real):
         pick = real[torch.randint(0, len(real), (B, T), generator=generator)]  # (B, T)
-        source = features.flatten(0, 1)[pick]  # (B, T, F)
-        out = torch.where(rand[..., None], source, out)
+        if rand.any():  # copy only the replaced frames (most batches replace few or none)
+            out[rand] = features.flatten(0, 1)[pick[rand]]  # (M, F)
     return out, chosen
 
 
