@@ -916,7 +916,8 @@ def cmd_superb(args) -> None:
         raise ConfigError("give --task: ks, sid, sid-fsdd, pr, all or classify")
     if args.threads < 1:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
-    torch = __import__("torch")
+    import torch
+
     torch.set_num_threads(args.threads)
     reports = {}
     for i, spec in enumerate(args.upstream):

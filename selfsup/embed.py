@@ -203,6 +203,18 @@ def embed_file(
         workers,
         inference_bf16(precision, next(loaded.encoder.parameters()).device),
     )
+    if pooling == "tokens":
+        write_arrays(out, out_path, token_arrays(vecs, loaded.config.dim))
+    else:
+        write_arrays(out, out_path, vecs)
+    shape = vecs.shape if pooling != "tokens" else (len(vecs), "T", loaded.config.dim)
+    return len(sentences), shape
+
+
+def write_arrays(out: Path, out_path: str, arrays: np.ndarray | dict[str, np.ndarray]) -> None:
+    """Save one array (.npy) or named arrays (.npz) to `out` through a temporary file renamed
+    into place, so a failure leaves no partial output; a one-line error when the folder cannot
+    be made."""
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
     except OSError as e:
@@ -210,16 +222,14 @@ def embed_file(
     fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=out.suffix)
     try:
         with os.fdopen(fd, "wb") as f:
-            if pooling == "tokens":
-                np.savez(f, **token_arrays(vecs, loaded.config.dim))
+            if isinstance(arrays, dict):
+                np.savez(f, **arrays)
             else:
-                np.save(f, vecs, allow_pickle=False)
+                np.save(f, arrays, allow_pickle=False)
         os.replace(tmp, out)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
-    shape = vecs.shape if pooling != "tokens" else (len(vecs), "T", loaded.config.dim)
-    return len(sentences), shape
 
 
 def token_arrays(vecs: list[np.ndarray], dim: int) -> dict[str, np.ndarray]:

@@ -9,8 +9,6 @@ temporary file and renamed, so a failure leaves no partial output.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +17,7 @@ import torch
 from selfsup.checkpoint import is_run
 from selfsup.data.audio import list_audio
 from selfsup.data.features import cached_features
+from selfsup.embed import write_arrays
 from selfsup.errors import ConfigError
 from selfsup.eval.upstream import BASELINES, load_upstream
 from selfsup.paths import check_out_file
@@ -87,19 +86,5 @@ def embed_audio_file(
         np.cumsum([len(v) for v in vectors], out=offsets[1:])
         arrays = {"vectors": np.concatenate(vectors).astype(np.float32), "offsets": offsets}
     arrays["paths"] = np.array([str(it.path) for it in items])  # unicode, not objects
-    try:
-        out.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot write {out_path}: {e.strerror}") from None
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=out.suffix)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            if out.suffix == ".npz":
-                np.savez(f, **arrays)
-            else:
-                np.save(f, arrays["vectors"], allow_pickle=False)
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_arrays(out, out_path, arrays if out.suffix == ".npz" else arrays["vectors"])
     return len(items), arrays["vectors"].shape

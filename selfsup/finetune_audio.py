@@ -40,10 +40,19 @@ import numpy as np
 import torch
 
 from selfsup.data.audio import AudioItem, collate_frames, list_audio
-from selfsup.data.features import FeatureConfig, cached_features, global_stats
+from selfsup.data.features import FeatureConfig, cached_features, cmvn, global_stats
 from selfsup.encoders.audio import AudioConfig, build_audio_encoder
 from selfsup.errors import ConfigError
-from selfsup.finetune_common import BucketedBatches, save_json, set_dropout
+from selfsup.finetune_common import (
+    BucketedBatches,
+    EarlyStop,
+    append_eval_row,
+    check_loop_settings,
+    loop_config,
+    save_json,
+    set_dropout,
+    steps_of,
+)
 from selfsup.keys import LABELS
 from selfsup.models import AUDIO_CLASSIFY, FINETUNE_FORMAT, FINETUNE_VERSION
 from selfsup.objectives.supervised_audio import AudioClassification
@@ -124,7 +133,7 @@ def clip_frames(
     global CMVN by `stats` (mean, std) when the features use it."""
     if features.cmvn == "global":
         mean, std = stats
-        return [((f[:max_frames] - mean) / std).astype(np.float32) for f in frames]
+        return [cmvn(f[:max_frames], mean, std) for f in frames]
     return [f[:max_frames] for f in frames]
 
 
@@ -241,14 +250,7 @@ def _folder_frames(config: dict, items: list[AudioItem], cache_dir, log) -> list
 
 
 def _check_settings(cfg) -> None:
-    for name in ("epochs", "lr", "batch_size"):
-        if getattr(cfg, name) <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be positive")
-    for name in ("train_limit", "eval_every", "patience"):
-        if getattr(cfg, name) < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0")
-    if cfg.keep not in ("best", "last"):
-        raise ConfigError(f"--keep must be best or last, got {cfg.keep!r}")
+    check_loop_settings(cfg)
     if cfg.class_weights is not None or cfg.article_holdout:
         raise ConfigError(f"--class-weights and --article-holdout do not apply to {AUDIO_CLASSIFY}")
 
@@ -257,10 +259,8 @@ def finetune_audio(cfg, log=print, progress: bool = False) -> dict:
     """Fine-tune a speech encoder on labelled clips (FinetuneConfig `cfg`, its audio options in
     cfg.options: see OPTIONS); returns {"dev": metrics, "test": metrics, "history": ...}."""
     from selfsup.checkpoint import save_final
-    from selfsup.config import TrainConfig
     from selfsup.device import resolve_device, resolve_precision
     from selfsup.eval.superb import split_items
-    from selfsup.finetuning import _append_eval_row, _EarlyStop, _steps_of
     from selfsup.train import train
 
     out = check_out_folder(cfg.out)
@@ -324,16 +324,10 @@ def finetune_audio(cfg, log=print, progress: bool = False) -> dict:
             snapshot = {k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}
             kept.update(index=len(history) - 1, weights=snapshot)
         if cfg.patience and best["since"] >= cfg.patience:
-            raise _EarlyStop({"accuracy": value})
+            raise EarlyStop({"accuracy": value})
         return {"accuracy": value}
 
-    tcfg = TrainConfig(
-        steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
-        weight_decay=cfg.weight_decay, betas=(0.9, 0.999), eps=1e-8,
-        warmup_steps=round(cfg.warmup_ratio * steps), schedule="linear", clip_norm=1.0,
-        seed=cfg.seed, save_every=0, eval_every=cfg.eval_every or batches.per_epoch,
-        log_every=max(1, min(50, steps // 20)), precision=precision,
-    )  # fmt: skip
+    tcfg = loop_config(cfg, steps, batches.per_epoch, precision)
     log(f"{AUDIO_CLASSIFY}: {len(labels)} labels, {len(train_ids)} train / {len(dev_items)} dev"
         f" / {len(test_ids)} test clips (split by {how}), {steps} steps of {cfg.batch_size}; "
         f"init {cfg.init}; precision {precision}"
@@ -343,12 +337,12 @@ def finetune_audio(cfg, log=print, progress: bool = False) -> dict:
         stopped = {}
         try:
             train(model, batches, tcfg, out, eval_fn=eval_fn, log=log, progress=progress)
-        except _EarlyStop as stop:  # train could not write the stopping evaluation's row
+        except EarlyStop as stop:  # train could not write the stopping evaluation's row
             stopped["stopped_early_at"] = min(steps, len(history) * tcfg.eval_every)
-            _append_eval_row(out / "metrics.jsonl", stopped["stopped_early_at"], stop.metrics)
+            append_eval_row(out / "metrics.jsonl", stopped["stopped_early_at"], stop.metrics)
             log(f"stopped early at step {stopped['stopped_early_at']}: dev accuracy did not "
                 f"improve on {best['value']:.4f} for {cfg.patience} evaluations")  # fmt: skip
-        _steps_of(history, lambda i: min(steps, (i + 1) * tcfg.eval_every))
+        steps_of(history, lambda i: min(steps, (i + 1) * tcfg.eval_every))
         model.load_state_dict(kept["weights"])
         if stopped or kept["index"] != len(history) - 1:  # train wrote other (or no) weights
             save_final(out, kept["weights"])

@@ -153,3 +153,54 @@ class BucketedBatches(torch.utils.data.Dataset):
 
     def collate(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
         raise NotImplementedError
+
+
+def check_loop_settings(cfg, positive: tuple[str, ...] = ("epochs", "lr", "batch_size")) -> None:
+    """The training flags every fine-tuning recipe with dev evaluations reads: `positive` ones
+    above 0, --train-limit, --eval-every and --patience at least 0, --keep best or last."""
+    for name in positive:
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be positive")
+    for name in ("train_limit", "eval_every", "patience"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0")
+    if cfg.keep not in ("best", "last"):
+        raise ConfigError(f"--keep must be best or last, got {cfg.keep!r}")
+
+
+def loop_config(cfg, steps: int, per_epoch: int, precision: str):
+    """The TrainConfig of a fine-tuning run (FinetuneConfig `cfg`): AdamW (0.9, 0.999, 1e-8),
+    linear warm-up over warmup_ratio of the steps then linear decay, clipping at 1.0, no
+    checkpoints, dev evaluation every --eval-every steps (default once per epoch)."""
+    from selfsup.config import TrainConfig
+
+    return TrainConfig(
+        steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+        betas=(0.9, 0.999), eps=1e-8, warmup_steps=round(cfg.warmup_ratio * steps),
+        schedule="linear", clip_norm=1.0, seed=cfg.seed, save_every=0,
+        eval_every=cfg.eval_every or per_epoch, log_every=max(1, min(50, steps // 20)),
+        precision=precision,
+    )  # fmt: skip
+
+
+class EarlyStop(Exception):
+    """Raised by the evaluation that used up --patience: it ends `train` early (the loop has
+    no other way out), and the recipe writes what `train` would have."""
+
+    def __init__(self, metrics: dict):
+        super().__init__("early stop")
+        self.metrics = metrics
+
+
+def steps_of(history: list[dict], step_of) -> None:
+    """Number each dev evaluation of `history` by the step it ran at (step_of(i))."""
+    for i, h in enumerate(history):
+        h["step"] = step_of(i)
+
+
+def append_eval_row(path: Path, step: int, metrics: dict) -> None:
+    """The eval row of metrics.jsonl the loop writes after each evaluation (the stopping
+    evaluation raised before it could)."""
+    row = {"step": step, **{f"eval_{k}": round(v, 5) for k, v in metrics.items()}}
+    with open(path, "a") as f:
+        f.write(json.dumps(json_safe(row)) + "\n")

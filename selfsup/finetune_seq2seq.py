@@ -118,10 +118,9 @@ def init_seq2seq(cfg, log=print):
 
 def finetune_seq2seq(cfg, log=print, progress: bool = False) -> dict:
     """`finetune` for a seq2seq task (FinetuneConfig `cfg`); returns results.json's dict."""
-    from selfsup.config import TrainConfig
     from selfsup.device import resolve_device, resolve_precision
     from selfsup.eval.generation import generation_metrics
-    from selfsup.finetune_common import save_json, set_dropout, training_splits
+    from selfsup.finetune_common import loop_config, save_json, set_dropout, training_splits
     from selfsup.models import FINETUNE_FORMAT, FINETUNE_VERSION
     from selfsup.paths import check_out_folder
     from selfsup.train import train
@@ -170,13 +169,7 @@ def finetune_seq2seq(cfg, log=print, progress: bool = False) -> dict:
             predictions["dev"] = preds
         return {MAIN_METRIC: value}
 
-    tcfg = TrainConfig(
-        steps=steps, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
-        betas=(0.9, 0.999), eps=1e-8, warmup_steps=round(cfg.warmup_ratio * steps),
-        schedule="linear", clip_norm=1.0, seed=cfg.seed, save_every=0,
-        eval_every=cfg.eval_every or batches.per_epoch, log_every=max(1, min(50, steps // 20)),
-        precision=precision,
-    )  # fmt: skip
+    tcfg = loop_config(cfg, steps, batches.per_epoch, precision)
     out.mkdir(parents=True, exist_ok=True)
     log(f"{cfg.task}: {len(train_ex)} train / {len(dev_ex)} dev pairs, {steps} steps of "
         f"{cfg.batch_size}; init {cfg.init}; precision {precision}"

@@ -26,12 +26,17 @@ from selfsup.data.tokenizer import Tokenizer
 from selfsup.errors import ConfigError
 from selfsup.finetune_common import (  # noqa: F401  (re-exported: callers import them here)
     BucketedBatches,
+    EarlyStop,
+    append_eval_row,
     bucketed_order,
+    check_loop_settings,
     json_safe,
     load_splits,
+    loop_config,
     save_json,
     set_dropout,
     split_by_article,
+    steps_of,
     training_splits,
 )
 from selfsup.keys import (
@@ -428,7 +433,6 @@ def qa_answers(examples, best: dict) -> dict[str, str]:
 
 def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
     """Fine-tune and evaluate on dev; returns {"dev": metrics, "history": [...], ...}."""
-    from selfsup.config import TrainConfig
     from selfsup.data.tasks import check_labels, get_task, task_labels
     from selfsup.device import resolve_device, resolve_precision
     from selfsup.train import train
@@ -440,14 +444,7 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
 
         return finetune_seq2seq(cfg, log, progress)
     out = check_out_folder(cfg.out)
-    for name in ("epochs", "lr", "batch_size", "max_len"):
-        if getattr(cfg, name) <= 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be positive")
-    for name in ("train_limit", "eval_every", "patience"):
-        if getattr(cfg, name) < 0:
-            raise ConfigError(f"--{name.replace('_', '-')} must be >= 0")
-    if cfg.keep not in ("best", "last"):
-        raise ConfigError(f"--keep must be best or last, got {cfg.keep!r}")
+    check_loop_settings(cfg, ("epochs", "lr", "batch_size", "max_len"))
     if cfg.class_weights is not None:
         if cfg.class_weights != "balanced":
             raise ConfigError(f"--class-weights must be balanced, got {cfg.class_weights!r}")
@@ -503,16 +500,10 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
             snapshot = {k: v.detach().to("cpu", copy=True) for k, v in m.state_dict().items()}
             kept.update(index=len(history) - 1, weights=snapshot)
         if cfg.patience and best["since"] >= cfg.patience:
-            raise _EarlyStop({metric: value})
+            raise EarlyStop({metric: value})
         return {metric: value}
 
-    tcfg = TrainConfig(
-        steps=steps, batch_size=cfg.batch_size, lr=cfg.lr,
-        weight_decay=cfg.weight_decay, betas=(0.9, 0.999), eps=1e-8,
-        warmup_steps=round(cfg.warmup_ratio * steps), schedule="linear", clip_norm=1.0,
-        seed=cfg.seed, save_every=0, eval_every=cfg.eval_every or batches.per_epoch,
-        log_every=max(1, min(50, steps // 20)), precision=precision,
-    )  # fmt: skip
+    tcfg = loop_config(cfg, steps, batches.per_epoch, precision)
 
     def step_of(i: int) -> int:  # the training step after which evaluation i ran
         return min(steps, (i + 1) * tcfg.eval_every)
@@ -551,10 +542,10 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
     try:
         tok.save(out / "tokenizer")
         train(model, batches, tcfg, out, eval_fn=eval_fn, log=log, progress=progress)
-    except _EarlyStop as stop:
+    except EarlyStop as stop:
         at = step_of(len(history) - 1)
         ended["stopped_early_at"] = at
-        _append_eval_row(out / "metrics.jsonl", at, stop.metrics)  # train could not write it
+        append_eval_row(out / "metrics.jsonl", at, stop.metrics)  # train could not write it
         since = step_of(best["index"]) if best["index"] is not None else "-"
         log(f"stopped early at step {at}: {metric} did not improve on {best['value']:.4f} "
             f"(step {since}) for {cfg.patience} evaluations")  # fmt: skip
@@ -565,7 +556,7 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
             raise
         at = _drop_trainer_checkpoints(out)  # train saved one; a fine-tuning never resumes
         ended.update(interrupted=True, at_step=at if at is not None else step_of(len(history) - 1))
-        _steps_of(history, step_of)
+        steps_of(history, step_of)
         result = finish()
         log(
             f"interrupted at step {ended['at_step']}: kept the weights of step "
@@ -575,7 +566,7 @@ def finetune(cfg: FinetuneConfig, log=print, progress: bool = False) -> dict:
     except BaseException:
         shutil.rmtree(out, ignore_errors=True)
         raise
-    _steps_of(history, step_of)
+    steps_of(history, step_of)
     return finish()
 
 
@@ -585,28 +576,6 @@ def encoder_kind(mcfg) -> str:
     from selfsup.encoders.seq2seq import Seq2SeqConfig
 
     return "seq2seq" if isinstance(mcfg, Seq2SeqConfig) else "bert"
-
-
-class _EarlyStop(Exception):
-    """Raised by the evaluation that used up --patience: it ends `train` early (the loop has
-    no other way out), and `finetune` writes what `train` would have."""
-
-    def __init__(self, metrics: dict):
-        super().__init__("early stop")
-        self.metrics = metrics
-
-
-def _steps_of(history: list[dict], step_of) -> None:
-    for i, h in enumerate(history):
-        h["step"] = step_of(i)
-
-
-def _append_eval_row(path: Path, step: int, metrics: dict) -> None:
-    """The eval row of metrics.jsonl the loop writes after each evaluation (the stopping
-    evaluation raised before it could)."""
-    row = {"step": step, **{f"eval_{k}": round(v, 5) for k, v in metrics.items()}}
-    with open(path, "a") as f:
-        f.write(json.dumps(json_safe(row)) + "\n")
 
 
 def _drop_trainer_checkpoints(out: Path) -> int | None:

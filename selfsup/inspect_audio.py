@@ -4,16 +4,15 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 
 import torch
 
 from selfsup.config import RunConfig
 from selfsup.corrupt.frames import frame_stats
-from selfsup.data.audio_batches import load_frames, prepare_audio_data
 from selfsup.errors import ConfigError
 from selfsup.keys import FEATURES, FRAME_MASK, PADDING_MASK, TARGETS
-from selfsup.objectives import build_objective
-from selfsup.seeds import HELDOUT_OFFSET
+from selfsup.pretraining_audio import prepare_audio
 
 
 def inspect_frames(cfg: RunConfig, n_batches: int = 50, encoding: str = "utf-8") -> dict:
@@ -21,20 +20,15 @@ def inspect_frames(cfg: RunConfig, n_batches: int = 50, encoding: str = "utf-8")
     (time masking) against objective.mask_prob, the lengths of runs of masked frames, the
     per-utterance action shares (zeroed / random frames / kept, against 80/10/10), and for
     TERA the frequency bands (utterances with one, mean width) and the noised share."""
-    _, frames = load_frames(cfg.data, log=lambda s: None)
-    cfg.model.feature_dim = int(frames[0].shape[1])
-    model = build_objective(cfg.objective, cfg.model)
-    needs = model.audio_needs()
-    if needs.corrupt is None:
+    batches = prepare_audio(cfg, Path("."), False, encoding, log=lambda s: None).batches
+    if batches.corrupt is None:
         raise ConfigError(f"objective {cfg.objective.name} corrupts no frames: nothing to inspect")
-    data = prepare_audio_data(cfg.data, frames, cfg.train.batch_size, cfg.train.seed, needs,
-                              cfg.train.seed + HELDOUT_OFFSET)  # fmt: skip
     real = masked = utterances = 0
     runs: Counter = Counter()
     actions: Counter = Counter()
     banded = band_width = noised = 0
     for k in range(n_batches):
-        b = data.batches[k]
+        b = batches[k]
         pad, mask = b[PADDING_MASK], b[FRAME_MASK]
         x, t = b[FEATURES], b[TARGETS]
         # A noised utterance (TERA) has every value scored: it is counted apart, and its time

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from selfsup.data.audio import collate_frames, crop, length_buckets, list_audio
-from selfsup.data.features import FeatureConfig, cached_features, global_stats
+from selfsup.data.features import FeatureConfig, cached_features, cmvn, global_stats
 from selfsup.data.text import split_chunks
 from selfsup.errors import ConfigError
 from selfsup.seeds import Stream, seed_for
@@ -146,7 +146,7 @@ def prepare_audio_data(
     stats = None
     if cfg.features.cmvn == "global":  # statistics of the training clips only
         mean, std = global_stats([frames[i] for i in train_ids])
-        frames = [((f - mean) / std).astype(np.float32) for f in frames]
+        frames = [cmvn(f, mean, std) for f in frames]
         stats = (mean, std)
     batches = AudioBatches(frames, train_ids, batch_size, cfg.max_frames, seed, needs.corrupt)
     eval_batches = []

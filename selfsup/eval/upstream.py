@@ -28,8 +28,8 @@ from selfsup.data.features import FeatureConfig
 from selfsup.errors import ConfigError
 from selfsup.models import run_config
 from selfsup.objectives import build_objective
+from selfsup.pretraining_audio import FEATURE_STATS
 
-FEATURE_STATS = "feature_stats.json"
 BASELINES = ("fbank", "mfcc", "fbank+cmvn", "mfcc+cmvn")
 
 
