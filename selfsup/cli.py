@@ -54,7 +54,8 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--text-field", default=None, help="column with the text (jsonl/csv/datasets)")
     p.add_argument("--encoding", default="utf-8", help="text encoding of the input files")
     p.add_argument("--max-len", type=int, default=None, help="tokens per sequence (128)")
-    p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: train one)")
+    p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: train one); "
+                   "units: one token per unit of `selfsup units` files")  # fmt: skip
     p.add_argument("--vocab-size", type=int, default=None, help="vocab size when training one")
     p.add_argument("--cased", action="store_true", help="keep case (default: lower-case)")
     p.add_argument("--cache-dir", default=None, help="tokenized-data cache (~/.cache/selfsup)")
@@ -117,7 +118,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--objective",
         default=None,
         help="text: mlm | mlm+nsp (default) | mlm+sop | bart | mass | t5; audio: mockingjay | "
-        "tera | apc",
+        "tera | apc | cpc | wav2vec | vq-wav2vec",
     )
     p.add_argument(
         "--modality",
@@ -170,6 +171,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_set_arg(p, "train.weight_decay=0.1 objective.random_prob=0")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--labels", default=None, help="hubert: the labels folder of `selfsup cluster`")
 
     p = sub.add_parser(
         "tokenizer",
@@ -203,7 +205,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "export", help="export a run, HF or fine-tuned folder for transformers (hf) or onnxruntime"
     )
-    p.add_argument("model", help="a selfsup run, a HF BERT folder or a `selfsup finetune` folder")
+    p.add_argument("model", help="a selfsup run (text, or speech with a wav2vec2 / hubert "
+                   "encoder), a HF BERT folder or a `selfsup finetune` folder")  # fmt: skip
     p.add_argument(
         "--format",
         default="hf",
@@ -221,7 +224,8 @@ def build_parser() -> argparse.ArgumentParser:
         "  selfsup embed runs/latest --input sentences.txt --out vectors.npy\n"
         "  selfsup embed runs/mockingjay --input recordings/ --out clips.npz --pooling frames",
     )
-    p.add_argument("model", help="a text model folder, a speech run, or fbank | mfcc")
+    p.add_argument("model", help="a text model folder, a speech run, an HF wav2vec2 / hubert "
+                   "folder, or fbank | mfcc")  # fmt: skip
     p.add_argument("--input", required=True, help="text: one sentence per line; audio: a folder "
                    "of audio files or a CSV/TSV manifest")  # fmt: skip
     p.add_argument("--out", required=True)
@@ -331,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         "'{label}_{speaker}_{index}'",
     )
     p.add_argument("upstream", nargs="+", help="fbank | mfcc | fbank+cmvn | mfcc+cmvn | RUN | "
-                   "random:RUN")  # fmt: skip
+                   "HF_FOLDER (wav2vec2, hubert) | random:RUN | random:HF_FOLDER")  # fmt: skip
     p.add_argument("--task", "--tasks", dest="tasks", nargs="+", action="extend", default=None,
                    help="ks | sid | sid-fsdd | pr (pr-frame, pr-ctc) | all | classify")  # fmt: skip
     p.add_argument(
@@ -351,6 +355,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads (1: the small probes run fastest on one)")  # fmt: skip
     p.add_argument("--json", action="store_true", help="print the reports as JSON")
+    _add_cluster_parser(sub)
+    _add_units_parser(sub)
     _add_finetune_parsers(sub)
     for name, example in EXAMPLES.items():  # commands whose block sets no epilog of its own
         if sub.choices[name].epilog is None:
@@ -452,13 +458,18 @@ def _add_clue_file_args(p: argparse.ArgumentParser) -> None:
 def _add_finetune_parsers(sub) -> None:
     p = sub.add_parser("finetune", help="fine-tune a model on a task and evaluate on dev")
     p.add_argument("--init", required=True, help="selfsup run, HF BERT folder, or scratch; "
-                   "audio-classify: a speech run, random:RUN or scratch")  # fmt: skip
+                   "audio-classify: a speech run, an HF wav2vec2 / hubert folder, random:RUN or "
+                   "scratch")  # fmt: skip
     _add_finetune_args(p)
     _add_audio_task_args(p)
     p.add_argument(
         "--max-frames", type=int, default=None,
-        help="audio-classify: frames per clip, a longer one read from its start (1000: 10 s)",
+        help="audio-classify: input frames (samples for a waveform encoder) per clip, a longer "
+        "one read from its start (default 10 s: 1000 frames, 160000 samples)",
     )  # fmt: skip
+    p.add_argument("--dropout", type=float, default=None,
+                   help="dropout while fine-tuning (default 0.1); 0 under torchrun trains exactly "
+                   "as one process")  # fmt: skip
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", required=True)
 
@@ -565,7 +576,7 @@ def _run_config(args, base=None):
             (t, "warmup_steps", args.warmup_steps), (t, "schedule", args.schedule),
             (t, "save_every", args.save_every), (t, "eval_every", args.eval_every),
             (t, "threads", args.threads), (d, "num_workers", args.workers),
-            (t, "device", getattr(args, "device", None)),
+            (t, "device", getattr(args, "device", None)), (d, "labels", args.labels),
         ]  # fmt: skip
         if args.precision is not None and not (base is not None and args.precision == "auto"):
             t.precision = args.precision  # resuming, auto means the run's own
@@ -843,12 +854,23 @@ def cmd_finetune(args) -> dict:
     audio = _audio_options(args)
     settings = _finetune_settings(args)
     settings["options"] |= audio
+    if args.dropout is not None:
+        if not 0.0 <= args.dropout < 1.0:
+            raise ConfigError(f"--dropout must be in [0, 1), got {args.dropout}")
+        settings["dropout"] = args.dropout
     cfg = FinetuneConfig(args.task, args.data, args.init, args.out, seed=args.seed, **settings)
     if args.task == "audio-classify":
+        from selfsup import distributed
         from selfsup.finetune_audio import finetune_audio
 
-        res = finetune_audio(cfg, progress=_tty())
-        print(json.dumps(json_safe({"task": args.task, "dev": res["dev"], "test": res["test"]})))
+        distributed.setup(cfg.device)  # under torchrun: held over the print, rank 0's alone
+        try:
+            res = finetune_audio(cfg, progress=_tty())
+            if distributed.is_main():
+                print(json.dumps(json_safe({"task": args.task, "dev": res["dev"],
+                                            "test": res["test"]})))  # fmt: skip
+        finally:
+            distributed.teardown()
         return res
     res = finetune(cfg, progress=_tty())
     print(json.dumps(json_safe({"task": args.task, **res["dev"]})))
@@ -918,20 +940,106 @@ def cmd_superb(args) -> None:
         raise ConfigError(f"--threads must be >= 1, got {args.threads}")
     import torch
 
+    from selfsup import distributed
+
     torch.set_num_threads(args.threads)
-    reports = {}
-    for i, spec in enumerate(args.upstream):
-        out = None
-        if args.out:
-            out = Path(args.out) / (spec.replace(":", "-").replace("/", "_") if
-                                    len(args.upstream) > 1 else "")  # fmt: skip
-        print(f"upstream {i + 1}/{len(args.upstream)}: {spec}", flush=True)
-        reports[spec] = run_superb(
-            spec, args.tasks, args.data_root, out, seeds=args.seeds, lrs=args.lrs or LRS,
-            epochs=args.epochs, cache_dir=args.cache_dir, data=args.data, pattern=args.pattern,
-            label_column=args.label_column, log=lambda m: print(m, flush=True),
-        )  # fmt: skip
-    print(json.dumps(reports) if args.json else format_table(reports))
+    distributed.setup()  # under torchrun: one group for every upstream; rank 0 alone prints
+    try:
+        main = distributed.is_main()
+        show = (lambda m: print(m, flush=True)) if main else distributed.quiet
+        reports = {}
+        for i, spec in enumerate(args.upstream):
+            out = None
+            if args.out:
+                out = Path(args.out) / (spec.replace(":", "-").replace("/", "_") if
+                                        len(args.upstream) > 1 else "")  # fmt: skip
+            show(f"upstream {i + 1}/{len(args.upstream)}: {spec}")
+            reports[spec] = run_superb(
+                spec, args.tasks, args.data_root, out, seeds=args.seeds, lrs=args.lrs or LRS,
+                epochs=args.epochs, cache_dir=args.cache_dir, data=args.data,
+                pattern=args.pattern, label_column=args.label_column, log=show,
+            )  # fmt: skip
+        show(json.dumps(reports) if args.json else format_table(reports))
+    finally:
+        distributed.teardown()
+
+
+def _add_cluster_parser(sub) -> None:
+    p = sub.add_parser(
+        "cluster",
+        help="k-means labels of audio frames (MFCCs or a run's layer): HuBERT's targets",
+        description="Cluster the frames of every audio file of --data with k-means and write a "
+        "labels folder\n(labels.tsv, labels.json, centroids.npy) for `selfsup pretrain "
+        "--objective hubert --labels`.",
+        epilog="examples:\n"
+        "  selfsup cluster mfcc --data clips/ --k 100 --out labels1      # HuBERT iteration 1\n"
+        "  selfsup pretrain --objective hubert --labels labels1 --data clips/ --out run1\n"
+        "  selfsup cluster run1 --layer 6 --data clips/ --k 500 --out labels2  # iteration 2",
+    )
+    p.add_argument(
+        "source",
+        help="mfcc (13 MFCCs + deltas + delta-deltas at 100 Hz) | fbank (80 log-mel) | RUN | "
+        "HF_FOLDER (wav2vec2, hubert) | random:RUN: whose frames to cluster",
+    )
+    p.add_argument(
+        "--data",
+        nargs="+",
+        action="extend",
+        required=True,
+        metavar="PATH",
+        help="folders of audio files or CSV/TSV manifests; repeat to add more",
+    )
+    p.add_argument("--k", type=int, required=True, help="clusters (HuBERT: 100, then 500)")
+    p.add_argument("--out", required=True, help="new labels folder")
+    p.add_argument(
+        "--layer",
+        type=int,
+        default=None,
+        help="RUN: the layer to cluster (0: the Transformer's input; -1: the last)",
+    )
+    p.add_argument(
+        "--sample",
+        type=int,
+        default=100_000,
+        help="frames k-means++ starts from; up to this many in all: Lloyd's k-means on every frame",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the sample and k-means++")
+    p.add_argument("--cache-dir", default=None, help="feature cache (~/.cache/selfsup)")
+    p.add_argument("--device", default="auto", help=f"RUN's encoder: {DEVICE_HELP}")
+
+
+def cmd_cluster(args) -> None:
+    from selfsup.cluster_audio import cluster_audio
+
+    cluster_audio(args.source, args.data, args.k, args.out, args.layer, args.sample, args.seed,
+                  args.cache_dir, args.device)  # fmt: skip
+
+
+def _add_units_parser(sub) -> None:
+    p = sub.add_parser(
+        "units",
+        help="write speech as lines of discrete units (a vq-wav2vec run), for a BERT on them",
+        description="Quantize every audio file of --data with a vq-wav2vec run: one line of "
+        "units per file\n(a unit is a frame's codes, g0_g1), and a companion .json (the run, "
+        "the files in line order,\nthe frame rate, the vocabulary size). `selfsup pretrain "
+        "--objective mlm --tokenizer units`\nthen trains a BERT on the lines.",
+        epilog="examples:\n"
+        "  selfsup pretrain --objective vq-wav2vec --data clips/ --out runs/vq\n"
+        "  selfsup units runs/vq --data clips/ --out units.txt\n"
+        "  selfsup pretrain --objective mlm --data units.txt --tokenizer units --out runs/bert",
+    )
+    p.add_argument("run", help="a vq-wav2vec run (an encoder with a quantizer)")
+    p.add_argument("--data", nargs="+", action="extend", required=True, metavar="PATH",
+                   help="folders of audio files or CSV/TSV manifests")  # fmt: skip
+    p.add_argument("--out", required=True, help="the units file (its .json companion beside it)")
+    p.add_argument("--dedup", action="store_true", help="merge runs of the same unit into one")
+    p.add_argument("--cache-dir", default=None, help="feature cache (~/.cache/selfsup)")
+
+
+def cmd_units(args) -> None:
+    from selfsup.units import write_units
+
+    write_units(args.run, args.data, args.out, args.dedup, args.cache_dir)
 
 
 def _tty() -> bool:
@@ -953,6 +1061,8 @@ COMMANDS = {
     "generate": cmd_generate,
     "inspect-masking": cmd_inspect_masking,
     "superb": cmd_superb,
+    "cluster": cmd_cluster,
+    "units": cmd_units,
 }
 
 

@@ -162,14 +162,19 @@ def _upgrade(d: dict[str, Any]) -> dict[str, Any]:
     """Run configs written before objectives owned their config: the objective's name was
     `train.objective`, its masking settings the `mask` section, and `data.vocab_size` the size
     of the tokenizer to train (now `model.vocab_size`, the one vocabulary size). Before
-    `train.precision`, `train.bf16: true/false` meant bf16/fp32."""
+    `train.precision`, `train.bf16: true/false` meant bf16/fp32. Audio runs written before
+    `data.long_clips` took one random crop of every clip ("crop"), so a resumed one still does."""
     train = d.get("train", {})
+    data = d.get("data", {})
     old_layout = "mask" in d or "objective" in train
     old_bf16 = isinstance(train, dict) and "bf16" in train
-    if not old_layout and not old_bf16:
+    old_audio = isinstance(data, dict) and "features" in data and "long_clips" not in data
+    if not old_layout and not old_bf16 and not old_audio:
         return d
     d = {k: dict(v) if isinstance(v, dict) else v for k, v in d.items()}
     train = d.setdefault("train", {})
+    if old_audio:
+        d["data"]["long_clips"] = "crop"
     if old_bf16:
         train.setdefault("precision", "bf16" if train.pop("bf16") else "fp32")
     if old_layout:

@@ -17,6 +17,8 @@ W ranks reproduce one process training on the same global batch:
   they need with `gather_with_grad`.
 - checkpoints: gathered whole (FSDP2 included) and written once, by rank 0, in the one-process
   format.
+- other work: independent jobs (the probe fits of an evaluation, batches to encode) are shared
+  round robin by `run_jobs`, their results gathered on every rank in job order.
 - dropout: each rank draws its own masks (the presets use no dropout); with dropout, W ranks
   are not bitwise one process, and resuming at another W keeps the data order but not the masks.
 """
@@ -25,7 +27,10 @@ from __future__ import annotations
 
 import gc
 import os
+import pickle
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager, nullcontext
+from typing import TypeVar
 
 import torch
 import torch.distributed as dist
@@ -36,14 +41,18 @@ from selfsup.device import resolve_device
 from selfsup.errors import ConfigError
 from selfsup.seeds import Stream, seed_for
 
-_OWN_GROUP = False  # whether setup() started the process group (then teardown() ends it)
+# setup() calls not yet matched by a teardown(), counted from the one that started the group:
+# a command may hold the group over several recipe calls that set up and tear down themselves.
+_DEPTH = 0
+Result = TypeVar("Result")
 
 
 def setup(device: str = "auto") -> torch.device:
     """Join torchrun's process group (once) and return this process's device: its GPU by
     LOCAL_RANK when there are GPUs, else the CPU. Without torchrun: `device` (auto: the GPU
-    when there is one), no group."""
-    global _OWN_GROUP
+    when there is one), no group. Calls nest: the group ends with the teardown() matching the
+    setup() that started it."""
+    global _DEPTH
     if "RANK" not in os.environ or "WORLD_SIZE" not in os.environ:
         return resolve_device(device)
     device = torch.device("cpu")
@@ -61,19 +70,24 @@ def setup(device: str = "auto") -> torch.device:
         # CPU tensors (metrics, RNG states) go through gloo even when the GPUs use NCCL.
         backend = "cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend, device_id=device if device.type == "cuda" else None)
-        _OWN_GROUP = True
+        _DEPTH = 1
+    elif _DEPTH:  # inside a setup() of ours: the outer call keeps the group
+        _DEPTH += 1
     return device
 
 
 def teardown() -> None:
-    global _OWN_GROUP
-    if _OWN_GROUP and dist.is_initialized():
+    """Leave what the matching setup() joined (nothing for a group setup() did not start)."""
+    global _DEPTH
+    if _DEPTH == 0:
+        return
+    _DEPTH -= 1
+    if _DEPTH == 0 and dist.is_initialized():
         # A DDP wrapper sits in reference cycles (its hooks hold it): collect it while its
         # process group exists, or its gloo threads may abort the process at exit
         # ("terminate called without an active exception").
         gc.collect()
         dist.destroy_process_group()
-    _OWN_GROUP = False
 
 
 def active() -> bool:
@@ -123,9 +137,45 @@ def all_reduce_sums(values: dict[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in zip(keys, t, strict=True)}
 
 
+def run_jobs(jobs: Sequence[Callable[[], Result]]) -> list[Result]:
+    """Every job's result, in job order, on every rank: independent jobs (probe fits, batches
+    to encode) shared across the ranks, job i run by rank i % W, the results gathered with
+    all_gather_object (so they must pickle; give CPU tensors and plain values, not models).
+    Round robin: jobs of similar cost, or in order of cost, share out evenly. A failed job's
+    exception (the first in job order) is raised on every rank, so none is left waiting for the
+    others. One process: [job() for job in jobs]."""
+    if world_size() == 1:
+        return [job() for job in jobs]
+    mine: dict[int, tuple[bool, object]] = {}  # job: (done, its result or a portable error)
+    error = None  # this rank's failed job's own exception, its traceback intact
+    for i in range(rank(), len(jobs), world_size()):
+        try:
+            mine[i] = (True, jobs[i]())
+        except Exception as e:
+            mine[i], error = (False, _portable(e, i)), e
+            break  # this rank's later jobs would be thrown away
+    ranks: list = [None] * world_size()
+    dist.all_gather_object(ranks, mine)
+    results = {i: r for part in ranks for i, r in part.items()}
+    failed = [i for i, (done, _) in results.items() if not done]
+    if failed:
+        first = min(failed)
+        raise error if first in mine else results[first][1]
+    return [results[i][1] for i in range(len(jobs))]
+
+
+def _portable(e: Exception, job: int) -> Exception:
+    """`e` if the other ranks can unpickle it, else a RuntimeError saying what it was."""
+    try:
+        return pickle.loads(pickle.dumps(e))
+    except Exception:
+        return RuntimeError(f"job {job} failed in process {rank()}: {type(e).__name__}: {e}")
+
+
 def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     """Every rank's `x` concatenated along dim 0, in rank order, with the gradient flowing back
-    to each rank's own part (for negatives and batch statistics across ranks). One process: x."""
+    to each rank's own part (for contrastive distractors and batch statistics across ranks).
+    One process: x."""
     if not active() or world_size() == 1:
         return x
     from torch.distributed.nn.functional import all_gather

@@ -1,10 +1,14 @@
 """`selfsup embed` for speech: a vector per audio file (mean over its frames of one layer), or
-every frame's vector (`--pooling frames`), from a selfsup audio run or a feature baseline.
+every frame's vector (`--pooling frames`), from a selfsup audio run, an HF wav2vec 2.0 / HuBERT
+folder (random:... for either) or a feature baseline (selfsup.eval.upstream).
 
 Output: `.npy`, the (N, D) vectors, row i the i-th file as `list_audio` lists them (sorted
 paths for a folder, a manifest's order); or `.npz` with `vectors`, `paths` (the files, in row
-order) and, for frames, `offsets` (file i is vectors[offsets[i]:offsets[i + 1]]). Written to a
-temporary file and renamed, so a failure leaves no partial output.
+order) and, for frames, `offsets` (file i is vectors[offsets[i]:offsets[i + 1]]) and `times`
+(each frame's centre, in seconds from the start of its file: a spectral frame t at
+t * hop_length, a waveform encoder's frame t at t * stride + receptive_field / 2 samples, after
+the silence the upstream trims, if any). Written to a temporary file and renamed, so a failure
+leaves no partial output.
 """
 
 from __future__ import annotations
@@ -15,8 +19,8 @@ import numpy as np
 import torch
 
 from selfsup.checkpoint import is_run
-from selfsup.data.audio import list_audio
-from selfsup.data.features import cached_features
+from selfsup.data.audio import list_audio, load_audio, resample
+from selfsup.data.features import cached_features, trimmed_range
 from selfsup.embed import write_arrays
 from selfsup.errors import ConfigError
 from selfsup.eval.upstream import BASELINES, load_upstream
@@ -26,15 +30,33 @@ POOLINGS = ("mean", "frames")
 
 
 def is_audio_model(path: str) -> bool:
-    """Whether `path` names a speech upstream: a feature baseline or an audio run folder."""
+    """Whether `path` names a speech upstream: a feature baseline, an audio run folder or a
+    HuggingFace wav2vec 2.0 / HuBERT folder (random:... too)."""
+    from selfsup.models import is_hf_speech, run_config
+
     if path in BASELINES or path.startswith("random:"):
         return True
     p = Path(path)
+    if is_hf_speech(p):
+        return True
     if not (p.is_dir() and is_run(p)):
         return False
-    from selfsup.models import run_config
-
     return hasattr(run_config(p).data, "features")
+
+
+def frame_times(upstream, items, frames: list[np.ndarray]) -> list[np.ndarray]:
+    """Each file's (T'_i,) frame centres in seconds from the file's start: the upstream's
+    frame_centres shifted by the samples its features trimmed off the front (the files are
+    read again only when the upstream trims)."""
+    cfg = upstream.features
+    out = []
+    for item, f in zip(items, frames, strict=True):
+        start = 0
+        if cfg.trim_db > 0:
+            wave, rate = load_audio(item.path)
+            start, _ = trimmed_range(resample(wave, rate, cfg.sample_rate), cfg)
+        out.append((start + upstream.frame_centres(len(f))) / cfg.sample_rate)
+    return out
 
 
 @torch.no_grad()
@@ -78,13 +100,21 @@ def embed_audio_file(
         h, hpad = r["all_hidden"][layer], r["padding_mask"]  # (B, T', D), (B, T')
         for j, i in enumerate(idx):
             v = h[j][~hpad[j]].float()
+            if not len(v):  # shorter than what one frame reads: a mean would be NaN
+                raise ConfigError(f"{items[i].path} is too short for one frame of {model}")
             vectors[i] = (v.mean(0) if pooling == "mean" else v).numpy()
     if pooling == "mean":
         arrays = {"vectors": np.stack(vectors).astype(np.float32)}
     else:
         offsets = np.zeros(len(vectors) + 1, dtype=np.int64)
         np.cumsum([len(v) for v in vectors], out=offsets[1:])
-        arrays = {"vectors": np.concatenate(vectors).astype(np.float32), "offsets": offsets}
+        times = frame_times(upstream, items, frames)
+        for item, v, t in zip(items, vectors, times, strict=True):
+            if len(v) != len(t):  # the upstream's frame description disagrees with its output
+                raise ConfigError(f"{item.path}: {len(v)} frames from {model}, whose frame "
+                                  f"description gives {len(t)}")  # fmt: skip
+        arrays = {"vectors": np.concatenate(vectors).astype(np.float32), "offsets": offsets,
+                  "times": np.concatenate(times)}  # fmt: skip
     arrays["paths"] = np.array([str(it.path) for it in items])  # unicode, not objects
     write_arrays(out, out_path, arrays if out.suffix == ".npz" else arrays["vectors"])
     return len(items), arrays["vectors"].shape

@@ -1,4 +1,8 @@
-"""`selfsup export`: any model folder as a HuggingFace folder or an ONNX graph."""
+"""`selfsup export`: any model folder as a HuggingFace folder or an ONNX graph.
+
+Text models export as BERT / BART folders (and their task models); a speech run whose encoder
+is a Wav2Vec2Encoder (the wav2vec2 and hubert objectives) as a wav2vec 2.0 / HuBERT folder
+(export_wave_run)."""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import os
 from pathlib import Path
 
 from selfsup.checkpoint import is_run
+from selfsup.data.text import TextDataConfig
 from selfsup.encoders.text import BertConfig
 from selfsup.errors import ConfigError
 from selfsup.interop.hf_bart import export_bart
@@ -17,7 +22,10 @@ from selfsup.models import (
     load_finetuned,
     load_model,
     on_seq2seq,
+    run_config,
+    run_weights,
 )
+from selfsup.objectives import build_objective
 from selfsup.objectives.seq2seq import Seq2SeqObjective
 from selfsup.paths import check_out_folder
 
@@ -38,6 +46,10 @@ def export_model(path: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf
         )
     out = check_out_folder(out)
     p = Path(path)
+    if p.is_dir() and is_run(p) and not isinstance(run_config(p).data, TextDataConfig):
+        if fmt != "hf":
+            raise ConfigError(f"{path} is a speech run: it exports to --format hf only")
+        return export_wave_run(p, out)
     if p.is_dir() and not is_run(p) and folder_format(p) == FINETUNE_FORMAT:
         model, tok, config = load_finetuned(p)
         if on_seq2seq(config):
@@ -64,3 +76,46 @@ def export_model(path: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf
         return "ONNX encoder (model.onnx -> last_hidden_state, tokenizer, config.json)"
     export_hf_folder(loaded, out)
     return "HuggingFace BERT folder (loads with transformers.BertForPreTraining.from_pretrained)"
+
+
+def export_wave_run(path: Path, out: Path) -> str:
+    """A speech run whose encoder is a Wav2Vec2Encoder as a transformers folder: HubertModel
+    for the hubert objective; Wav2Vec2ForPreTraining for an objective with wav2vec 2.0's heads
+    (a GumbelQuantizer `quantizer` over the conv features and the context projection
+    `project`: the wav2vec2 objective), whose Wav2Vec2Model AutoModel also loads; else
+    Wav2Vec2Model. Every one has the run's hidden states (tested) and a preprocessor_config.json
+    that normalises each waveform as the run's data did (features.cmvn "utterance":
+    do_normalize) at its sample rate. Returns what was written."""
+    from selfsup.encoders.wav2vec2 import Wav2Vec2Encoder
+    from selfsup.interop.hf_wav2vec2 import PretrainingHeads, export_hf_wav2vec2
+    from selfsup.layers.quantize import GumbelQuantizer
+
+    cfg = run_config(path)
+    features = cfg.data.features
+    objective = build_objective(cfg.objective, cfg.model)
+    encoder = getattr(objective, "encoder", None)
+    if not isinstance(encoder, Wav2Vec2Encoder):
+        raise ConfigError(f"{path} is a {cfg.objective.name} run: --format hf exports speech "
+                          "runs with a wav2vec 2.0 / HuBERT encoder (objectives wav2vec2, "
+                          "hubert)")  # fmt: skip
+    if features.kind != "wave" or features.cmvn == "global":
+        raise ConfigError(f"{path} reads {features.kind} features with {features.cmvn} CMVN: a "
+                          "transformers feature extractor gives the waveform as it is or "
+                          "normalised per utterance")  # fmt: skip
+    objective.load_state_dict(run_weights(path))
+    model_type = "hubert" if cfg.objective.name == "hubert" else "wav2vec2"
+    heads = None
+    quantizer, project = getattr(objective, "quantizer", None), getattr(objective, "project", None)
+    if model_type == "wav2vec2" and isinstance(quantizer, GumbelQuantizer) and project is not None:
+        task = {k: getattr(cfg.objective, k) for k in ("temperature", "mask_prob", "span",
+                "min_spans", "diversity_weight") if hasattr(cfg.objective, k)}  # fmt: skip
+        if hasattr(cfg.objective, "n_negatives"):
+            task["n_negatives"] = cfg.objective.n_negatives
+        heads = PretrainingHeads(quantizer, project, **task)
+    name = export_hf_wav2vec2(encoder, cfg.model, out, model_type=model_type,
+                              do_normalize=features.cmvn == "utterance",
+                              sampling_rate=features.sample_rate, heads=heads)  # fmt: skip
+    note = ("" if not features.trim_db else
+            f"; the run trimmed silence below {features.trim_db:g} dB, which transformers' "
+            "feature extractor does not")  # fmt: skip
+    return f"HuggingFace {name} folder (loads with transformers.{name}.from_pretrained){note}"

@@ -13,19 +13,24 @@ file has one (no speaker in two parts), by file otherwise. The cut does not move
 runs of several seeds, and `superb --task classify`, score the same test files. With `dev` (a
 folder or manifest of its own) those files are dev, and the dev part of the cut trains too.
 
-Init: a speech run (its encoder, feature settings and global CMVN statistics, as pretrained),
-`random:RUN` (that architecture and those features with random weights: what the pretraining
-adds), or `scratch` with a preset of selfsup/presets/audio.py MODELS (log-mel features, global
-CMVN from the training files).
+Init: a speech run (its encoder, feature settings and global CMVN statistics, as pretrained;
+spectral or waveform), a HuggingFace wav2vec 2.0 / HuBERT folder (its encoder, reading the
+waveform as its preprocessor_config.json says), `random:RUN` / `random:HF_FOLDER` (that
+architecture and those features with random weights: what the pretraining adds), or `scratch`
+with a preset of selfsup/presets/audio.py MODELS (log-mel features, global CMVN from the
+training files). A waveform encoder's conv front end stays frozen (option freeze_frontend), as
+wav2vec 2.0 (arXiv:2006.11477) and HuBERT (arXiv:2106.07447) fine-tune.
 
-Clips: whole, up to `max_frames` frames (default MAX_FRAMES = 1000, 10 s at the 10 ms hop, and at
-most what the encoder's max_len holds); a longer clip is read from its start, the same way in
+Clips: whole, up to `max_frames` input frames (default MAX_SECONDS = 10 s of them: 1000 frames
+at the 10 ms hop, 160000 samples for a waveform encoder at 16 kHz; and at most what a
+Transformer run's max_len holds); a longer clip is read from its start, the same way in
 training, evaluation and prediction (as pretraining's held-out clips).
 
 The output folder (the text recipe's layout): config.json ("format": "selfsup-finetuned",
-"kind": "audio-classify", the labels, the encoder's AudioConfig as "model", "features" and
-"feature_stats"), model.safetensors with its manifest.json, results.json (dev, test, history)
-and metrics.jsonl. A failure or an interrupt leaves no folder behind.
+"kind": "audio-classify", the labels, "encoder" (an ENCODERS name) with its config as
+"model", "features" and "feature_stats"), model.safetensors with its manifest.json,
+results.json (dev, test, history) and metrics.jsonl. A failure or an interrupt leaves no
+folder behind.
 """
 
 from __future__ import annotations
@@ -39,9 +44,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from selfsup import distributed
 from selfsup.data.audio import AudioItem, collate_frames, list_audio
 from selfsup.data.features import FeatureConfig, cached_features, cmvn, global_stats
 from selfsup.encoders.audio import AudioConfig, build_audio_encoder
+from selfsup.encoders.conv_context import ConvContextConfig, build_conv_context
+from selfsup.encoders.wav2vec2 import Wav2Vec2Config, build_wav2vec2
 from selfsup.errors import ConfigError
 from selfsup.finetune_common import (
     BucketedBatches,
@@ -53,18 +61,27 @@ from selfsup.finetune_common import (
     set_dropout,
     steps_of,
 )
-from selfsup.keys import LABELS
+from selfsup.keys import IGNORE, LABELS
 from selfsup.models import AUDIO_CLASSIFY, FINETUNE_FORMAT, FINETUNE_VERSION
 from selfsup.objectives.supervised_audio import AudioClassification
 from selfsup.paths import check_out_file, check_out_folder
 from selfsup.seeds import Stream, seed_for
 
-MAX_FRAMES = 1000  # frames per clip (10 s at a 10 ms hop); a longer clip is read from its start
+MAX_SECONDS = 10.0  # of input frames per clip by default; a longer clip is read from its start
+MAX_FRAMES = 1000  # MAX_SECONDS of spectral frames at a 10 ms hop
 SPLIT_SEED = 0  # the train/dev/test cut of --data: the same for every --seed (and for superb)
 OPTIONS = {  # cfg.options of this task (the CLI fills them), with their defaults
     "label_column": "label", "speaker_column": "speaker", "pattern": None,
-    "max_frames": MAX_FRAMES, "cache_dir": None,
+    "max_frames": None,  # None: MAX_SECONDS of the features' frames
+    "cache_dir": None,
+    "freeze_frontend": True,  # a waveform encoder's conv front end is not trained
 }  # fmt: skip
+# The encoder kinds of a fine-tuned folder's config.json: its model config and builder.
+ENCODERS = {
+    "audio": (AudioConfig, build_audio_encoder),  # spectral: Mockingjay, TERA, APC
+    "wav2vec2": (Wav2Vec2Config, build_wav2vec2),  # wav2vec 2.0, HuBERT, HF folders
+    "conv_context": (ConvContextConfig, build_conv_context),  # CPC, wav2vec, vq-wav2vec
+}
 
 
 def audio_options(options: dict) -> dict:
@@ -73,11 +90,25 @@ def audio_options(options: dict) -> dict:
     if unknown:
         raise ConfigError(f"{', '.join(unknown)}: not an option of {AUDIO_CLASSIFY}")
     opts = {**OPTIONS, **{k: v for k, v in options.items() if v is not None}}
-    if isinstance(opts["max_frames"], bool) or not isinstance(opts["max_frames"], int):
-        raise ConfigError(f"--max-frames must be an integer, got {opts['max_frames']!r}")
-    if opts["max_frames"] < 1:
-        raise ConfigError(f"--max-frames must be positive, got {opts['max_frames']}")
+    if opts["max_frames"] is not None:
+        if isinstance(opts["max_frames"], bool) or not isinstance(opts["max_frames"], int):
+            raise ConfigError(f"--max-frames must be an integer, got {opts['max_frames']!r}")
+        if opts["max_frames"] < 1:
+            raise ConfigError(f"--max-frames must be positive, got {opts['max_frames']}")
+    if not isinstance(opts["freeze_frontend"], bool):
+        raise ConfigError(f"freeze_frontend must be true or false, got {opts['freeze_frontend']!r}")
     return opts
+
+
+def clip_limit(max_frames: int | None, features: FeatureConfig, mcfg) -> int:
+    """Input frames per clip: `max_frames`, or MAX_SECONDS of the features' frames (1000 at a
+    10 ms hop, 160000 samples of a 16 kHz wave), and at most what a Transformer run's
+    max_len * stack holds (a waveform encoder has no such limit)."""
+    limit = round(MAX_SECONDS * features.frame_rate) if max_frames is None else max_frames
+    max_len = getattr(mcfg, "max_len", None)
+    if max_len is not None:
+        limit = min(limit, max_len * getattr(mcfg, "stack", 1))
+    return limit
 
 
 # --------------------------------------------------------------------------------------------
@@ -146,7 +177,8 @@ def clip_batch(frames: list[np.ndarray], idx, labels: list[int] | None = None) -
 
 
 class ClipBatches(BucketedBatches):
-    """Training batches of whole clips, length-bucketed in a seeded order per epoch."""
+    """Training batches of whole clips, length-bucketed in a seeded order per epoch: global
+    batch k is a pure function of (seed, k), and `shard` cuts it for the ranks under torchrun."""
 
     def __init__(self, frames: list[np.ndarray], labels: list[int], batch_size: int, seed: int):
         super().__init__(np.array([len(f) for f in frames]), batch_size, seed)
@@ -155,13 +187,31 @@ class ClipBatches(BucketedBatches):
     def collate(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
         return clip_batch(self.frames, idx, self.labels)
 
+    def shard(self, k: int, rank: int, world_size: int) -> dict[str, torch.Tensor]:
+        """Rank `rank`'s clips of global batch k: the batch cut into `world_size` runs as even
+        as they go (a last batch of an epoch is smaller), padded to their own longest clip.
+        A rank left without a clip gets the batch's first one labelled IGNORE: it adds nothing
+        to the loss or to the examples counted, and the rank still runs the step DDP needs."""
+        idx = self.indices(k)
+        part = np.array_split(idx, world_size)[rank]
+        if len(part):
+            return self.collate(part)
+        batch = self.collate(idx[:1])
+        batch[LABELS] = torch.full_like(batch[LABELS], IGNORE)
+        return batch
+
 
 def clip_probabilities(
     model: AudioClassification, frames: list[np.ndarray], batch_size: int = 32, bf16=False
 ) -> np.ndarray:
-    """(N, C) softmax probabilities of the clips, in their order (batches by length)."""
+    """(N, C) softmax probabilities of the clips, in their order (batches by length; one clip
+    at a time for an encoder that normalises over time, e.g. wav2vec 2.0 base's GroupNorm front
+    end, whose clips padding would change)."""
+    from selfsup.eval.upstream import normalises_over_time
     from selfsup.predict import predict_batches
 
+    if normalises_over_time(model.encoder):
+        batch_size = 1
     order = np.argsort([len(f) for f in frames], kind="stable")
     batches = ((order[s : s + batch_size], clip_batch(frames, order[s : s + batch_size]))
                for s in range(0, len(order), batch_size))  # fmt: skip
@@ -183,11 +233,13 @@ def accuracy(probs: np.ndarray, gold: list[int]) -> dict:
 
 
 def init_audio_encoder(cfg):
-    """(encoder, AudioConfig, FeatureConfig, global CMVN stats or None) of --init: a speech run
-    or random:RUN (the run's features and statistics), or scratch with a preset (log-mel with
-    global CMVN, whose statistics the recipe computes on the training files: None here)."""
+    """(encoder, model config, FeatureConfig, global CMVN stats or None) of --init: a speech run
+    or random:RUN (the run's features and statistics), an HF wav2vec 2.0 / HuBERT folder or
+    random:HF_FOLDER (the waveform as its preprocessor reads it), or scratch with a preset
+    (log-mel with global CMVN, whose statistics the recipe computes on the training files:
+    None here)."""
     from selfsup.checkpoint import is_run
-    from selfsup.eval.upstream import load_upstream
+    from selfsup.eval.upstream import load_hf_encoder, load_upstream
     from selfsup.models import run_config
     from selfsup.presets.audio import MODELS
 
@@ -202,11 +254,15 @@ def init_audio_encoder(cfg):
         torch.manual_seed(cfg.seed)
         return build_audio_encoder(mcfg), mcfg, features, None
     path = Path(cfg.init.removeprefix("random:"))
+    if path.is_dir() and not is_run(path) and (path / "config.json").is_file():
+        # a HuggingFace folder: wav2vec2 or hubert, else a one-line error naming its type
+        encoder, mcfg, features = load_hf_encoder(path, cfg.init.startswith("random:"), cfg.seed)
+        return encoder, mcfg, features, None
     if not (path.is_dir() and is_run(path)):
-        raise ConfigError(f"--init {cfg.init}: give a speech run folder, random:RUN or scratch "
-                          "(with --preset)")  # fmt: skip
+        raise ConfigError(f"--init {cfg.init}: give a speech run folder, an HF wav2vec2 / hubert "
+                          "folder, random:RUN or scratch (with --preset)")  # fmt: skip
     run = run_config(path)
-    if not isinstance(run.model, AudioConfig):
+    if not hasattr(run.data, "features") or encoder_kind(run.model) is None:
         raise ConfigError(
             f"--init {cfg.init} is not a speech run (objective {run.objective.name}): "
             f"{AUDIO_CLASSIFY} fine-tunes speech encoders"
@@ -214,6 +270,11 @@ def init_audio_encoder(cfg):
     upstream = load_upstream(cfg.init, seed=cfg.seed)  # the weights, or random ones (seeded)
     stats = None if upstream.mean is None else (upstream.mean.numpy(), upstream.std.numpy())
     return upstream.encoder, run.model, run.data.features, stats
+
+
+def encoder_kind(mcfg) -> str | None:
+    """The ENCODERS name of a model config (None: an encoder this recipe cannot rebuild)."""
+    return next((name for name, (cls, _) in ENCODERS.items() if type(mcfg) is cls), None)
 
 
 def load_audio_classifier(path: str | Path) -> tuple[AudioClassification, dict]:
@@ -224,13 +285,20 @@ def load_audio_classifier(path: str | Path) -> tuple[AudioClassification, dict]:
     config = read_finetuned_config(path)
     if config.get("kind") != AUDIO_CLASSIFY:
         raise ConfigError(f"{path} was fine-tuned for {config.get('task')}, not {AUDIO_CLASSIFY}")
-    try:
-        mcfg = AudioConfig(**config["model"])
+    kind = config.get("encoder", "audio")
+    if kind not in ENCODERS:
+        raise ConfigError(f"{Path(path) / 'config.json'}: unknown encoder {kind!r} (this selfsup "
+                          f"reads {', '.join(ENCODERS)})")  # fmt: skip
+    model_cls, build = ENCODERS[kind]
+    try:  # JSON holds the conv front end's tuples as lists
+        mcfg = model_cls(**{k: tuple(v) if isinstance(v, list) else v
+                            for k, v in config["model"].items()})  # fmt: skip
+        mcfg.validate()
         FeatureConfig(**config["features"]).validate()
         n_labels = len(config["labels"])
     except (KeyError, TypeError) as e:
         raise ConfigError(f"{Path(path) / 'config.json'}: bad or missing section ({e})") from None
-    model = AudioClassification(build_audio_encoder(mcfg), n_labels, 0.0)
+    model = AudioClassification(build(mcfg), n_labels, 0.0)
     model.load_state_dict(load_weights(Path(path)))  # checks the folder's manifest
     return model.eval(), config
 
@@ -257,12 +325,28 @@ def _check_settings(cfg) -> None:
 
 def finetune_audio(cfg, log=print, progress: bool = False) -> dict:
     """Fine-tune a speech encoder on labelled clips (FinetuneConfig `cfg`, its audio options in
-    cfg.options: see OPTIONS); returns {"dev": metrics, "test": metrics, "history": ...}."""
+    cfg.options: see OPTIONS); returns {"dev": metrics, "test": metrics, "history": ...}.
+
+    Launched by torchrun, a data-parallel run (DDP) equal to one process on the same global
+    batches: each process trains on its share of every batch (ClipBatches.shard), evaluates
+    dev with the same weights as the others (so all stop together), and rank 0 alone fills the
+    feature cache, logs and writes the folder."""
+    device = distributed.setup(cfg.device)  # one process: no process group
+    try:
+        return _finetune_audio(cfg, device, log, progress)
+    finally:
+        distributed.teardown()
+
+
+def _finetune_audio(cfg, device: torch.device, log, progress: bool) -> dict:
     from selfsup.checkpoint import save_final
-    from selfsup.device import resolve_device, resolve_precision
+    from selfsup.device import resolve_precision
     from selfsup.eval.superb import split_items
     from selfsup.train import train
 
+    main = distributed.is_main()
+    if not main:
+        log, progress = distributed.quiet, False
     out = check_out_folder(cfg.out)
     _check_settings(cfg)
     opts = audio_options(cfg.options)
@@ -284,8 +368,9 @@ def finetune_audio(cfg, log=print, progress: bool = False) -> dict:
         log(f"no training file has the label(s) {', '.join(untrained)}")
 
     encoder, mcfg, features, stats = init_audio_encoder(cfg)
-    max_frames = min(opts["max_frames"], mcfg.max_len * mcfg.stack)
-    raw = cached_features(items, features, opts["cache_dir"], log)
+    max_frames = clip_limit(opts["max_frames"], features, mcfg)
+    with distributed.main_first():  # rank 0 fills the feature cache, the others read it
+        raw = cached_features(items, features, opts["cache_dir"], log)
     if features.cmvn == "global" and stats is None:  # from the training clips, as pretraining
         stats = global_stats([raw[i] for i in train_ids])
         log(f"global CMVN statistics from the {len(train_ids)} training files")
@@ -294,14 +379,17 @@ def finetune_audio(cfg, log=print, progress: bool = False) -> dict:
     gold = [index[it.label] for it in items]
     dev_frames = [frames[i] for i in dev_ids]
     if cfg.dev is not None:
-        raw_dev = cached_features(dev_items, features, opts["cache_dir"], log)
+        with distributed.main_first():
+            raw_dev = cached_features(dev_items, features, opts["cache_dir"], log)
         dev_frames = clip_frames(raw_dev, features, stats, max_frames)
     dev_gold = [index[it.label] for it in dev_items]
 
     torch.manual_seed(cfg.seed)
     model = AudioClassification(encoder, len(labels), cfg.dropout)
     set_dropout(model.encoder, cfg.dropout)
-    device = resolve_device(cfg.device)
+    frontend = getattr(model.encoder, "frontend", None)
+    if features.kind == "wave" and frontend is not None and opts["freeze_frontend"]:
+        frontend.requires_grad_(False)  # as wav2vec 2.0 and HuBERT fine-tune
     precision, why = resolve_precision(cfg.precision, device)
     bf16 = precision == "bf16"
     model.to(device)
@@ -332,40 +420,49 @@ def finetune_audio(cfg, log=print, progress: bool = False) -> dict:
         f" / {len(test_ids)} test clips (split by {how}), {steps} steps of {cfg.batch_size}; "
         f"init {cfg.init}; precision {precision}"
         + ("" if why == "as asked" else f" ({why})"))  # fmt: skip
-    out.mkdir(parents=True, exist_ok=True)
+    if distributed.active():
+        log(f"distributed: {distributed.world_size()} processes (DDP), each training on its "
+            "share of every batch")  # fmt: skip
+    if main:
+        out.mkdir(parents=True, exist_ok=True)
     try:
         stopped = {}
         try:
             train(model, batches, tcfg, out, eval_fn=eval_fn, log=log, progress=progress)
         except EarlyStop as stop:  # train could not write the stopping evaluation's row
             stopped["stopped_early_at"] = min(steps, len(history) * tcfg.eval_every)
-            append_eval_row(out / "metrics.jsonl", stopped["stopped_early_at"], stop.metrics)
+            if main:
+                append_eval_row(out / "metrics.jsonl", stopped["stopped_early_at"], stop.metrics)
             log(f"stopped early at step {stopped['stopped_early_at']}: dev accuracy did not "
                 f"improve on {best['value']:.4f} for {cfg.patience} evaluations")  # fmt: skip
         steps_of(history, lambda i: min(steps, (i + 1) * tcfg.eval_every))
         model.load_state_dict(kept["weights"])
-        if stopped or kept["index"] != len(history) - 1:  # train wrote other (or no) weights
+        # train wrote other (or no) weights
+        if main and (stopped or kept["index"] != len(history) - 1):
             save_final(out, kept["weights"])
         dev = {**history[kept["index"]], "clips": len(dev_gold)}
         test = accuracy(clip_probabilities(model, [frames[i] for i in test_ids], bf16=bf16),
                         [gold[i] for i in test_ids])  # fmt: skip
         mean, std = stats if stats is not None else (None, None)
-        save_json(out / "config.json", {
-            "format": FINETUNE_FORMAT, "version": FINETUNE_VERSION, "task": AUDIO_CLASSIFY,
-            "kind": AUDIO_CLASSIFY, "labels": labels, "encoder": "audio",
-            "model": mcfg.__dict__, "features": features.__dict__,
-            "feature_stats": None if mean is None else {"mean": np.asarray(mean).tolist(),
-                                                         "std": np.asarray(std).tolist()},
-            "max_frames": max_frames, "init": cfg.init, "split": how, "split_seed": SPLIT_SEED,
-            "finetune": dict(cfg.__dict__),
-        })  # fmt: skip
         result = {"task": AUDIO_CLASSIFY, "init": cfg.init, "seed": cfg.seed, "dev": dev,
                   "test": test, "main_metric": "accuracy", "kept": cfg.keep,
                   "kept_step": dev["step"], "split": how, "n_train": len(train_ids),
                   **stopped, "history": history}  # fmt: skip
-        save_json(out / "results.json", result)
+        if main:  # every rank computed the same result; rank 0 writes it
+            save_json(out / "config.json", {
+                "format": FINETUNE_FORMAT, "version": FINETUNE_VERSION, "task": AUDIO_CLASSIFY,
+                "kind": AUDIO_CLASSIFY, "labels": labels,
+                "encoder": encoder_kind(mcfg), "model": mcfg.__dict__,
+                "features": features.__dict__,
+                "feature_stats": None if mean is None else {"mean": np.asarray(mean).tolist(),
+                                                             "std": np.asarray(std).tolist()},
+                "max_frames": max_frames, "init": cfg.init, "split": how, "split_seed": SPLIT_SEED,
+                "finetune": dict(cfg.__dict__),
+            })  # fmt: skip
+            save_json(out / "results.json", result)
     except BaseException:  # an error or an interrupt: no half-written folder
-        shutil.rmtree(out, ignore_errors=True)
+        if main:
+            shutil.rmtree(out, ignore_errors=True)
         raise
     log(f"dev accuracy {dev['accuracy']:.4f} (step {dev['step']}), test accuracy "
         f"{test.get('accuracy', math.nan):.4f} -> {out}")  # fmt: skip

@@ -145,11 +145,15 @@ class BucketedBatches(torch.utils.data.Dataset):
         return self.per_epoch
 
     def __getitem__(self, k: int) -> dict[str, torch.Tensor]:
+        return self.collate(self.indices(k))
+
+    def indices(self, k: int) -> np.ndarray:
+        """The examples of micro-batch k."""
         epoch, j = divmod(k, self.per_epoch)
         if self._epoch is None or self._epoch[0] != epoch:
             rng = np.random.default_rng(seed_for(self.seed, Stream.FINETUNE_ORDER, epoch))
             self._epoch = (epoch, bucketed_order(self.lengths, self.batch_size, rng))
-        return self.collate(self._epoch[1][j])
+        return self._epoch[1][j]
 
     def collate(self, idx: np.ndarray) -> dict[str, torch.Tensor]:
         raise NotImplementedError

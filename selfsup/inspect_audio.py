@@ -1,5 +1,5 @@
 """Realised frame and band masking statistics of an audio objective's batches
-(`selfsup inspect-masking --objective mockingjay|tera --data ...`)."""
+(`selfsup inspect-masking --objective mockingjay|tera|wav2vec2 --data ...`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ import torch
 from selfsup.config import RunConfig
 from selfsup.corrupt.frames import frame_stats
 from selfsup.errors import ConfigError
-from selfsup.keys import FEATURES, FRAME_MASK, PADDING_MASK, TARGETS
+from selfsup.keys import FEATURES, FRAME_MASK, PADDING_MASK, TARGETS, TIME_MASK
+from selfsup.layers.conv_frontend import downsample_padding_mask
 from selfsup.pretraining_audio import prepare_audio
 
 
@@ -23,12 +24,17 @@ def inspect_frames(cfg: RunConfig, n_batches: int = 50, encoding: str = "utf-8")
     batches = prepare_audio(cfg, Path("."), False, encoding, log=lambda s: None).batches
     if batches.corrupt is None:
         raise ConfigError(f"objective {cfg.objective.name} corrupts no frames: nothing to inspect")
+    if TIME_MASK in batches[0]:  # a waveform encoder's mask over its frames (wav2vec 2.0)
+        return inspect_time_mask(cfg, batches, n_batches)
     real = masked = utterances = 0
     runs: Counter = Counter()
     actions: Counter = Counter()
     banded = band_width = noised = 0
     for k in range(n_batches):
         b = batches[k]
+        if FRAME_MASK not in b:  # e.g. a waveform objective's mask over encoder frames
+            raise ConfigError(f"inspect-masking reports the frame masks of spectral objectives "
+                              f"(mockingjay, tera); {cfg.objective.name} masks none")  # fmt: skip
         pad, mask = b[PADDING_MASK], b[FRAME_MASK]
         x, t = b[FEATURES], b[TARGETS]
         # A noised utterance (TERA) has every value scored: it is counted apart, and its time
@@ -73,3 +79,32 @@ def inspect_frames(cfg: RunConfig, n_batches: int = 50, encoding: str = "utf-8")
         stats["mean_band_channels"] = round(band_width / max(banded, 1), 2)
         stats["noised_utterances"] = round(noised / max(utterances, 1), 4)
     return stats
+
+
+def inspect_time_mask(cfg: RunConfig, batches, n_batches: int) -> dict:
+    """A mask over a waveform encoder's frames (`time_mask`, wav2vec 2.0 and HuBERT: spans
+    starting at a share `mask_prob` of the frames, overlapping), over `n_batches` batches: the
+    share of real encoder frames masked, of utterances with a masked frame, and the lengths of
+    the masked runs (touching or overlapping spans count as one run)."""
+    real = masked = utterances = touched = 0
+    runs: Counter = Counter()
+    for k in range(n_batches):
+        b = batches[k]
+        mask = b[TIME_MASK]  # (B, T')
+        pad = downsample_padding_mask(b[PADDING_MASK], cfg.model.conv_layers, mask.shape[1])
+        s = frame_stats(mask, pad)
+        real += int((~pad).sum())
+        masked += int((mask & ~pad).sum())
+        utterances += len(mask)
+        touched += int(mask.any(1).sum())
+        runs.update(s["run_lengths"])
+    return {
+        "batches": n_batches,
+        "utterances": utterances,
+        "real_frames": real,
+        "time_masked_rate": round(masked / max(real, 1), 5),
+        "masked_utterances": round(touched / max(utterances, 1), 4),
+        "target_mask_prob": getattr(cfg.objective, "mask_prob", None),  # of span starts
+        "span": getattr(cfg.objective, "span", None),
+        "run_lengths": dict(sorted(runs.items())),
+    }

@@ -26,3 +26,9 @@ FEATURES = "features"  # (B, T, F) frame features (log-mel, MFCC), corrupted for
 PADDING_MASK = "padding_mask"  # (B, T) True on padding frames
 TARGETS = "targets"  # (B, T, F) the frames to restore (the uncorrupted features)
 FRAME_MASK = "frame_mask"  # (B, T, F) True where the loss scores a target value
+# waveform encoders (wav2vec 2.0, HuBERT): T' encoder frames, one every total conv stride
+TIME_MASK = "time_mask"  # (B, T') True on the encoder frames replaced by the mask embedding
+# HuBERT's TARGETS are (B, T') long: the cluster id of each encoder frame, IGNORE on padding
+NEGATIVES = "negatives"  # (B, T', K) per masked frame, the frames of its K distractors
+NOISE_SEED = "noise_seed"  # (B,) int64 seed of each utterance's Gumbel noise (wav2vec 2.0)
+OTHER_NEGATIVES = "other_negatives"  # (B, T', K) CPC: flat indices into the whole batch's frames

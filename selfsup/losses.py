@@ -7,6 +7,7 @@ import torch.nn.functional as F
 
 from selfsup.keys import IGNORE
 from selfsup.layers.linear import linear, matmul
+from selfsup.layers.quantize import code_perplexity
 
 
 def masked_ce(logits: torch.Tensor, targets: torch.Tensor, reduction: str = "mean") -> torch.Tensor:
@@ -205,3 +206,227 @@ def l1_sum(
     if valid is None:
         return (pred.float() - target.float()).abs().sum()
     return masked_l1(pred, target, valid)
+
+
+# Contrastive and quantization losses for speech (CPC, wav2vec, vq-wav2vec, wav2vec 2.0, HuBERT).
+# Legend: N anchors (masked or predicted frames), K negatives, D feature width, G codebook groups,
+# V entries per group, C clusters, B utterances, T frames.
+
+
+def info_nce(
+    pred: torch.Tensor,
+    candidates: torch.Tensor,
+    negatives: torch.Tensor | None = None,
+    temperature: float = 1.0,
+    cosine: bool = False,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """CPC's InfoNCE (arXiv:1807.03748, eq. 4) summed over N anchors, and its top-1 hits; the
+    loop divides both by N.
+
+    pred (N, D) is the prediction W_k c_t; candidates (N, K+1, D) holds the positive z_{t+k} at
+    index 0 and K negatives after it, or, with `negatives` (N, K, D) given, candidates is the
+    positives (N, D). The score is CPC's log-bilinear f = exp(z^T W_k c_t / temperature)
+    (temperature 1 in the paper); `cosine=True` scores cos(z, W_k c_t) / temperature instead.
+    Per anchor the loss is -log(f_positive / sum of f over the K+1 candidates), a (K+1)-way
+    cross-entropy with the positive as the class. A hit is an anchor whose positive scores
+    strictly above every negative (a tie, as under collapse, is a miss). Scores are in float32.
+    """
+    return _ranked_ce(_scores(pred, _stack(candidates, negatives), temperature, cosine))
+
+
+def wav2vec_binary_loss(
+    pred: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: torch.Tensor,
+    negative_weight: float | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """wav2vec's contrastive loss (arXiv:1904.05862, eq. 1) summed over N anchors, and the
+    anchors whose positive scores above all their negatives; the loop divides both by N.
+
+    Per anchor -[log sigma(z^T h_k(c_i)) + lambda E_{z~} log sigma(-z~^T h_k(c_i))], with pred
+    (N, D) = h_k(c_i), targets (N, D) = z_{i+k}, negatives (N, K, D) the distractors z~, whose
+    mean over K estimates the expectation. lambda = `negative_weight`, K by default (the paper
+    sets lambda to the number of negatives, 10). The paper's sum over steps k = 1..12 is a sum
+    over rows: stack every (i, k) pair as one anchor.
+    """
+    pred, targets, negatives = pred.float(), targets.float(), negatives.float()
+    positive = (pred * targets).sum(-1)  # (N,)
+    negative = torch.einsum("nd,nkd->nk", pred, negatives)  # (N, K)
+    weight = negatives.shape[1] if negative_weight is None else negative_weight
+    per_anchor = F.logsigmoid(positive) + weight * F.logsigmoid(-negative).mean(-1)  # (N,)
+    return -per_anchor.sum(), _ranked_hits(torch.cat([positive[:, None], negative], 1))
+
+
+
+def info_nce_scores(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """`info_nce` from scores: (sum over the N rows of -log softmax(row)[0], top-1 hits) for
+    scores (N, K+1), the positive's first (z^T W_k c_t / temperature in CPC). For objectives
+    that score their candidates without gathering (N, K, D) negatives; the same value as
+    `info_nce` of the vectors behind the scores (tested)."""
+    return _ranked_ce(scores.float())
+
+
+def wav2vec_binary_scores(
+    scores: torch.Tensor, negative_weight: float | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`wav2vec_binary_loss` from scores (N, K+1) = z^T h_k(c_i), the positive's first: the sum
+    over rows of -[log sigma(s_0) + lambda mean_j log sigma(-s_j)] (lambda = K by default), and
+    the rows whose positive scores above all negatives. The same value as `wav2vec_binary_loss`
+    of the vectors behind the scores (tested)."""
+    scores = scores.float()
+    weight = scores.shape[1] - 1 if negative_weight is None else negative_weight
+    negative = F.logsigmoid(-scores[:, 1:]).mean(-1) if scores.shape[1] > 1 else 0.0
+    per_anchor = F.logsigmoid(scores[:, 0]) + weight * negative  # (N,)
+    return -per_anchor.sum(), _ranked_hits(scores)
+
+def wav2vec2_contrastive(
+    context: torch.Tensor,
+    targets: torch.Tensor,
+    negatives: torch.Tensor,
+    negative_is_target: torch.Tensor | None = None,
+    temperature: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """wav2vec 2.0's contrastive loss (arXiv:2006.11477, eq. 3) summed over the M masked
+    positions, and their top-1 hits; the loop divides both by M.
+
+    context (M, D) is the Transformer output c_t, targets (M, D) the quantized q_t, negatives
+    (M, K, D) the K distractors (K = 100, temperature kappa = 0.1 in the paper); the score is
+    cos(c_t, q) / temperature and the loss a (K+1)-way cross-entropy with q_t first. A
+    distractor equal to its target (`negative_is_target` (M, K) bool; by default computed as
+    exact equality of the vectors, as the paper's implementation does: the same code drawn twice)
+    is excluded by setting its score to -inf. The negatives come from the same batch (see
+    `sample_negatives`), so the objective is batch-level."""
+    if negative_is_target is None:
+        negative_is_target = (negatives == targets[:, None]).all(-1)  # (M, K)
+    scores = _scores(context, _stack(targets, negatives), temperature, cosine=True)  # (M, K+1)
+    negative = scores[:, 1:].masked_fill(negative_is_target, float("-inf"))
+    return _ranked_ce(torch.cat([scores[:, :1], negative], 1))
+
+
+def wav2vec2_contrastive_by_utterance(
+    context: torch.Tensor,
+    quantized: torch.Tensor,
+    anchors: torch.Tensor,
+    negatives: torch.Tensor,
+    negative_is_target: torch.Tensor | None = None,
+    temperature: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """`wav2vec2_contrastive` with the distractors given by position instead of as vectors:
+    the same sum over the M anchors and hits, without the (M, K, D) copy of their vectors.
+
+    context (B, T, D) c_t and quantized (B, T, D) q_t are padded utterances; anchors (B, T)
+    bool the M scored frames, in the row-major order of `x[anchors]`; negatives (M, K) long the
+    frame (0..T-1) of each anchor's K distractors, in the anchor's own utterance (as wav2vec
+    2.0 draws them, see `sample_negatives`). The cosine of every pair of frames of an utterance
+    is one (B, T, T) batched product, from which the positive and the distractors are read.
+    `negative_is_target` (M, K) bool excludes distractors (score -inf); by default those whose
+    quantized vector equals the target's exactly, as `wav2vec2_contrastive` does."""
+    b, t = anchors.nonzero(as_tuple=True)  # (M,) utterance and frame of each anchor
+    negatives = negatives.long()
+    if negative_is_target is None:
+        negative_is_target = (quantized[b[:, None], negatives] == quantized[b, t][:, None]).all(-1)
+    c = F.normalize(context.float(), dim=-1, eps=1e-8)
+    q = F.normalize(quantized.float(), dim=-1, eps=1e-8)
+    sim = torch.bmm(c, q.transpose(1, 2)) / temperature  # (B, T, T) cos(c_t, q_j) / kappa
+    positive = sim[b, t, t]  # (M,)
+    negative = sim[b[:, None], t[:, None], negatives].masked_fill(negative_is_target, float("-inf"))
+    return _ranked_ce(torch.cat([positive[:, None], negative], 1))  # (M, K+1) scores
+
+
+def sample_negatives(
+    candidates: torch.Tensor, n_negatives: int, generator: torch.Generator
+) -> torch.Tensor:
+    """(M, K) long: for each of the M candidate positions of `candidates` (B, T) bool, in the
+    row-major order of `x[candidates]`, K = `n_negatives` flat indices into the B * T frames of
+    distractors drawn uniformly, with replacement, from the OTHER candidate positions of the
+    same utterance (wav2vec 2.0, arXiv:2006.11477, 3.2: K = 100 from the other masked time
+    steps). Gather them with `x.flatten(0, 1)[idx]` -> (M, K, D). For every real frame as a
+    candidate (CPC, wav2vec), pass `~padding_mask`. An utterance with a single candidate has no
+    other to draw: its negatives are the position itself, which `wav2vec2_contrastive` excludes
+    as equal to the target (its loss is then 0). All randomness comes from `generator`.
+    """
+    B, T = candidates.shape
+    flat = candidates.reshape(-1).nonzero().squeeze(1)  # (M,) grouped by utterance
+    per_row = candidates.sum(1)  # (B,)
+    start = (per_row.cumsum(0) - per_row)[flat // T]  # (M,) where the utterance's run begins
+    rank = torch.arange(flat.numel(), device=flat.device) - start  # (M,) own place in the run
+    others = (per_row[flat // T] - 1)[:, None]  # (M, 1)
+    u = torch.rand(
+        flat.numel(), n_negatives, generator=generator, dtype=torch.float64, device=generator.device
+    ).to(flat.device)
+    r = torch.minimum((u * others).long(), (others - 1).clamp(min=0))  # (M, K) in [0, others)
+    j = torch.where(others > 0, r + (r >= rank[:, None]).long(), rank[:, None])  # skip itself
+    return flat[start[:, None] + j]
+
+
+def diversity_loss(probs: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """wav2vec 2.0's diversity loss (arXiv:2006.11477, eq. 4, in the perplexity form of its
+    implementation): (G V - sum_g exp(H(p_g))) / (G V), where p_g is the soft-max distribution
+    over group g's V entries (no Gumbel noise) averaged over the N rows of probs (N, G, V), or
+    over the rows `mask` (N,) bool selects. 0 when every entry is used equally, 1 - 1/V with one.
+
+    Batch-level: the value depends on the whole batch's mean distribution, not a sum over rows.
+    The paper's implementation multiplies it by the number of masked positions (its sample size)
+    before dividing by that count, i.e. it is added as a mean (weight 0.1); an objective that
+    returns sums does the same, or declares a count of 1."""
+    G, V = probs.shape[-2:]
+    return (G * V - code_perplexity(probs, mask).sum()) / (G * V)
+
+
+def cluster_ce(
+    projected: torch.Tensor,
+    cluster_embeddings: torch.Tensor,
+    labels: torch.Tensor,
+    temperature: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """HuBERT's prediction loss (arXiv:2106.07447, eq. 2-3) summed over the N rows whose label
+    is not IGNORE, and their hits (`hits`); the loop divides both by that number.
+
+    p(c | x) = exp(cos(A o_t, e_c) / temperature) / sum_c' exp(cos(A o_t, e_c') / temperature),
+    with projected (N, D) = A o_t, cluster_embeddings (C, D) the learned e_c and labels (N,) the
+    k-means cluster of each frame (temperature 0.1 in the paper)."""
+    a = F.normalize(projected.float(), dim=-1, eps=1e-8)
+    e = F.normalize(cluster_embeddings.float(), dim=-1, eps=1e-8)
+    logits = a @ e.t() / temperature  # (N, C)
+    return masked_ce(logits, labels, reduction="sum"), hits(logits, labels)
+
+
+def feature_penalty(
+    features: torch.Tensor, valid: torch.Tensor | None = None
+) -> tuple[torch.Tensor, int]:
+    """wav2vec 2.0's L2 penalty on the conv encoder's output (arXiv:2006.11477, 4.2; weight 10
+    in its implementation): (sum of squares of the values, their number). features (B, T, C);
+    `valid` (B, T) bool keeps only real frames (every value when None, as the implementation
+    does). The count depends on the conv's output length, so it comes back with the sum."""
+    x = features if valid is None else features[valid]
+    return x.float().pow(2).sum(), x.numel()
+
+
+def _stack(candidates: torch.Tensor, negatives: torch.Tensor | None) -> torch.Tensor:
+    """(N, K+1, D) candidates, the positive first."""
+    if negatives is None:
+        return candidates
+    return torch.cat([candidates[:, None], negatives], 1)
+
+
+def _scores(
+    pred: torch.Tensor, candidates: torch.Tensor, temperature: float, cosine: bool
+) -> torch.Tensor:
+    """(N, K+1) float32 scores of each anchor against its candidates."""
+    pred, candidates = pred.float(), candidates.float()
+    if cosine:
+        return F.cosine_similarity(pred[:, None], candidates, dim=-1, eps=1e-8) / temperature
+    return torch.einsum("nd,nkd->nk", pred, candidates) / temperature
+
+
+def _ranked_ce(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(sum over rows of -log softmax(scores)[0], hits) for (N, K+1) scores, positive first."""
+    return (torch.logsumexp(scores, -1) - scores[:, 0]).sum(), _ranked_hits(scores)
+
+
+def _ranked_hits(scores: torch.Tensor) -> torch.Tensor:
+    """Rows of (N, K+1) scores whose positive (column 0) is strictly above every negative."""
+    scores = scores.detach()
+    if scores.shape[1] == 1:
+        return torch.tensor(float(scores.shape[0]), device=scores.device)
+    return (scores[:, 0] > scores[:, 1:].amax(-1)).sum().float()

@@ -40,6 +40,8 @@ FINETUNE_FORMAT = "selfsup-finetuned"
 FINETUNE_VERSION = 1
 # The kind of a fine-tuned speech classifier (selfsup/finetune_audio.py): no text model inside.
 AUDIO_CLASSIFY = "audio-classify"
+# HuggingFace model types of waveform encoders (selfsup/interop/hf_wav2vec2.py reads them).
+HF_SPEECH_TYPES = ("wav2vec2", "hubert")
 
 
 @dataclass
@@ -77,6 +79,11 @@ def load_model(path: str | os.PathLike) -> Loaded:
     if fmt == FINETUNE_FORMAT:
         return _load_finetuned(p)
     if (p / "config.json").exists():
+        if _model_type(p) in HF_SPEECH_TYPES:  # a waveform encoder: no tokenizer, no text
+            raise ConfigError(
+                f"{path} is a HuggingFace {_model_type(p)} (speech) model: use it with superb, "
+                "embed or finetune --task audio-classify"
+            )
         if _model_type(p) == "bart":  # an encoder-decoder: restored as a BART objective
             net, cfg = load_bart(p)
             objective = BART(net, BartObjectiveConfig())
@@ -100,8 +107,34 @@ def _model_type(p: Path) -> str | None:
     return _config_field(p, "model_type")
 
 
+def hf_model_type(path: str | os.PathLike) -> str | None:
+    """The model_type of a HuggingFace folder's config.json; None for a selfsup run or a
+    fine-tuned folder (their config.json is ours), a folder without one, or a file."""
+    p = Path(path)
+    if not p.is_dir() or is_run(p) or folder_format(p) == FINETUNE_FORMAT:
+        return None
+    value = _model_type(p)
+    return value if isinstance(value, str) else None
+
+
+def is_hf_speech(path: str | os.PathLike) -> bool:
+    """Whether `path` is a HuggingFace wav2vec 2.0 or HuBERT folder (a speech upstream)."""
+    return hf_model_type(path) in HF_SPEECH_TYPES
+
+
 def folder_format(p: Path) -> str | None:
     return _config_field(p, "format")
+
+
+def run_weights(p: Path) -> dict:
+    """The weights of a run folder: model.safetensors (its manifest checked), else the newest
+    checkpoint whose files match its manifest; a one-line error when there are none yet."""
+    if (p / "model.safetensors").exists():
+        return load_weights(p)
+    ckpt = latest_checkpoint(p)
+    if ckpt is None:
+        raise ConfigError(f"run {p} has no weights yet (no model.safetensors or checkpoint)")
+    return read_safetensors(ckpt / "model.safetensors")
 
 
 def _load_run(p: Path) -> Loaded:
@@ -221,6 +254,7 @@ def export_hf_folder(loaded: Loaded, out: Path) -> None:
 
 
 __all__ = [
-    "AUDIO_CLASSIFY", "FINETUNE_FORMAT", "Loaded", "RUN_FORMAT", "export_hf_folder",
-    "is_audio_classifier", "load_model", "read_finetuned_config", "run_config",
+    "AUDIO_CLASSIFY", "FINETUNE_FORMAT", "HF_SPEECH_TYPES", "Loaded", "RUN_FORMAT",
+    "export_hf_folder", "hf_model_type", "is_audio_classifier", "is_hf_speech", "load_model",
+    "read_finetuned_config", "run_config",
 ]  # fmt: skip

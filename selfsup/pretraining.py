@@ -43,8 +43,9 @@ from selfsup.data.text import (
     split_chunks,
     token_chunk_sentences,
     unigram_baseline,
+    unit_lines,
 )
-from selfsup.data.tokenizer import Tokenizer, load_tokenizer, train_tokenizer
+from selfsup.data.tokenizer import UNITS, Tokenizer, load_tokenizer, train_tokenizer, unit_tokenizer
 from selfsup.device import resolve_precision
 from selfsup.errors import ConfigError
 from selfsup.models import run_config
@@ -81,6 +82,10 @@ def tokenizer_for(cfg: RunConfig, encoding: str, log=print) -> Tokenizer:
 
 
 def _base_tokenizer(cfg: RunConfig, encoding: str, log) -> Tokenizer:
+    if cfg.data.tokenizer == UNITS:  # discrete units: the vocabulary of the unit files
+        tok = unit_tokenizer(unit_lines(cfg.data.paths, encoding), cfg.model.vocab_size)
+        log(f"tokenizer: {tok.vocab_size} unit tokens (specials included), one per unit")
+        return tok
     if cfg.data.tokenizer:
         return load_tokenizer(cfg.data.tokenizer)
     d = cfg.data
@@ -245,7 +250,7 @@ def pretrain(
 def _prepare_text(cfg: RunConfig, out: Path, resume: bool, encoding: str, log) -> Prepared:
     """Text: the tokenizer (the run's own when resuming), the model sized to it, the corpus."""
     tokenizer_setting = cfg.data.tokenizer
-    if resume and not cfg.data.tokenizer:
+    if resume and cfg.data.tokenizer in (None, "", UNITS):
         cfg.data.tokenizer = str(out / "tokenizer")  # the run's own, even if the cache is gone
     with distributed.main_first():  # no two ranks train the tokenizer or write the cache
         tok = tokenizer_for(cfg, encoding, log)

@@ -25,15 +25,18 @@ FEATURE_STATS = "feature_stats.json"  # global CMVN statistics of a run's traini
 
 def prepare_audio(cfg, out: Path, resume: bool, encoding: str, log) -> Prepared:
     with distributed.main_first():  # no two ranks compute the feature cache
-        _, frames = load_frames(cfg.data, log)
+        items, frames = load_frames(cfg.data, log)
     cfg.model.feature_dim = int(frames[0].shape[1])
+    targets = cfg.data.frame_targets(items, frames, cfg)  # per-clip labels (HuBERT's), if any
+    if targets is not None and targets.note:
+        log(targets.note)
     cfg.model.validate()
     record = {"format": RUN_FORMAT, **cfg.to_dict()}
     torch.manual_seed(cfg.train.seed)  # the same initial weights on every rank
     model = build_objective(cfg.objective, cfg.model)
     seed = cfg.train.seed
     data = prepare_audio_data(cfg.data, frames, cfg.train.batch_size, seed, model.audio_needs(),
-                              seed + HELDOUT_OFFSET)  # fmt: skip
+                              seed + HELDOUT_OFFSET, targets)  # fmt: skip
 
     def save(folder: Path) -> None:
         if data.feature_stats is not None:  # JSON, so that no one unpickles a run's file
@@ -54,9 +57,16 @@ def prepare_audio(cfg, out: Path, resume: bool, encoding: str, log) -> Prepared:
         return summary
 
     s = data.stats
+    chunks = ""
+    if s["chunked_clips"]:
+        chunks = (
+            f"; {s['chunked_clips']:,} long training clips cut into {s['chunks']:,} chunks, "
+            f"{s['train_examples']:,} examples an epoch"
+        )
     log(
         f"data: {s['clips']:,} clips, {s['hours'] * 60:.1f} minutes of audio, {s['frames']:,} "
         f"frames of {s['feature_dim']} values; {s['train_clips']:,} training / "
         f"{s['heldout_clips']:,} held-out clips, crops of up to {cfg.data.max_frames} frames"
+        f"{chunks}"
     )
     return Prepared(model, data.batches, data.eval_batches, s, record, save, summarise)

@@ -19,6 +19,7 @@ class Stream(IntEnum):
     EXAMPLE = 2  # pretraining: building one example (pair cut, NSP/SOP choice)
     CORRUPT = 3  # pretraining: corrupting one batch (masking)
     DROPOUT = 4  # ranks > 0: their own dropout stream
+    CHUNK_OFFSET = 5  # audio pretraining: where a long clip's chunks start in each epoch
     FINETUNE_ORDER = 11  # fine-tuning: length-bucketed order of each epoch
     ARTICLE_SPLIT = 17  # QA: which articles are held out
     TRAIN_LIMIT = 23  # fine-tuning: which examples `--train-limit` keeps

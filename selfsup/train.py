@@ -241,6 +241,8 @@ def train(
                     _write(metrics_file, writer, row, "eval")
                 bar.write(_fmt(row))
                 last = {**last, **row}
+                for line in getattr(objective, "warnings", lambda _: [])(ev):
+                    log(f"warning at step {done}: {line}")
 
             if cfg.save_every and (done % cfg.save_every == 0) and done < cfg.steps:
                 _save(run_dir, done, model, optimizer, scheduler, bf16)

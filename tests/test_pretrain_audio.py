@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 import torch
 from helpers import cli, write_speech
 
 from selfsup.config import RunConfig
-from selfsup.data.audio_batches import AudioDataConfig
+from selfsup.data.audio_batches import AudioBatches, AudioDataConfig
 from selfsup.encoders.audio import AudioConfig
 from selfsup.keys import FEATURES, PADDING_MASK
 from selfsup.presets import preset
@@ -112,6 +113,98 @@ def test_cli_pretrain_audio(speech, tmp_path, capsys):
     assert json.loads((out / "config.json").read_text())["model"]["arch"] == "gru"
 
 
+# long clips: consecutive chunks
+
+
+def numbered_clips(lengths, dim=2):
+    """Clip i's frame t holds (i, t), so an example says where it was cut from."""
+    return [np.stack([np.full(n, i), np.arange(n)], axis=1).astype(np.float32)[:, :dim]
+            for i, n in enumerate(lengths)]  # fmt: skip
+
+
+def epoch_examples(batches, epoch):
+    return [e for j in range(len(batches)) for e in batches.examples(epoch * len(batches) + j)]
+
+
+def test_long_clips_are_cut_into_consecutive_chunks():
+    M = 50
+    lengths = [30, 70, 260, 100, 99]  # whole, one crop, 5 chunks (10 left over), 2, one crop
+    frames = numbered_clips(lengths)
+    b = AudioBatches(frames, np.arange(5), 1, M, seed=3)
+    assert len(b) == 1 + 1 + 5 + 2 + 1 and (b.chunked_clips, b.chunks) == (2, 7)
+    offsets = {}
+    for epoch in range(12):
+        by_clip: dict[int, list] = {}
+        for e in epoch_examples(b, epoch):
+            i, t = int(e[0, 0]), e[:, 1].astype(int)
+            assert (e[:, 0] == i).all() and (np.diff(t) == 1).all()  # a contiguous window
+            by_clip.setdefault(i, []).append(t)
+        assert sorted(by_clip) == [0, 1, 2, 3, 4]
+        assert [len(by_clip[i]) for i in range(5)] == [1, 1, 5, 2, 1]  # every example once
+        assert len(by_clip[0][0]) == 30 and all(len(t) == M for i in (1, 2, 3, 4)
+                                                for t in by_clip[i])  # fmt: skip
+        for i in (2, 3):  # chunks tile [offset, offset + count * M) without overlap
+            starts = sorted(int(t[0]) for t in by_clip[i])
+            assert np.diff(starts).tolist() == [M] * (len(starts) - 1)
+            offsets.setdefault(i, set()).add(starts[0])
+    assert offsets[3] == {0} and len(offsets[2]) > 3 and offsets[2] <= set(range(11))
+    # a pure function of (seed, k): another instance (a resumed run) cuts the same way
+    again = AudioBatches(frames, np.arange(5), 1, M, seed=3)
+    for k in (0, 7, 25, 61):
+        assert all(np.array_equal(x, y) for x, y in zip(b.examples(k), again.examples(k),
+                                                         strict=True))  # fmt: skip
+    # held out: read from the start, every chunk at offset 0
+    held = AudioBatches(frames, np.arange(5), 32, M, seed=3, shuffle=False)
+    ((*cut,),) = [held.examples(0)]
+    starts = [(int(e[0, 0]), int(e[0, 1]), len(e)) for e in cut]
+    assert starts == [(0, 0, 30), (1, 0, 50), *[(2, s, 50) for s in range(0, 250, 50)],
+                      (3, 0, 50), (3, 50, 50), (4, 0, 50)]  # fmt: skip
+
+
+def test_clips_shorter_than_two_crops_keep_their_batches():
+    """Chunking changes nothing for clips under 2 * max_frames: the same batches as one crop
+    per clip ("crop", the behaviour before chunking)."""
+    frames = numbered_clips([30, 70, 99, 45, 50, 12, 88, 64])
+    chunked = AudioBatches(frames, np.arange(8), 2, 50, seed=1)
+    cropped = AudioBatches(frames, np.arange(8), 2, 50, seed=1, chunk=False)
+    assert len(chunked) == len(cropped) == 4
+    for k in range(12):
+        for x, y in zip(chunked.examples(k), cropped.examples(k), strict=True):
+            assert np.array_equal(x, y)
+    long = numbered_clips([30, 70, 260])
+    assert len(AudioBatches(long, np.arange(3), 1, 50, seed=1, chunk=False)) == 3
+
+
+def test_pretraining_chunks_long_clips_and_says_so(speech, tmp_path, capsys):
+    from selfsup.pretraining_audio import prepare_audio
+
+    cfg = audio_cfg(speech, "tera", steps=2)
+    cfg.data.max_frames = 30
+    logs = []
+    summary = pretrain(cfg, tmp_path / "a", progress=False, log=logs.append)
+    s = prepare_audio(cfg, tmp_path / "unused", False, "utf-8", lambda _: None).stats
+    assert s["chunked_clips"] > 0 and s["train_examples"] > s["train_clips"]
+    assert summary["chunks"] == s["chunks"]
+    line = (f"{s['chunked_clips']} long training clips cut into {s['chunks']} chunks, "
+            f"{s['train_examples']} examples an epoch")  # fmt: skip
+    assert any(r.startswith("data: ") and r.endswith(line) for r in logs), logs
+    code, out, err = cli(capsys, "pretrain", "--objective", "tera", "--data", speech, "--steps",
+                         "2", "--batch-size", "4", "--cache-dir", tmp_path / "cache",
+                         "--no-progress", "--set", "data.max_frames=30", "--set",
+                         "data.long_clips=crop", "--out", tmp_path / "b")  # fmt: skip
+    assert code == 0, err
+    assert "long training clips" not in out and "crops of up to 30 frames\n" in out
+    assert json.loads((tmp_path / "b" / "config.json").read_text())["data"]["long_clips"] == "crop"
+
+
+def test_audio_runs_written_before_chunking_keep_one_crop_per_clip(speech):
+    d = audio_cfg(speech).to_dict()
+    assert d["data"]["long_clips"] == "chunk"
+    del d["data"]["long_clips"]  # a config.json from before data.long_clips
+    assert RunConfig.from_dict(d).data.long_clips == "crop"
+    assert RunConfig.from_dict(audio_cfg(speech).to_dict()).data.long_clips == "chunk"
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
@@ -120,6 +213,9 @@ def test_cli_pretrain_audio(speech, tmp_path, capsys):
         (["--objective", "mockingjay", "--preset", "medium"], "unknown preset 'medium' for audio"),
         (["--objective", "apc", "--set", "model.causal=false"], "causal"),
         (["--objective", "mockingjay", "--set", "data.features.kind=wav"], "kind"),
+        (["--objective", "tera", "--set", "data.features.trim_db=-30"], "trim_db"),
+        (["--objective", "tera", "--set", "data.features.trim_db=loud"], "trim_db"),
+        (["--objective", "tera", "--set", "data.long_clips=split"], "data.long_clips"),
     ],
 )
 def test_bad_audio_settings_are_one_line_errors(speech, tmp_path, capsys, args, message):

@@ -28,7 +28,7 @@ from selfsup.objectives import MLM
 from selfsup.objectives.base import batch_loss
 from selfsup.presets import preset
 from selfsup.pretraining import prepare_data, pretrain
-from selfsup.train import lr_factor, param_groups, train
+from selfsup.train import evaluate, lr_factor, param_groups, train
 
 # wall-clock figures: never equal between runs
 TIMING_KEYS = {"tokens_per_s", "data_share", "elapsed_s"}
@@ -125,6 +125,29 @@ def test_overfits_one_batch(tmp_path):
     losses = [r["loss"] for r in rows(tmp_path)]
     assert len(losses) == 15 and losses[-1] < losses[0] / 3
     assert (tmp_path / "model.safetensors").exists()  # the final weights, even without checkpoints
+
+
+def test_objective_warnings_are_logged_after_every_evaluation(tmp_path):
+    """The loop hands each evaluation's metrics to the objective's `warnings` and logs what it
+    returns (a collapse monitor's lines), one line each, with the step."""
+    seen = []
+
+    class Watched(MLM):
+        def warnings(self, metrics):
+            seen.append(metrics)
+            return [f"mlm accuracy {metrics['mlm_acc']:.3f}"] if len(seen) == 2 else []
+
+    torch.manual_seed(0)
+    model = Watched(tiny_mlm().encoder, 64)
+    held = [random_batch(64, seed=99)]
+    cfg = TrainConfig(steps=3, lr=1e-3, warmup_steps=0, save_every=0, eval_every=1, log_every=1)
+    logs: list[str] = []
+    train(model, SeededBatches(64), cfg, tmp_path, lambda m: evaluate(m, held), progress=False,
+          log=logs.append)  # fmt: skip
+    assert len(seen) == 3 and all({"loss", "mlm_acc", "mlm_loss"} <= set(m) for m in seen)
+    evals = [r for r in rows(tmp_path) if "eval_loss" in r]
+    assert [m["loss"] for m in seen] == pytest.approx([r["eval_loss"] for r in evals], abs=1e-5)
+    assert logs == [f"warning at step 2: mlm accuracy {seen[1]['mlm_acc']:.3f}"]
 
 
 # --------------------------------------------------------------------------------------------

@@ -215,3 +215,39 @@ def frame_stats(chosen: torch.Tensor, padding_mask: torch.Tensor) -> dict:
         "masked_utterances": int(chosen.any(1).sum()) / int(rows.sum()) if rows.any() else 0.0,
         "run_lengths": {int(L): int(c) for L, c in enumerate(counts.tolist()) if c},
     }
+
+
+def overlapping_spans(
+    padding_mask: torch.Tensor,
+    generator: torch.Generator,
+    start_prob: float = 0.065,
+    span: int = 10,
+    min_spans: int = 2,
+) -> torch.Tensor:
+    """(B, T) bool: wav2vec 2.0's and HuBERT's time mask over encoder frames (arXiv:2006.11477,
+    section 3.1: p = 0.065 of the frames start a span of M = 10; HuBERT, arXiv:2106.07447: p =
+    0.08): for an utterance of n real frames, k span starts, k = floor(start_prob * n + u) with
+    u ~ U[0, 1) (stochastic rounding; the reference implementations' `mask_prob` is
+    start_prob * span, e.g. transformers' mask_time_prob 0.65 for the paper's 0.065), at least
+    `min_spans` and at most n - span + 1, drawn without replacement from the n - span + 1
+    places; each masks the `span` frames from its start. Spans may overlap, so the masked share
+    is below k * span / n (about 49% of the frames at the defaults). An utterance shorter than
+    `span` gets one span clipped to it (masked whole) when min_spans > 0; an empty one nothing.
+    Padding is never masked."""
+    if not 0.0 <= start_prob <= 1.0 or span < 1 or min_spans < 0:
+        raise ValueError("need 0 <= start_prob <= 1, span >= 1 and min_spans >= 0")
+    B, T = padding_mask.shape
+    n = real_lengths(padding_mask)  # (B,)
+    places = (n - span + 1).clamp(min=1)  # (B,) possible starts (short rows: one, at 0)
+    u = torch.rand(B, generator=generator, dtype=torch.float64)
+    k = torch.floor(start_prob * n.double() + u).long().clamp(min=min_spans)
+    k = torch.minimum(k, places) * (n > 0)  # (B,)
+    keys = torch.rand(B, T, generator=generator).masked_fill(
+        torch.arange(T) >= places[:, None], 2.0
+    )
+    rank = keys.argsort(1).argsort(1)  # (B, T) rank of each place's key
+    starts = rank < k[:, None]  # (B, T) the k places with the smallest keys
+    delta = torch.zeros(B, T + span, dtype=torch.long)
+    delta[:, :T] += starts.long()
+    delta[:, span : T + span] -= starts.long()
+    return (delta.cumsum(1)[:, :T] > 0) & ~padding_mask

@@ -7,11 +7,14 @@ Frames come first, (T, D), as every encoder here reads them.
 
 Defaults (25 ms Hann windows every 10 ms at 16 kHz, 80 mel bands, 13 MFCCs, deltas over 9
 frames) are the usual speech front end (Kaldi, HTK; Davis & Mermelstein 1980 for MFCCs).
+Leading and trailing silence can be trimmed from the wave first (`trim_db`, off by default), as
+librosa.effects.trim does it.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import warnings
 from collections import Counter
 from collections.abc import Callable
@@ -26,10 +29,14 @@ from selfsup.data.audio import AudioItem, audio_module, load_audio, resample
 from selfsup.data.cache import build_once, cache_key, default_cache_dir
 from selfsup.errors import ConfigError
 
-FEATURE_KINDS = ("fbank", "mfcc")
+FEATURE_KINDS = ("fbank", "mfcc", "wave")  # wave: the samples themselves, (T, 1)
 CMVN_KINDS = ("none", "utterance", "global")
 CACHE_FORMAT = "audio-features-v1"  # raise whenever what a cache entry stores changes
 AMIN, TOP_DB = 1e-10, 80.0  # librosa.power_to_db's defaults, used by its MFCC
+TRIM_AMIN = 1e-5  # librosa.amplitude_to_db's floor, as librosa.effects.trim compares levels
+# Fields added after CACHE_FORMAT v1, with their "off" value: at that value they stay out of the
+# cache key, so the entries built before them remain valid.
+KEY_DEFAULTS = {"trim_db": 0.0}
 STD_FLOOR = 1e-8  # CMVN divides by at least this: a constant dimension becomes zero, not NaN
 
 
@@ -37,7 +44,9 @@ STD_FLOOR = 1e-8  # CMVN divides by at least this: a constant dimension becomes 
 class FeatureConfig:
     """How a waveform becomes frames: `kind` "fbank" (log-mel) or "mfcc"; `deltas` 1 appends
     the first derivative over `delta_width` frames, 2 also the second; `cmvn` "utterance"
-    normalises each utterance over time, "global" is applied by the caller with global_stats."""
+    normalises each utterance over time, "global" is applied by the caller with global_stats.
+    `trim_db` > 0 drops the leading and trailing frames more than that many dB below the
+    clip's loudest frame before the features are computed (trim_range); 0 keeps every sample."""
 
     kind: str = "fbank"
     sample_rate: int = 16000
@@ -52,6 +61,7 @@ class FeatureConfig:
     delta_width: int = 9
     cmvn: str = "none"
     log_floor: float = 1e-6  # log(mel + log_floor): silence stays finite
+    trim_db: float = 0.0  # > 0: trim leading/trailing silence this far below the peak (e.g. 30)
 
     def validate(self) -> None:
         """A ConfigError on the first bad value."""
@@ -74,19 +84,36 @@ class FeatureConfig:
                 f"need 0 <= fmin < fmax <= sample_rate / 2 = {nyquist:g} Hz, got fmin "
                 f"{self.fmin:g}, fmax {fmax:g}"
             )
+        if self.kind == "wave" and self.deltas:
+            raise ConfigError("deltas apply to fbank or mfcc frames, not to the wave")
         if self.deltas not in (0, 1, 2):
             raise ConfigError(f"deltas must be 0, 1 or 2, got {self.deltas!r}")
         if self.delta_width < 3 or self.delta_width % 2 == 0:
             raise ConfigError(f"delta_width must be an odd number >= 3, got {self.delta_width}")
         if not self.log_floor > 0:
             raise ConfigError(f"log_floor must be positive, got {self.log_floor}")
+        trim = self.trim_db
+        if isinstance(trim, bool) or not isinstance(trim, int | float) or not 0 <= trim < math.inf:
+            raise ConfigError(
+                f"trim_db must be a number of dB >= 0 (0: no trimming), got {self.trim_db!r}"
+            )
         mel_filters(self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax)
 
     @property
     def dim(self) -> int:
-        """Values per frame: the mel bands or MFCCs, times 1 + the number of delta orders."""
+        """Values per frame: the mel bands or MFCCs, times 1 + the number of delta orders; 1
+        for the wave (a frame is one sample)."""
+        if self.kind == "wave":
+            return 1
         base = self.n_mels if self.kind == "fbank" else self.n_mfcc
         return base * (1 + self.deltas)
+
+    @property
+    def frame_rate(self) -> float:
+        """Frames per second: sample_rate / hop_length, or sample_rate for the wave."""
+        if self.kind == "wave":
+            return float(self.sample_rate)
+        return self.sample_rate / self.hop_length
 
 
 @lru_cache(maxsize=16)
@@ -221,19 +248,57 @@ def global_stats(feats: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     return mean, np.maximum(np.sqrt(var), STD_FLOOR)
 
 
+def trim_range(
+    wave: np.ndarray, top_db: float, frame_length: int, hop_length: int
+) -> tuple[int, int]:
+    """The samples [start, end) of a 1-D wave left once its leading and trailing silence is
+    trimmed, as librosa.effects.trim(wave, top_db=top_db, frame_length=frame_length,
+    hop_length=hop_length) finds them: the RMS of centred frames (zero-padded by
+    frame_length // 2 at both ends, one every hop_length samples) in dB relative to the loudest
+    frame (floored at 1e-5, librosa's amin); frames within `top_db` dB of it are sound, and the
+    range runs from the first sound frame's start (its index * hop_length) to the last one's
+    end ((index + 1) * hop_length, at most len(wave)). The loudest frame is always sound, so
+    the range is never empty."""
+    x = np.square(np.asarray(wave, dtype=np.float64))
+    half = frame_length // 2
+    x = np.pad(x, (half, half))
+    n_frames = 1 + (len(x) - frame_length) // hop_length
+    windows = np.lib.stride_tricks.sliding_window_view(x, frame_length)[::hop_length][:n_frames]
+    rms = np.maximum(np.sqrt(windows.mean(axis=1)), TRIM_AMIN)  # (T,)
+    sound = np.flatnonzero(rms > rms.max() * 10.0 ** (-top_db / 20.0))
+    return int(sound[0]) * hop_length, min(len(wave), (int(sound[-1]) + 1) * hop_length)
+
+
+def trimmed_range(wave: np.ndarray, cfg: FeatureConfig) -> tuple[int, int]:
+    """The samples [start, end) of a 1-D wave that compute_features reads: trim_range's when
+    cfg.trim_db > 0 and what is left holds one window, else the whole wave."""
+    if cfg.trim_db > 0 and len(wave) >= cfg.win_length:
+        start, end = trim_range(wave, cfg.trim_db, cfg.win_length, cfg.hop_length)
+        if end - start >= cfg.win_length:  # else a lone click: keep the clip rather than fail
+            return start, end
+    return 0, len(wave)
+
+
 def compute_features(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
-    """(T, cfg.dim) float32 frames of a 1-D wave at cfg.sample_rate: log-mel or MFCC, then
-    deltas, then utterance CMVN when cfg.cmvn == "utterance". A wave shorter than one window
-    (win_length samples) is a ConfigError."""
+    """(T, cfg.dim) float32 frames of a 1-D wave at cfg.sample_rate: silence trimmed when
+    cfg.trim_db > 0 (trim_range over the feature windows; a clip whose trimmed part would be
+    shorter than one window is kept whole), log-mel or MFCC, then deltas, then utterance CMVN
+    when cfg.cmvn == "utterance". A wave shorter than one window (win_length samples) is a
+    ConfigError."""
     cfg.validate()
     wave = np.asarray(wave)
     if wave.ndim != 1:
         raise ConfigError(f"a wave must be 1-D (mono samples), got shape {wave.shape}")
+    start, end = trimmed_range(wave, cfg)
+    wave = wave[start:end]
     if len(wave) < cfg.win_length:
         raise ConfigError(
             f"{len(wave)} samples at {cfg.sample_rate} Hz is shorter than one frame "
             f"({cfg.win_length} samples, {1000 * cfg.win_length / cfg.sample_rate:g} ms)"
         )
+    if cfg.kind == "wave":  # the samples as (T, 1) frames; utterance CMVN = wav2vec 2.0's
+        feat = np.asarray(wave, dtype=np.float64)[:, None]  # per-utterance normalisation
+        return np.ascontiguousarray(cmvn(feat) if cfg.cmvn == "utterance" else feat, np.float32)
     x = torch.from_numpy(np.ascontiguousarray(wave, dtype=np.float32))
     with torch.no_grad():
         base = (log_mel if cfg.kind == "fbank" else mfcc)(x, cfg).numpy()  # (T, n_mels|n_mfcc)
@@ -246,8 +311,13 @@ def compute_features(wave: np.ndarray, cfg: FeatureConfig) -> np.ndarray:
 
 def feature_key(items: list[AudioItem], cfg: FeatureConfig) -> str:
     """The cache entry of these files' features: the files (path, size, mtime, in order) and
-    every FeatureConfig field."""
-    settings = [f"{f.name}={getattr(cfg, f.name)!r}" for f in dataclasses.fields(cfg)]
+    every FeatureConfig field (those of KEY_DEFAULTS only when they differ from their default,
+    so entries built before those fields existed stay valid)."""
+    settings = [
+        f"{f.name}={getattr(cfg, f.name)!r}"
+        for f in dataclasses.fields(cfg)
+        if f.name not in KEY_DEFAULTS or getattr(cfg, f.name) != KEY_DEFAULTS[f.name]
+    ]
     return cache_key([Path(i.path) for i in items], *settings, CACHE_FORMAT)
 
 

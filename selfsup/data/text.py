@@ -35,6 +35,7 @@ from selfsup.data.readers import (
     file_paragraphs,
     is_dataset,
     paragraphs,
+    read_lines,
     read_records,
 )
 from selfsup.data.tokenizer import Tokenizer
@@ -53,7 +54,8 @@ class TextDataConfig:
     paths: list[str] = field(default_factory=list)  # empty = the packaged default corpus
     max_len: int = 128
     lowercase: bool = True
-    tokenizer: str | None = None  # a tokenizer folder, run or HF model folder (else trained)
+    tokenizer: str | None = None  # a tokenizer folder, run or HF model folder (else trained);
+    # "units": one token per unit of `selfsup units` files (data/tokenizer.py unit_tokenizer)
     text_field: str = "text"  # column of .jsonl/.csv/datasets inputs
     pack: bool = False  # pack each batch's examples into full rows (no padding FLOPs)
     heldout_every: int = 50  # every Nth chunk is held out for evaluation
@@ -191,6 +193,23 @@ def read_paragraphs(
         raise ConfigError(f"the corpus is empty: no text found in {names}")
 
 
+UNIT_SUFFIXES = {".txt", ".text", ""}  # unit files are plain text (optionally .gz)
+
+
+def unit_lines(paths: list[str], encoding: str = "utf-8") -> Iterator[str]:
+    """The non-blank lines of the unit files of `paths` (`selfsup units` writes them: each line
+    an utterance's units), plain text; their .json companions are skipped, any other kind of
+    file is a one-line error."""
+    for f in resolve_files(paths):
+        if data_suffix(f) == ".json":  # units.txt's companion (selfsup/units.py)
+            continue
+        if data_suffix(f) not in UNIT_SUFFIXES:
+            raise ConfigError(f"{f} is not a unit file (plain text, one utterance a line)")
+        for line in read_lines(f, encoding):
+            if line.strip():
+                yield line
+
+
 # A sentence ends at . ! ? (with closing quotes/brackets) followed by space and an upper-case
 # letter, a quote or a digit, unless the word before the full stop is an abbreviation ("Mr.",
 # "e.g.", an initial as in "J. R. R. Tolkien"); and after 。！？ (with closing quotes), space or
@@ -294,9 +313,13 @@ def _write_corpus(
                         n_tokens += len(part)
 
         batch: list[str] = []
-        for doc in read_documents([str(f) for f in files], cfg.text_field, encoding):
+        if tok.units:  # one utterance a line, each its own document; no sentence splitting
+            docs = ([line] for line in unit_lines([str(f) for f in files], encoding))
+        else:
+            docs = read_documents([str(f) for f in files], cfg.text_field, encoding)
+        for doc in docs:
             for para in doc:
-                batch.extend(split_sentences(para))
+                batch.extend([para] if tok.units else split_sentences(para))
                 if len(batch) >= 4096:
                     flush(batch)
                     batch = []

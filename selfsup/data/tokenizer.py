@@ -31,6 +31,7 @@ from selfsup.errors import ConfigError
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PREFIX = "##"  # marks a piece that continues a word
 MAX_WORD_CHARS = 100  # longer words encode as [UNK] (HF WordPiece's max_input_chars_per_word)
+UNITS = "units"  # data.tokenizer naming the unit tokenizer (`unit_tokenizer`), built from the data
 
 
 def _pipeline(tok: HFTokenizer, lowercase: bool) -> HFTokenizer:
@@ -66,6 +67,46 @@ def train_tokenizer(
     )
     tok.add_special_tokens(SPECIALS)
     return Tokenizer(_pipeline(tok, lowercase), lowercase)
+
+
+def unit_tokenizer(lines: Iterable[str], vocab_size: int | None = None) -> Tokenizer:
+    """A tokenizer of discrete units (`selfsup units` files: one utterance a line): every
+    whitespace-separated unit is one token, ids SPECIALS then the units by decreasing count
+    (ties: string order), at most `vocab_size` tokens (the rarest units left out encode as
+    [UNK]). No normalizer (no lower-casing, no accent stripping), no punctuation splitting, no
+    WordPiece merges (the vocabulary has no ## pieces, so an unknown unit is one [UNK]); [CLS]
+    and [SEP] frame an input as BERT's. The same lines give the same vocabulary."""
+    counts: Counter[str] = Counter()
+    for line in lines:
+        counts.update(line.split())
+    if not counts:
+        raise ConfigError("the unit files hold no units")
+    specials = sorted(set(SPECIALS) & set(counts))
+    if specials:
+        raise ConfigError(f"the unit files hold the special token {specials[0]} as a unit")
+    units = sorted(counts, key=lambda u: (-counts[u], u))
+    if vocab_size is not None:
+        if vocab_size <= len(SPECIALS):
+            raise ConfigError(f"vocab_size {vocab_size} leaves no room beside "
+                              f"{len(SPECIALS)} specials")  # fmt: skip
+        units = units[: vocab_size - len(SPECIALS)]
+    ids = {t: i for i, t in enumerate(SPECIALS + units)}
+    tok = HFTokenizer(models.WordPiece(ids, unk_token="[UNK]", max_input_chars_per_word=10**6))
+    tok.add_special_tokens(SPECIALS)
+    return Tokenizer(_unit_pipeline(tok), lowercase=False, units=True)
+
+
+def _unit_pipeline(tok: HFTokenizer) -> HFTokenizer:
+    tok.normalizer = None
+    tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tok.decoder = decoders.WordPiece(prefix=PREFIX, cleanup=False)  # units joined by spaces
+    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
+    )
+    return tok
 
 
 def count_words(texts: Iterable[str], tok: HFTokenizer) -> Counter[str]:
@@ -191,9 +232,10 @@ def _merge(word: list[int], a: int, b: int, new: int) -> list[int]:
 class Tokenizer:
     """A thin wrapper that knows BERT's special tokens and saves in BERT's formats."""
 
-    def __init__(self, tok: HFTokenizer, lowercase: bool):
+    def __init__(self, tok: HFTokenizer, lowercase: bool, units: bool = False):
         self.tok = tok
         self.lowercase = lowercase
+        self.units = units  # a unit tokenizer: one utterance a line, no sentence splitting
         vocab = tok.get_vocab()
         missing = [s for s in SPECIALS if s not in vocab]
         if missing:
@@ -214,7 +256,7 @@ class Tokenizer:
             return self
         tok = HFTokenizer.from_str(self.tok.to_str())
         tok.add_special_tokens(tokens)
-        return Tokenizer(tok, self.lowercase)
+        return Tokenizer(tok, self.lowercase, self.units)
 
     def ids_of(self, tokens: list[str]) -> list[int]:
         """The ids of tokens of the vocabulary (a one-line error naming a missing one)."""
@@ -305,6 +347,8 @@ class Tokenizer:
             "mask_token": "[MASK]",
             "model_max_length": max_len,
         }
+        if self.units:  # transformers: take tokenizer.json's pipeline, not BERT's
+            config |= {"tokenizer_class": "PreTrainedTokenizerFast", "selfsup_units": True}
         (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
         specials = {k: v for k, v in config.items() if k.endswith("_token")}
         (folder / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
@@ -323,17 +367,18 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
         p = p / "tokenizer"
     if not p.is_dir():
         raise ConfigError(f"tokenizer folder not found: {path}")
-    lowercase = True
+    lowercase, units = True, False
     cfg = p / "tokenizer_config.json"
     if cfg.exists():
         lowercase = bool(json.loads(cfg.read_text()).get("do_lower_case", True))
+        units = bool(json.loads(cfg.read_text()).get("selfsup_units", False))
     if (p / "tokenizer.json").exists():
         tok = HFTokenizer.from_file(str(p / "tokenizer.json"))
         tok.no_truncation()
         tok.no_padding()
         if not isinstance(tok.model, models.WordPiece):
             raise ConfigError(f"{p / 'tokenizer.json'} is not a WordPiece tokenizer")
-        return Tokenizer(tok, lowercase)
+        return Tokenizer(tok, lowercase, units)
     if (p / "vocab.txt").exists():
         vocab = {}
         for i, line in enumerate((p / "vocab.txt").read_text(encoding="utf-8").splitlines()):

@@ -30,7 +30,8 @@ from __future__ import annotations
 import statistics
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 import torch
@@ -38,6 +39,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from selfsup.data.audio import collate_frames
+from selfsup.distributed import run_jobs
 from selfsup.errors import ConfigError
 from selfsup.keys import FEATURES, IGNORE, PADDING_MASK
 
@@ -66,23 +68,29 @@ def extract(
     Computed once under no_grad, in batches of examples of similar length (sorted by length) so
     little of a batch is padding; the result is in the order of `frames`. `pool` keeps only
     the mean over each example's real frames, (L, 1, D): exact for an utterance head, since the
-    weighted layer sum and the mean over time are both linear and so commute."""
+    weighted layer sum and the mean over time are both linear and so commute. Under torchrun
+    the ranks share the batches (distributed.run_jobs) and each gets every example's states."""
     if batch_size < 1:
         raise ConfigError(f"batch_size must be at least 1, got {batch_size}")
     device = _device(upstream)
     order = sorted(range(len(frames)), key=lambda i: len(frames[i]))
-    out: list[torch.Tensor | None] = [None] * len(frames)
+    batches = [order[start : start + batch_size] for start in range(0, len(order), batch_size)]
+
+    @torch.no_grad()
+    def encode(idx: list[int]) -> list[torch.Tensor]:
+        batch = collate_frames([frames[i] for i in idx])
+        result = upstream(batch[FEATURES].to(device), batch[PADDING_MASK].to(device))
+        hidden = torch.stack(result["all_hidden"], dim=1).float().cpu()  # (B, L, T', D)
+        lengths = (~result["padding_mask"]).sum(-1).cpu()  # (B,)
+        states = [hidden[row, :, : int(n)] for row, n in enumerate(lengths)]  # (L, T'_i, D)
+        return [h.mean(dim=1, keepdim=True) if pool else h.clone() for h in states]
+
     upstream.eval()
-    with torch.no_grad():
-        for start in range(0, len(order), batch_size):
-            idx = order[start : start + batch_size]
-            batch = collate_frames([frames[i] for i in idx])
-            result = upstream(batch[FEATURES].to(device), batch[PADDING_MASK].to(device))
-            hidden = torch.stack(result["all_hidden"], dim=1).float().cpu()  # (B, L, T', D)
-            lengths = (~result["padding_mask"]).sum(-1).cpu()  # (B,)
-            for row, i in enumerate(idx):
-                h = hidden[row, :, : int(lengths[row])]  # (L, T'_i, D)
-                out[i] = h.mean(dim=1, keepdim=True) if pool else h.clone()
+    out: list[torch.Tensor | None] = [None] * len(frames)
+    # Under torchrun each rank encodes every W-th batch (the same batches as one process).
+    for idx, states in zip(batches, run_jobs([partial(encode, b) for b in batches]), strict=True):
+        for i, h in zip(idx, states, strict=True):
+            out[i] = h
     return out  # type: ignore[return-value]
 
 
@@ -495,6 +503,32 @@ def mean_weights(weights: Sequence[Sequence[float]]) -> list[float]:
     return np.mean(np.asarray(weights, dtype=np.float64), axis=0).tolist()
 
 
+@dataclass
+class Sweep:
+    """One learning-rate search and its seeds: the arguments of `sweep`."""
+
+    kind: str
+    train: ProbeSet
+    dev: ProbeSet
+    test: ProbeSet
+    n_classes: int
+    lrs: Sequence[float] = LRS
+    seeds: int = 3
+    refit: ProbeSet | None = None
+    epochs: int = 20
+    batch_size: int = 32
+    log: Callable[[str], None] | None = None
+    head_args: dict = field(default_factory=dict)
+
+    def fit(self, data: ProbeSet, lr: float, seed: int, dev=None, test=None) -> dict:
+        """One probe's dev and test metrics and layer weights (not the probe: under torchrun
+        the result travels to the other ranks)."""
+        r = train_probe(self.kind, data, self.n_classes, lr, dev=dev, test=test,
+                        epochs=self.epochs, batch_size=self.batch_size, seed=seed, log=self.log,
+                        **self.head_args)  # fmt: skip
+        return {k: r[k] for k in ("dev", "test", "layer_weights")}
+
+
 def sweep(
     kind: str,
     train: ProbeSet,
@@ -514,32 +548,58 @@ def sweep(
     trained on `refit` (default `train`, when seed 0 is the sweep's own probe) and scored on
     `test`. Returns {"metric", "higher_is_better", "lr", "dev" {lr: dev metric}, "median",
     "spread", "values" (test per seed), "layer_weights" (mean over the seeds),
-    "layer_weights_all" (per seed), "sweep_layer_weights" {lr: weights}}."""
-    spec = _kind(kind)
-    if seeds < 1:
-        raise ConfigError(f"seeds must be at least 1, got {seeds}")
-    if not lrs:
-        raise ConfigError("the learning-rate sweep needs at least one lr")
-    args = dict(epochs=epochs, batch_size=batch_size, log=log, **head_args)
-    tried = {lr: train_probe(kind, train, n_classes, lr, dev=dev, seed=0, **args) for lr in lrs}
-    sign = 1.0 if spec.higher_is_better else -1.0
-    best = max(lrs, key=lambda lr: sign * tried[lr]["dev"])  # ties: the first (smallest) lr
-    runs = []
-    for seed in range(seeds):
-        if seed == 0 and refit is None:
-            run = tried[best]
-            run["test"] = evaluate(kind, run["probe"], test)
-        else:
-            data = train if refit is None else refit
-            run = train_probe(kind, data, n_classes, best, test=test, seed=seed, **args)
-        runs.append(run)
-    return {
-        "metric": spec.metric,
-        "higher_is_better": spec.higher_is_better,
-        "lr": best,
-        "dev": {f"{lr:g}": tried[lr]["dev"] for lr in lrs},
-        **summarise([r["test"] for r in runs]),
-        "layer_weights": mean_weights([r["layer_weights"] for r in runs]),
-        "layer_weights_all": [r["layer_weights"] for r in runs],
-        "sweep_layer_weights": {f"{lr:g}": tried[lr]["layer_weights"] for lr in lrs},
-    }
+    "layer_weights_all" (per seed), "sweep_layer_weights" {lr: weights}}. Under torchrun the
+    ranks share the probes (see `sweeps`)."""
+    return sweeps([Sweep(kind, train, dev, test, n_classes, tuple(lrs), seeds, refit, epochs,
+                         batch_size, log, head_args)])[0]  # fmt: skip
+
+
+def sweeps(problems: Sequence[Sweep]) -> list[dict]:
+    """`sweep` of each problem (the same results as one after another), its probes trained in
+    two rounds of independent fits that the ranks share under torchrun (distributed.run_jobs):
+    every (problem, lr), then every (problem, seed) at the problem's best lr. Without a refit
+    split seed 0 is the sweep's own probe, so the first round scores test too (every lr's; only
+    the best one's is reported)."""
+    for s in problems:
+        _kind(s.kind)
+        if s.seeds < 1:
+            raise ConfigError(f"seeds must be at least 1, got {s.seeds}")
+        if not s.lrs:
+            raise ConfigError("the learning-rate sweep needs at least one lr")
+    # round 1: each lr on train (seed 0); without a refit split, this probe is seed 0's
+    first = [(p, lr) for p, s in enumerate(problems) for lr in s.lrs]
+    jobs = []
+    for p, lr in first:
+        s = problems[p]
+        jobs.append(partial(s.fit, s.train, lr, 0, s.dev, s.test if s.refit is None else None))
+    tried: list[dict] = [{} for _ in problems]  # per problem {lr: fit}
+    for (p, lr), fit in zip(first, run_jobs(jobs), strict=True):
+        tried[p][lr] = fit
+    best = []
+    for s, t in zip(problems, tried, strict=True):
+        sign = 1.0 if _kind(s.kind).higher_is_better else -1.0
+        best.append(max(s.lrs, key=lambda lr: sign * t[lr]["dev"]))  # ties: the first lr
+    # round 2: the other seeds at the best lr, on refit (default train), scored on test
+    runs = [[tried[p][best[p]]] if s.refit is None else [] for p, s in enumerate(problems)]
+    second = [(p, seed) for p, s in enumerate(problems)
+              for seed in range(1 if s.refit is None else 0, s.seeds)]  # fmt: skip
+    jobs = []
+    for p, seed in second:
+        s = problems[p]
+        data = s.train if s.refit is None else s.refit
+        jobs.append(partial(s.fit, data, best[p], seed, test=s.test))
+    for (p, _), fit in zip(second, run_jobs(jobs), strict=True):
+        runs[p].append(fit)
+    return [
+        {
+            "metric": _kind(s.kind).metric,
+            "higher_is_better": _kind(s.kind).higher_is_better,
+            "lr": b,
+            "dev": {f"{lr:g}": t[lr]["dev"] for lr in s.lrs},
+            **summarise([r["test"] for r in rs]),
+            "layer_weights": mean_weights([r["layer_weights"] for r in rs]),
+            "layer_weights_all": [r["layer_weights"] for r in rs],
+            "sweep_layer_weights": {f"{lr:g}": t[lr]["layer_weights"] for lr in s.lrs},
+        }
+        for s, t, b, rs in zip(problems, tried, best, runs, strict=True)
+    ]

@@ -22,18 +22,22 @@ learning rate picked on dev, and the test metric reported as the median and spre
 `pr` runs both pr tasks; `all` every task on the shared data (not classify).
 
 KS and SID heads are SUPERB's mean pooling + linear; their states are mean-pooled once per
-layer before training (exact: pooling and the layer sum are both linear). PR frame labels: a
+layer before training (exact: pooling and the layer sum are both linear). PR frame labels: each
+upstream step takes the label of the sample it is centred on (the upstream's frame_centres): a
 feature frame t covers the samples centred at t * hop_length (centred STFT frames); a stacked
 step j of `stack` frames takes the label of its centre frame j * stack + stack // 2 (the last
-real frame when that one is padding); the label is the folded phone of the .phn segment holding
-that sample (.phn offsets are 16 kHz samples); q (folded to nothing) and frames outside every
-segment are IGNORE. CTC targets: each segment's phone folded, q dropped, then consecutive
+real frame when that one is padding); a waveform encoder's frame t reads samples
+[t * S, t * S + R) of its conv front end (stride S, receptive field R: 320 and 400 for
+wav2vec 2.0) and is centred on t * S + R / 2. The label is the folded phone of the .phn segment
+holding that sample (.phn offsets are 16 kHz samples); q (folded to nothing) and frames outside
+every segment are IGNORE. CTC targets: each segment's phone folded, q dropped, then consecutive
 duplicates merged (closures fold into sil, so "pcl p" -> "sil p" and "h# ... h#" stay sil);
 silence is kept as a token and scored, as in the standard 39-phone TIMIT evaluation.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import time
 from collections.abc import Callable, Sequence
@@ -43,10 +47,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from selfsup import distributed
 from selfsup.data.audio import AudioItem, list_audio, parse_name
 from selfsup.data.features import cached_features
 from selfsup.errors import ConfigError
-from selfsup.eval.probe import LRS, ProbeSet, extract, mean_weights, summarise, sweep
+from selfsup.eval.probe import (
+    LRS,
+    ProbeSet,
+    Sweep,
+    extract,
+    mean_weights,
+    summarise,
+    sweep,
+    sweeps,
+)
 from selfsup.eval.upstream import load_upstream
 from selfsup.keys import IGNORE
 
@@ -107,14 +121,21 @@ def _corpus(settings: Settings, sub: str) -> Path:
     return folder
 
 
-def _states(upstream, settings: Settings, key: str, paths: list[str], pool: bool):
+def _states(upstream, settings: Settings, key: str, paths: list[str], pool: bool,
+            untrimmed: bool = False):  # fmt: skip
     """{path: (L, T'_i, D) states} of `paths` (their features cached on disk, the states kept
-    for the rest of the run), and {path: T_i feature frames}."""
+    for the rest of the run), and {path: T_i feature frames}. `untrimmed`: whatever the
+    upstream's trim_db, keep every sample, so that frame t starts at sample t * hop_length (the
+    frame-labelled tasks align .phn offsets to it)."""
     memo_key = (key, pool)
     if memo_key not in settings.memo:
         items = [AudioItem(p) for p in paths]
-        frames = cached_features(items, upstream.features, settings.cache_dir, settings.log)
-        states = extract(upstream, frames, pool=pool)
+        features = upstream.features
+        if untrimmed:
+            features = dataclasses.replace(features, trim_db=0.0)
+        with distributed.main_first():  # rank 0 fills the feature cache, the others read it
+            frames = cached_features(items, features, settings.cache_dir, settings.log)
+        states = extract(upstream, frames, pool=pool)  # the ranks share the batches
         settings.memo[memo_key] = (
             dict(zip(paths, states, strict=True)),
             {p: len(f) for p, f in zip(paths, frames, strict=True)},
@@ -179,17 +200,30 @@ def frame_labels(
     stack: int = 1,
     phn_rate: int = PHN_RATE,
 ) -> np.ndarray:
-    """(ceil(n_frames / stack),) int64 labels of an upstream's steps from (start, end, label)
-    segments in samples at `phn_rate` (end exclusive; label IGNORE for phones to skip): step j
-    covers frames j * stack .. j * stack + stack - 1 and takes the label of its centre frame
-    j * stack + stack // 2 (clamped to the last frame), and feature frame t is centred on
-    sample t * hop_length at `sample_rate`. Steps outside every segment are IGNORE."""
+    """(ceil(n_frames / stack),) int64 labels of a spectral upstream's steps from (start, end,
+    label) segments in samples at `phn_rate` (end exclusive; label IGNORE for phones to skip):
+    step j covers frames j * stack .. j * stack + stack - 1 and takes the label of its centre
+    frame j * stack + stack // 2 (clamped to the last frame), and feature frame t is centred on
+    sample t * hop_length at `sample_rate`. Steps outside every segment are IGNORE. (An
+    upstream's `frame_centres` gives these centres, and a waveform encoder's: labels_at.)"""
     if n_frames < 1 or stack < 1:
         raise ValueError(f"need n_frames >= 1 and stack >= 1, got {n_frames}, {stack}")
     steps = -(-n_frames // stack)
     centre = np.minimum(np.arange(steps) * stack + stack // 2, n_frames - 1)  # frame index
-    at = centre * hop_length * (phn_rate / sample_rate)  # sample position in .phn units
-    labels = np.full(steps, IGNORE, dtype=np.int64)
+    return labels_at(segments, centre * hop_length, sample_rate, phn_rate)
+
+
+def labels_at(
+    segments: Sequence[tuple[int, int, int]],
+    centres: np.ndarray,
+    sample_rate: int,
+    phn_rate: int = PHN_RATE,
+) -> np.ndarray:
+    """(len(centres),) int64: the label of the (start, end, label) segment (samples at
+    `phn_rate`, end exclusive) holding each centre (samples at `sample_rate`); IGNORE where
+    no segment does."""
+    at = np.asarray(centres, dtype=np.float64) * (phn_rate / sample_rate)  # in .phn units
+    labels = np.full(len(at), IGNORE, dtype=np.int64)
     for start, end, label in segments:
         labels[(at >= start) & (at < end)] = label
     return labels
@@ -231,14 +265,13 @@ def _ks(upstream, settings: Settings) -> dict:
     def part(names):
         return ProbeSet([states[n] for n in names], [int(_fsdd_field(n, "label")) for n in names])
 
-    runs = []
-    for k in chosen:
-        fold = folds[k]
-        parts = (part(fold[p]) for p in ("train", "dev", "test"))
-        r = sweep("utterance", *parts, 10, seeds=1, **args)
-        settings.log(f"ks fold {k} (test speaker {fold['test_speaker']}): lr {r['lr']:g}, "
+    # Every fold's sweep at once: under torchrun the ranks share all (fold, lr) probes.
+    runs = sweeps([Sweep("utterance", *(part(folds[k][p]) for p in ("train", "dev", "test")), 10,
+                         args["lrs"], 1, epochs=args["epochs"], batch_size=args["batch_size"])
+                   for k in chosen])  # fmt: skip
+    for k, r in zip(chosen, runs, strict=True):
+        settings.log(f"ks fold {k} (test speaker {folds[k]['test_speaker']}): lr {r['lr']:g}, "
                      f"acc {r['values'][0]:.3f}")  # fmt: skip
-        runs.append(r)
     ks = {"metric": "acc", "higher_is_better": True, "unit": "folds", "folds": chosen,
           "test_speakers": [folds[k]["test_speaker"] for k in chosen],
           **summarise([r["values"][0] for r in runs]),
@@ -312,7 +345,9 @@ def _pr_parts(upstream, settings: Settings, targets: str) -> tuple[int, list[Pro
     index = {p: i for i, p in enumerate(phones)}
     names = sorted(set(split["train"]) | set(split["test"]))
     paths = _timit_paths(settings, names)
-    states, n_frames = _states(upstream, settings, "timit-pr", [paths[n] for n in names], False)
+    states, n_frames = _states(
+        upstream, settings, "timit-pr", [paths[n] for n in names], False, untrimmed=True
+    )
     cfg = upstream.features
     labels = {}
     for n in names:
@@ -322,8 +357,9 @@ def _pr_parts(upstream, settings: Settings, targets: str) -> tuple[int, list[Pro
             continue
         segments = [(a, b, IGNORE if fold.get(p) is None else index[fold[p]])
                     for a, b, p in segments]  # fmt: skip
-        frames = frame_labels(segments, n_frames[paths[n]], cfg.hop_length, cfg.sample_rate,
-                              upstream.stack)  # fmt: skip
+        # each step's centre: frame_labels' for spectral frames, t * S + R / 2 for a conv
+        # front end over the samples (selfsup.eval.upstream)
+        frames = labels_at(segments, upstream.frame_centres(n_frames[paths[n]]), cfg.sample_rate)
         if len(frames) != states[paths[n]].shape[1]:
             raise ConfigError(f"{n}: {len(frames)} frame labels for "
                               f"{states[paths[n]].shape[1]} upstream steps")  # fmt: skip
@@ -505,10 +541,15 @@ def run_superb(
     (8 kHz FSDD resampled to its rate), hidden states extracted once, then per task a
     learning-rate sweep over `lrs` on dev and `seeds` seeds at the best one (KS: the 6 folds).
 
-    Returns {"upstream", "n_layers", "dim", "stack", "seconds", "tasks": {task: {"metric"
+    Returns {"upstream", "n_layers", "dim", "stack", "frame_stride_samples",
+    "frame_offset_samples", "sample_rate", "seconds", "tasks": {task: {"metric"
     ("acc" or "per"), "median", "spread", "values" (per seed or fold), "unit", "lr", "dev",
     "layer_weights" (mean), "layer_weights_all", ...}}}; with `out`, also writes it to
-    out/superb.json and the layer weights to out/layer_weights.png."""
+    out/superb.json and the layer weights to out/layer_weights.png.
+
+    Under torchrun the processes share the work: each encodes its share of the batches and
+    fits its share of the probes (distributed.run_jobs); every one gets all the results, so the
+    report is one process's (wall-clock seconds aside); rank 0 alone logs and writes."""
     names = expand_tasks(tasks)
     settings = Settings(
         data_root=Path(data_root) if data_root is not None else None,
@@ -534,6 +575,17 @@ def run_superb(
             _corpus(settings, NEEDS[name])
         if name == "classify" and data is None:
             raise ConfigError("task classify needs data: a folder or a .csv/.tsv manifest")
+    distributed.setup()  # under torchrun: the ranks share the extraction and the probe fits
+    try:
+        if not distributed.is_main():
+            settings.log = distributed.quiet
+        return _run(upstream_spec, names, settings, out, upstream_seed)
+    finally:
+        distributed.teardown()
+
+
+def _run(upstream_spec: str, names: list[str], settings: Settings, out, upstream_seed) -> dict:
+    log = settings.log
     start = time.perf_counter()
     upstream = load_upstream(upstream_spec, seed=upstream_seed)
     results: dict = {}
@@ -550,10 +602,14 @@ def run_superb(
         "n_layers": upstream.n_layers,
         "dim": upstream.dim,
         "stack": upstream.stack,
+        # where step j is centred: j * stride + offset samples at the features' sample rate
+        "frame_stride_samples": upstream.frame_stride_samples,
+        "frame_offset_samples": upstream.frame_offset_samples,
+        "sample_rate": upstream.features.sample_rate,
         "seconds": round(time.perf_counter() - start, 2),
         "tasks": results,
     }
-    if out is not None:
+    if out is not None and distributed.is_main():
         folder = Path(out)
         folder.mkdir(parents=True, exist_ok=True)
         (folder / RESULTS).write_text(json.dumps(report, indent=1) + "\n")

@@ -17,15 +17,23 @@ from selfsup.errors import ConfigError
 from selfsup.objectives.apc import APC
 from selfsup.objectives.bart import BART
 from selfsup.objectives.base import Objective
+from selfsup.objectives.cpc import CPC
+from selfsup.objectives.hubert import HuBERT
 from selfsup.objectives.mass import MASS
 from selfsup.objectives.mlm import MLM, MLMConfig, MLMWithNSP, MLMWithSOP
 from selfsup.objectives.mockingjay import Mockingjay
 from selfsup.objectives.t5 import T5
 from selfsup.objectives.tera import TERA
+from selfsup.objectives.vq_wav2vec import VQWav2Vec
+from selfsup.objectives.wav2vec import Wav2Vec
+from selfsup.objectives.wav2vec2 import Wav2Vec2
 
 OBJECTIVES: dict[str, type[Objective]] = {
     "mlm": MLM, "mlm+nsp": MLMWithNSP, "mlm+sop": MLMWithSOP, "bart": BART, "mass": MASS,
     "t5": T5, "mockingjay": Mockingjay, "tera": TERA, "apc": APC,
+    "hubert": HuBERT,
+    "wav2vec2": Wav2Vec2,
+    "cpc": CPC, "wav2vec": Wav2Vec, "vq-wav2vec": VQWav2Vec,
 }  # fmt: skip
 
 ENTRY_POINTS = "selfsup.objectives"

@@ -10,6 +10,8 @@ An objective is an `nn.Module` that owns its encoder and heads and declares:
 - `batch_level`: whether its loss depends on batch statistics (negatives, cross-correlation,
   variance, BatchNorm) instead of being a sum of per-item terms;
 - optionally `after_step()`, called once after every optimizer step (a moving-average target);
+- optionally `warnings(metrics)`, one-line warnings (a collapsing codebook) that the loop logs
+  after every evaluation, from its held-out metrics;
 - `modality` (text, audio, ...): which pipeline feeds it, with its `model_config` and
   `data_config` classes (BERT's and text's by default).
 
@@ -52,6 +54,12 @@ class Objective(nn.Module):
 
     def after_step(self) -> None:
         """Called by the loop after every optimizer step; nothing by default."""
+
+    def warnings(self, metrics: dict[str, float]) -> list[str]:
+        """One-line warnings about the held-out `metrics` (the means `evaluate` returns, keys
+        without the `eval_` prefix), logged by the loop after every evaluation; none by
+        default."""
+        return []
 
 
 def normalise(sums: dict[str, float], counts: dict[str, float], terms: dict[str, str]) -> dict:

@@ -3,6 +3,8 @@ padded batches, and the L1 losses against a direct computation."""
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -307,3 +309,43 @@ def test_l1_sum_against_direct_sum():
     assert l1_sum(pred, target).item() == pytest.approx(
         (pred - target).abs().sum().item(), rel=1e-6
     )
+
+
+def _fairseq_style_count(n: int, p: float, span: int, min_spans: int, u: float) -> int:
+    # the paper's rule written out: stochastic rounding of p * n / span, at least min_spans,
+    # at most the number of places
+    return min(max(int(p * n + u), min_spans), max(n - span + 1, 1))
+
+
+def test_overlapping_spans_follow_the_wav2vec2_rule():
+    from selfsup.corrupt.frames import overlapping_spans
+
+    lengths = [200, 150, 37, 6, 0]
+    T = max(lengths)
+    pad = torch.arange(T)[None, :] >= torch.tensor(lengths)[:, None]
+    g = torch.Generator().manual_seed(3)
+    mask = overlapping_spans(pad, g, 0.065, 10, 2)
+    assert not (mask & pad).any()
+    assert not mask[4].any()
+    assert mask[3, :6].all()  # shorter than a span: masked whole
+    # every maximal run is a union of whole spans: at least `span` long unless clipped
+    for row, n in zip(mask[:3], lengths[:3], strict=True):
+        runs = torch.diff(torch.cat([torch.zeros(1), row.float(), torch.zeros(1)]))
+        starts, ends = (runs == 1).nonzero()[:, 0], (runs == -1).nonzero()[:, 0]
+        assert ((ends - starts) >= 10).all() and int(ends.max()) <= n
+    # the same seed, the same mask; the rate over many draws matches the rule's expectation
+    again = overlapping_spans(pad, torch.Generator().manual_seed(3), 0.065, 10, 2)
+    assert torch.equal(mask, again)
+    big = torch.zeros(4000, 300, dtype=torch.bool)
+    m = overlapping_spans(big, torch.Generator().manual_seed(0), 0.065, 10, 2)
+    counts = {_fairseq_style_count(300, 0.065, 10, 2, u / 100) for u in range(100)}
+    assert len(counts) == 2  # 0.065 * 300 = 19.5 starts: 19 or 20, as often
+    # the expected covered share of k distinct uniform starts (width 10) among 291 places,
+    # averaged over k = 19 and 20
+    n_places, cover = 291, 0.0
+    for k in counts:
+        for t in range(300):
+            ok = min(t, n_places - 1) - max(0, t - 9) + 1  # places whose span covers frame t
+            cover += 1 - math.comb(n_places - ok, k) / math.comb(n_places, k)
+    cover /= len(counts)
+    assert abs(m.float().mean().item() - cover / 300) < 0.01

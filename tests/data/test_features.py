@@ -1,10 +1,11 @@
-"""Frame features against librosa as the reference (log-mel, MFCC, deltas) on a synthetic chirp
-and on real recordings from ../shared/data (FSDD digits and Kaldi yesno, 8 kHz; marked `data`),
-CMVN statistics, and the feature cache (reuse, keys, bad clips)."""
+"""Frame features against librosa as the reference (log-mel, MFCC, deltas, silence trimming) on
+synthetic signals and on real recordings from ../shared/data (FSDD digits and Kaldi yesno, 8 kHz;
+marked `data`), CMVN statistics, and the feature cache (reuse, keys, bad clips)."""
 
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import librosa
 import numpy as np
@@ -25,6 +26,7 @@ from selfsup.data.features import (
     global_stats,
     log_mel,
     mfcc,
+    trim_range,
 )
 from selfsup.errors import ConfigError
 
@@ -227,6 +229,10 @@ def test_global_cmvn():
         {"delta_width": 8},
         {"log_floor": 0.0},
         {"n_mels": 400},  # bands narrower than an FFT bin
+        {"trim_db": -10.0},
+        {"trim_db": float("nan")},
+        {"trim_db": float("inf")},
+        {"trim_db": "30"},
     ],
 )
 def test_bad_settings(change):
@@ -302,6 +308,7 @@ OTHER_VALUES = {
     "delta_width": 5,
     "cmvn": "utterance",
     "log_floor": 1e-5,
+    "trim_db": 30.0,
 }
 
 
@@ -319,6 +326,19 @@ def test_every_setting_is_in_the_key(tmp_path):
     assert feature_key(items + items, cfg) != key
     sf.write(items[0].path, chirp(16000, 0.3).astype(np.float32), 16000)  # a changed file
     assert feature_key(items, cfg) != key
+
+
+def test_keys_of_caches_built_before_trimming_are_unchanged(tmp_path):
+    """trim_db at its default (off) is left out of the key: a cache built before the field
+    existed is still found."""
+    from selfsup.data.cache import cache_key
+    from selfsup.data.features import CACHE_FORMAT
+
+    items = write_clips(tmp_path / "clips", rates=(16000,), seconds=(0.2,))
+    cfg = FeatureConfig()
+    old = [f"{f.name}={getattr(cfg, f.name)!r}" for f in dataclasses.fields(cfg)
+           if f.name != "trim_db"]  # fmt: skip
+    assert feature_key(items, cfg) == cache_key([Path(i.path) for i in items], *old, CACHE_FORMAT)
 
 
 def test_bad_clips_are_config_errors(tmp_path):
@@ -339,3 +359,108 @@ def test_bad_clips_are_config_errors(tmp_path):
     assert f.shape == (3, 80)
     with pytest.raises(ConfigError):
         cached_features([], FeatureConfig(), tmp_path / "c")
+
+
+# silence trimming, against librosa.effects.trim
+
+
+def padded_tone(rate: int = 16000, lead: float = 0.37, tone: float = 0.5, tail: float = 0.61):
+    """A 440 Hz tone between a quiet lead-in and tail (noise 60 dB under the tone), with a
+    fade-in so the edge falls between frames."""
+    rng = np.random.default_rng(0)
+    n_lead, n_tone, n_tail = (int(rate * s) for s in (lead, tone, tail))
+    t = np.arange(n_tone) / rate
+    body = 0.5 * np.sin(2 * np.pi * 440.0 * t) * np.minimum(1.0, t / 0.05)
+    wave = np.concatenate([np.zeros(n_lead), body, np.zeros(n_tail)])
+    return (wave + 5e-4 * rng.standard_normal(len(wave))).astype(np.float32), n_lead, n_tone
+
+
+def check_trim_against_librosa(wave: np.ndarray, cfg: FeatureConfig) -> tuple[int, int]:
+    """The same kept samples as librosa.effects.trim, at our windows and at librosa's default
+    2048/512 ones; compute_features trims to exactly that range."""
+    for db in (20.0, cfg.trim_db, 60.0):
+        for frame, hop in ((cfg.win_length, cfg.hop_length), (2048, 512)):
+            _, ref = librosa.effects.trim(wave, top_db=db, frame_length=frame, hop_length=hop)
+            assert trim_range(wave, db, frame, hop) == tuple(ref.tolist()), (db, frame, hop)
+    start, end = trim_range(wave, cfg.trim_db, cfg.win_length, cfg.hop_length)
+    off = dataclasses.replace(cfg, trim_db=0.0)
+    np.testing.assert_array_equal(compute_features(wave, cfg),
+                                  compute_features(wave[start:end], off))  # fmt: skip
+    return start, end
+
+
+def test_trimming_a_tone_padded_with_silence():
+    cfg = FeatureConfig(trim_db=30.0)
+    wave, n_lead, n_tone = padded_tone()
+    start, end = check_trim_against_librosa(wave, cfg)
+    # within two hops of where the tone starts and ends (a frame is sound once it reaches in)
+    assert n_lead - 2 * cfg.hop_length <= start <= n_lead
+    assert n_lead + n_tone <= end <= n_lead + n_tone + 2 * cfg.hop_length
+    assert len(compute_features(wave, cfg)) < len(compute_features(wave, FeatureConfig())) / 2
+
+
+@pytest.mark.data
+@pytest.mark.parametrize(
+    "sub", ["fsdd/recordings/0_george_0.wav", "yesno/waves_yesno/0_0_1_0_0_0_1_0.wav"]
+)
+def test_trimming_real_recordings_matches_librosa(sub):
+    path = shared(sub)
+    wave = read_audio(path, 16000)
+    start, end = check_trim_against_librosa(wave, FeatureConfig(trim_db=30.0))
+    assert 0 < end - start <= len(wave)
+    check_trim_against_librosa(read_audio(path, 8000), dataclasses.replace(CFG_8K, trim_db=25.0))
+
+
+def test_trimming_never_empties_a_clip():
+    cfg = FeatureConfig(trim_db=30.0)
+    off = FeatureConfig()
+    silence = np.zeros(8000, np.float32)  # every frame at the floor: all of it is kept
+    assert trim_range(silence, 30.0, 400, 160) == (0, 8000)
+    np.testing.assert_array_equal(compute_features(silence, cfg), compute_features(silence, off))
+    click = np.zeros(8000, np.float32)
+    click[4000] = 1.0  # in the windows of 3 frames (centred at 3840, 4000, 4160): 480 samples
+    start, end = trim_range(click, 30.0, 400, 160)
+    assert (start, end) == (3840, 4320)
+    np.testing.assert_array_equal(compute_features(click, cfg),
+                                  compute_features(click[start:end], off))  # fmt: skip
+    click = np.roll(click, 80)  # in 2 frames' windows only (4000, 4160): 320 samples
+    assert trim_range(click, 30.0, 400, 160) == (4000, 4320)
+    _, ref = librosa.effects.trim(click, top_db=30.0, frame_length=400, hop_length=160)
+    assert ref.tolist() == [4000, 4320]
+    # shorter than one 400-sample window: the clip is kept whole rather than failing
+    np.testing.assert_array_equal(compute_features(click, cfg), compute_features(click, off))
+    # trim_db 0 is off: the features of before trimming existed, bit for bit
+    wave, _, _ = padded_tone()
+    assert compute_features(wave, FeatureConfig(trim_db=0.0)).shape[0] == 1 + len(wave) // 160
+
+
+def test_the_cache_trims_and_keys_by_trim_db(tmp_path):
+    folder = tmp_path / "clips"
+    folder.mkdir()
+    wave, _, _ = padded_tone()
+    sf.write(folder / "tone.wav", wave, 16000)
+    items = [AudioItem(str(folder / "tone.wav"))]
+    (full,) = cached_features(items, FeatureConfig(), tmp_path / "c", log=lambda _: None)
+    (cut,) = cached_features(items, FeatureConfig(trim_db=30.0), tmp_path / "c", log=print)
+    assert len(cut) < len(full)
+    start, end = trim_range(read_audio(items[0].path, 16000), 30.0, 400, 160)
+    np.testing.assert_array_equal(cut, compute_features(read_audio(items[0].path, 16000)[start:end],
+                                                        FeatureConfig()))  # fmt: skip
+    assert len(list((tmp_path / "c" / "audio").iterdir())) == 2
+
+
+def test_the_wave_kind_keeps_the_samples_and_normalises_per_utterance():
+    rng = np.random.default_rng(0)
+    wave = (0.3 * rng.standard_normal(1600) + 0.1).astype(np.float32)
+    cfg = FeatureConfig(kind="wave")
+    assert cfg.dim == 1 and cfg.frame_rate == 16000.0
+    raw = compute_features(wave, cfg)
+    assert raw.shape == (1600, 1) and raw.dtype == np.float32
+    np.testing.assert_array_equal(raw[:, 0], wave)
+    normed = compute_features(wave, dataclasses.replace(cfg, cmvn="utterance"))[:, 0]
+    # wav2vec 2.0's per-utterance normalisation: zero mean, unit variance
+    expect = (wave.astype(np.float64) - wave.mean()) / wave.astype(np.float64).std()
+    np.testing.assert_allclose(normed, expect, atol=1e-6)
+    with pytest.raises(ConfigError, match="deltas"):
+        FeatureConfig(kind="wave", deltas=1).validate()
+    assert FeatureConfig().frame_rate == 100.0

@@ -16,6 +16,7 @@ from selfsup.eval.probe import (
     CTCHead,
     FrameHead,
     ProbeSet,
+    Sweep,
     UtteranceHead,
     WeightedLayerSum,
     accuracy,
@@ -25,6 +26,7 @@ from selfsup.eval.probe import (
     greedy_decode,
     levenshtein,
     sweep,
+    sweeps,
     train_probe,
 )
 from selfsup.eval.upstream import load_upstream
@@ -83,6 +85,28 @@ def test_sweep_picks_the_best_dev_lr_and_summarises_the_seeds(one_thread):
     assert r["spread"] == max(r["values"]) - min(r["values"])
     assert r["median"] == sorted(r["values"])[0] + r["spread"] / 2  # two seeds: the midpoint
     assert set(r["sweep_layer_weights"]) == {"1e-05", "0.01"}
+
+
+def test_sweeps_at_once_equal_sweeps_one_after_another(one_thread):
+    """Two problems, one refitted and one not (seed 0 is then its sweep's own probe, scored on
+    test in the first round): the same results as two calls to sweep, and as the probes
+    train_probe trains directly."""
+    train, dev, test = layered(48, 0), layered(24, 0, seed=1), layered(24, 0, seed=2)
+    refit = layered(64, 0, seed=3)
+    args = dict(lrs=(1e-3, 1e-2), seeds=2, epochs=2)
+    alone = [sweep("utterance", train, dev, test, 2, **args),
+             sweep("utterance", train, dev, test, 2, refit=refit, **args)]  # fmt: skip
+    problems = [
+        Sweep("utterance", train, dev, test, 2, (1e-3, 1e-2), 2, epochs=2),
+        Sweep("utterance", train, dev, test, 2, (1e-3, 1e-2), 2, refit, epochs=2),
+    ]
+    assert sweeps(problems) == alone
+    lr = alone[0]["lr"]
+    own = train_probe("utterance", train, 2, lr, dev=dev, test=test, epochs=2, seed=0)
+    assert alone[0]["values"][0] == own["test"] and alone[0]["dev"][f"{lr:g}"] == own["dev"]
+    seed1 = train_probe("utterance", refit, 2, alone[1]["lr"], test=test, epochs=2, seed=1)
+    assert alone[1]["values"][1] == seed1["test"]
+    assert alone[1]["layer_weights_all"][1] == seed1["layer_weights"]
 
 
 def one_hot_path(path: list[int], V: int = 5) -> torch.Tensor:

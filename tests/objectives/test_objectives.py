@@ -8,18 +8,21 @@ import math
 import subprocess
 import sys
 import textwrap
-from dataclasses import asdict, fields
+from dataclasses import asdict, fields, replace
 
 import pytest
 import torch
 from toys import ToyContrastive, VectorBatches, VectorRegression, text_batch
 
-from selfsup.config import model_config_of
+from selfsup.config import data_config_of, model_config_of
 from selfsup.data.audio import collate_frames
+from selfsup.data.audio_batches import AudioDataConfig
 from selfsup.encoders.audio import AudioConfig
+from selfsup.encoders.conv_context import ConvContextConfig
 from selfsup.encoders.text import BertConfig, build_encoder
+from selfsup.encoders.wav2vec2 import Wav2Vec2Config
 from selfsup.errors import ConfigError
-from selfsup.keys import IGNORE
+from selfsup.keys import IGNORE, TARGETS
 from selfsup.objectives import OBJECTIVES, build_objective, get_objective, register
 from selfsup.objectives.base import batch_loss
 from selfsup.objectives.supervised import (
@@ -38,6 +41,10 @@ def pretraining(name):
     model_cls = model_config_of(cls)
     if model_cls is AudioConfig:
         return audio_objective(name)
+    if model_cls is Wav2Vec2Config:
+        return wave_objective(name)
+    if model_cls is ConvContextConfig:
+        return conv_context_objective(name)
     shape = {k: v for k, v in asdict(MODEL).items() if k in {f.name for f in fields(model_cls)}}
     model = build_objective(cls.Config(name=name), model_cls(**shape))
     return model, (text_batch(0) if model_cls is BertConfig else seq2seq_batch())
@@ -57,6 +64,38 @@ def audio_objective(name):
     batch = collate_frames([torch.randn(n, 6, generator=g).numpy() for n in lengths])
     corrupt = model.audio_needs().corrupt
     return model, (corrupt(batch, g) if corrupt else batch)
+
+
+def wave_objective(name):
+    """A waveform objective (wav2vec 2.0's encoder) on a tiny encoder, three conv layers of 20
+    samples a frame, and a padded batch of waves its own corruption altered."""
+    cls = get_objective(name)
+    shape = Wav2Vec2Config(conv_channels=(16,) * 3, conv_kernels=(10, 3, 3),
+                           conv_strides=(5, 2, 2), dim=16, n_layers=2, n_heads=2, ffn_dim=32,
+                           pos_conv_kernel=8, pos_conv_groups=4, dropout=0.0, attn_dropout=0.0,
+                           proj_dropout=0.0)  # fmt: skip
+    torch.manual_seed(0)
+    model = build_objective(cls.Config(name=name), shape)
+    g = torch.Generator().manual_seed(0)
+    batch = collate_frames([torch.randn(n, 1, generator=g).numpy() for n in (2400, 1800, 1000)])
+    if data_config_of(cls).frame_targets is not AudioDataConfig.frame_targets:  # HuBERT's labels
+        batch[TARGETS] = torch.randint(0, 2, (3, 2400 // 20), generator=g)  # one per frame
+    corrupt = model.audio_needs().corrupt
+    return model, (corrupt(batch, g) if corrupt else batch)
+
+
+def conv_context_objective(name):
+    """CPC / wav2vec / vq-wav2vec on a tiny conv encoder (16 channels, 20 samples a frame) and
+    context, and a padded batch of waves its own corruption gave negatives."""
+    cls = get_objective(name)
+    shape = cls.default_model(ConvContextConfig(dim=16, n_layers=2, n_entries=8))
+    shape = replace(shape, conv_kernels=(10, 3, 3), conv_strides=(5, 2, 2),
+                    conv_channels=(16,) * 3)  # fmt: skip
+    torch.manual_seed(0)
+    model = build_objective(cls.Config(name=name), shape)
+    g = torch.Generator().manual_seed(0)
+    batch = collate_frames([torch.randn(n, 1, generator=g).numpy() for n in (2400, 1800, 1000)])
+    return model, model.audio_needs().corrupt(batch, g)
 
 
 def seq2seq_batch():
