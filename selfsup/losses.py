@@ -257,7 +257,6 @@ def wav2vec_binary_loss(
     return -per_anchor.sum(), _ranked_hits(torch.cat([positive[:, None], negative], 1))
 
 
-
 def info_nce_scores(scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """`info_nce` from scores: (sum over the N rows of -log softmax(row)[0], top-1 hits) for
     scores (N, K+1), the positive's first (z^T W_k c_t / temperature in CPC). For objectives
@@ -278,6 +277,7 @@ def wav2vec_binary_scores(
     negative = F.logsigmoid(-scores[:, 1:]).mean(-1) if scores.shape[1] > 1 else 0.0
     per_anchor = F.logsigmoid(scores[:, 0]) + weight * negative  # (N,)
     return -per_anchor.sum(), _ranked_hits(scores)
+
 
 def wav2vec2_contrastive(
     context: torch.Tensor,

@@ -105,7 +105,9 @@ def collapse_warnings(metrics: dict) -> list[str]:
     each optional, and the thresholds (module constants):
 
     - "code_perplexity", "codes_in_use" (per group, with "n_entries" V): perplexity below
-      PERPLEXITY_FRACTION * V, or fewer than IN_USE_FRACTION * V entries in use;
+      PERPLEXITY_FRACTION * V, or fewer than IN_USE_FRACTION * V entries in use; with
+      "code_frames" N (the frames the statistics were counted over), V is min(V, N), since N
+      frames can use at most N entries;
     - "embedding_std": below MIN_STD, or below STD_FRACTION * "initial_embedding_std" if given;
     - "effective_rank" (with "dim"): below max(MIN_RANK, RANK_FRACTION * dim);
     - "contrastive_acc" and "contrastive_loss" (means): accuracy at least TRIVIAL_ACC with the
@@ -116,16 +118,20 @@ def collapse_warnings(metrics: dict) -> list[str]:
     out = []
     V = metrics.get("n_entries")
     if V is not None:
+        # N frames use at most N entries: a small held-out batch is judged against that bound
+        frames = metrics.get("code_frames")
+        bound = V if frames is None else min(V, max(1, int(_float(frames))))
+        of = f"{V} entries" if bound == V else f"{V} entries, {bound} frames"
         for g, p in enumerate(_floats(metrics.get("code_perplexity"))):
-            if p < PERPLEXITY_FRACTION * V:
+            if p < PERPLEXITY_FRACTION * bound:
                 out.append(
-                    f"codebook group {g}: perplexity {p:.1f} of {V} entries "
+                    f"codebook group {g}: perplexity {p:.1f} of {of} "
                     f"(< {PERPLEXITY_FRACTION:.0%}): the codes are collapsing"
                 )
         for g, n in enumerate(_floats(metrics.get("codes_in_use"))):
-            if n < IN_USE_FRACTION * V:
+            if n < IN_USE_FRACTION * bound:
                 out.append(
-                    f"codebook group {g}: {n:.0f} of {V} entries in use "
+                    f"codebook group {g}: {n:.0f} of {of} in use "
                     f"(< {IN_USE_FRACTION:.0%}): the codebook is collapsing"
                 )
     if "embedding_std" in metrics:

@@ -53,7 +53,7 @@ def prepare_audio(cfg, out: Path, resume: bool, encoding: str, log) -> Prepared:
         }
         loss = final.get("eval_loss")
         if loss is not None and math.isfinite(loss):
-            log(f"held-out L1 {loss:.4f}; {minutes:.1f} min; run in {folder}")
+            log(f"held-out loss {loss:.4f}; {minutes:.1f} min; run in {folder}")
         return summary
 
     s = data.stats
@@ -63,10 +63,11 @@ def prepare_audio(cfg, out: Path, resume: bool, encoding: str, log) -> Prepared:
             f"; {s['chunked_clips']:,} long training clips cut into {s['chunks']:,} chunks, "
             f"{s['train_examples']:,} examples an epoch"
         )
+    unit = "samples" if cfg.data.features.kind == "wave" else "frames"
+    values = "" if unit == "samples" else f" of {s['feature_dim']} values"
     log(
         f"data: {s['clips']:,} clips, {s['hours'] * 60:.1f} minutes of audio, {s['frames']:,} "
-        f"frames of {s['feature_dim']} values; {s['train_clips']:,} training / "
-        f"{s['heldout_clips']:,} held-out clips, crops of up to {cfg.data.max_frames} frames"
-        f"{chunks}"
+        f"{unit}{values}; {s['train_clips']:,} training / {s['heldout_clips']:,} held-out "
+        f"clips, crops of up to {cfg.data.max_frames} {unit}{chunks}"
     )
     return Prepared(model, data.batches, data.eval_batches, s, record, save, summarise)

@@ -35,7 +35,7 @@ from selfsup.data.audio import list_audio
 from selfsup.data.features import cached_features
 from selfsup.data.tokenizer import load_tokenizer
 from selfsup.errors import ConfigError
-from selfsup.eval.upstream import Upstream, normalises_over_time
+from selfsup.eval.upstream_base import Upstream, normalises_over_time
 from selfsup.layers.conv_frontend import conv_output_lengths
 from selfsup.models import run_config, run_weights
 from selfsup.objectives import build_objective

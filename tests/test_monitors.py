@@ -107,3 +107,13 @@ def test_a_trivial_contrastive_task_warns():
     assert len(collapse_warnings({"contrastive_acc": 1.0, "contrastive_loss": 0.001})) == 1
     assert collapse_warnings({"contrastive_acc": 1.0, "contrastive_loss": 0.2}) == []
     assert collapse_warnings({"contrastive_acc": 0.5, "contrastive_loss": 0.001}) == []
+
+
+def test_few_frames_are_judged_against_what_they_can_use():
+    # 100 frames spread over 320 entries: healthy, though under 10% of 320 in perplexity
+    healthy = {"code_perplexity": [25.0], "codes_in_use": [60], "n_entries": 320}
+    assert collapse_warnings(healthy)  # without the frame count: judged against all 320
+    assert collapse_warnings({**healthy, "code_frames": 100}) == []
+    collapsed = {"code_perplexity": [1.0], "codes_in_use": [1], "n_entries": 320,
+                 "code_frames": 100}  # fmt: skip
+    assert len(collapse_warnings(collapsed)) == 2

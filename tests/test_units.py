@@ -200,3 +200,10 @@ def test_units_and_bert_are_a_speech_upstream(pipeline):
         load_units_upstream(f"units:{pipeline / 'vq'}")
     with pytest.raises(ConfigError, match="not a unit tokenizer|no quantizer"):
         load_units_upstream(f"units:{pipeline / 'bert'}:{pipeline / 'vq'}")
+
+
+def test_load_upstream_hands_units_specs_to_the_units_upstream():
+    from selfsup.eval.upstream import load_upstream
+
+    with pytest.raises(ConfigError, match="units:VQRUN:BERTRUN"):
+        load_upstream("units:only-one-part")

@@ -283,5 +283,8 @@ def preset_shape(cfg: Wav2Vec2Config) -> Wav2Vec2Config:
     off like the presets' other dropouts. `--set model.conv_channels=...` still overrides."""
     width = min(512, cfg.dim)
     return dataclasses.replace(
-        cfg, conv_channels=(width,) * len(cfg.conv_channels), proj_dropout=cfg.dropout
+        cfg,
+        feature_dim=1,  # one sample per input frame (a spectral preset's 80 does not carry)
+        conv_channels=(width,) * len(cfg.conv_channels),
+        proj_dropout=cfg.dropout,
     )

@@ -71,6 +71,8 @@ class _OneDNNLinear(torch.autograd.Function):
     def backward(ctx, dy):
         x, weight = ctx.saved_tensors
         dx = dw = db = None
+        if 0 in dy.stride():  # an expanded gradient (x.sum().backward()): oneDNN's product
+            dy = dy.contiguous()  # over zero strides took seconds instead of milliseconds
         dy2 = dy.reshape(-1, dy.shape[-1])  # (M, N)
         if ctx.needs_input_grad[0]:
             dx = _mm(dy, weight.t().contiguous(), None)  # (..., K)

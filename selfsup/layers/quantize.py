@@ -100,7 +100,7 @@ class GumbelQuantizer(nn.Module):
             codes = logits.argmax(-1)
             choice = F.one_hot(codes, V).to(logits)
             perplexity = code_perplexity(choice)
-        quantized = torch.einsum("ngv,gvd->ngd", choice, self.codebooks).reshape(N, -1)  # (N, D)
+        quantized = torch.einsum("ngv,gvd->ngd", choice, self.codebooks).flatten(1)  # (N, D)
         if self.out is not None:
             quantized = self.out(quantized)
         return {"quantized": quantized, "codes": codes, "probs": probs, "perplexity": perplexity}
@@ -136,7 +136,7 @@ class KMeansQuantizer(nn.Module):
 
     def forward(self, z: torch.Tensor) -> dict[str, torch.Tensor]:
         N, G = z.shape[0], self.n_groups
-        zg = z.float().view(N, G, -1)  # (N, G, D/G)
+        zg = z.float().view(N, G, z.shape[-1] // G)  # (N, G, D/G)
         books = self.codebooks.float()  # (G, V, D/G)
         with torch.no_grad():
             dist = (
@@ -148,7 +148,7 @@ class KMeansQuantizer(nn.Module):
         e = books[torch.arange(G, device=z.device), codes]  # (N, G, D/G)
         codebook_loss = (zg.detach() - e).pow(2).sum()
         commitment_loss = (zg - e.detach()).pow(2).sum()
-        quantized = (zg + (e - zg).detach()).reshape(N, -1).to(z.dtype)  # (N, D)
+        quantized = (zg + (e - zg).detach()).flatten(1).to(z.dtype)  # (N, D)
         return {
             "quantized": quantized,
             "codes": codes,

@@ -42,6 +42,7 @@ from selfsup.errors import ConfigError
 from selfsup.keys import FEATURES, NEGATIVES, NOISE_SEED, OTHER_NEGATIVES, PADDING_MASK
 from selfsup.layers.conv_frontend import conv_output_lengths, receptive_field
 from selfsup.layers.linear import Linear
+from selfsup.layers.quantize import GumbelQuantizer
 from selfsup.losses import info_nce_scores
 from selfsup.monitors import collapse_warnings, embedding_stats
 from selfsup.objectives.base import Objective
@@ -101,14 +102,6 @@ def future_corrupt(
     return out
 
 
-def shift_later(x: torch.Tensor, k: int) -> torch.Tensor:
-    """(B, T', ...) moved k frames later along time: out[:, s] = x[:, s - k], zeros first."""
-    T = x.shape[1]
-    if k >= T:
-        return torch.zeros_like(x)
-    return torch.cat([x.new_zeros(x.shape[0], k, *x.shape[2:]), x[:, : T - k]], 1)
-
-
 MONITOR_ROWS = 1024  # frames the embedding monitors read per batch (an SVD of 1024 x D)
 
 
@@ -146,7 +139,7 @@ class FuturePrediction(Objective):
 
     def audio_needs(self) -> AudioNeeds:
         # a plain function of the settings, not a bound method: data workers get no weights
-        seeds = self.encoder.quantizer is not None
+        seeds = isinstance(self.encoder.quantizer, GumbelQuantizer)  # its noise's
         other = getattr(self.cfg, "other_negatives", 0)
         return AudioNeeds(corrupt=partial(future_corrupt, self.cfg.same_negatives, other,
                                           self.encoder.conv_layers, seeds))  # fmt: skip
@@ -168,9 +161,11 @@ class FuturePrediction(Objective):
         S = self.cfg.steps
         pred = self.predict(c).view(B, T, S, C)  # pred[b, t, k - 1] = W_k c_t
         # by target frame: ahead[b, s, k - 1] = W_k c_{s-k}, the prediction of z_s from k back
-        ahead = torch.stack([shift_later(pred[:, :, k - 1], k) for k in range(1, S + 1)], 2)
+        # (one gather: its backward is one scatter, not a zero-filled copy of pred per step)
         steps = torch.arange(1, S + 1, device=z.device)
-        valid = ~pad[:, :, None] & (torch.arange(T, device=z.device)[:, None] >= steps)[None]
+        source = torch.arange(T, device=z.device)[:, None] - steps  # (T', S): frame s - k
+        ahead = pred[:, source.clamp(min=0), steps - 1]  # (B, T', S, C); s < k: unused
+        valid = ~pad[:, :, None] & (source >= 0)[None]  # (B, T', S)
         rows = torch.arange(B, device=z.device)[:, None, None]
         negatives = [z[rows, batch[NEGATIVES]]]  # (B, T', K_same, C)
         if OTHER_NEGATIVES in batch:
@@ -208,6 +203,9 @@ class FuturePrediction(Objective):
         pad = self.whole_batch(out["padding_mask"].float()) > 0  # (gloo gathers no bool)
         rows = c[~pad].float()  # (N, D)
         rows = rows[:: max(1, -(-rows.shape[0] // MONITOR_ROWS))]
+        if rows.shape[0] == 0:  # no real frame (clips shorter than one frame)
+            zero = c.new_zeros((), dtype=torch.float32)
+            return {"embedding_std": zero, "effective_rank": zero}
         stats = embedding_stats(rows)
         return {"embedding_std": stats["embedding_std"].float(),
                 "effective_rank": stats["effective_rank"].float()}  # fmt: skip
@@ -218,7 +216,7 @@ class FuturePrediction(Objective):
         means = {k.removeprefix("eval_"): v for k, v in metrics.items()}
         if "effective_rank" in means:
             means["dim"] = self.encoder.dim
-        if "code_perplexity" in means and self.encoder.quantizer is not None:
+        if self.encoder.quantizer is not None:
             means["n_entries"] = self.encoder.quantizer.n_entries
         return collapse_warnings(means)
 

@@ -1,17 +1,20 @@
 """wav2vec 2.0 (Baevski et al., arXiv:2006.11477): a conv encoder turns the waveform into latent
 frames z_t; spans of them are masked (p = 0.065 of the frames start a span of 10) before the
 Transformer, whose output c_t at each masked frame must pick the quantized latent q_t out of
-K = 100 distractors quantized from other masked frames of the same utterance (section 3.2):
+Q_t, q_t and K = 100 distractors quantized from other masked frames of the same utterance
+(section 3.2, eq. 3):
 
-    L_m = -log( exp(cos(c_t, q_t) / kappa) / sum_{q~ in Q_t} exp(cos(c_t, q~) / kappa) )
+    L_m = -log( exp(cos(c_t, q_t) / kappa) / sum over q~ in Q_t of exp(cos(c_t, q~) / kappa) )
 
-(Q_t: q_t and its distractors)
-
-with kappa = 0.1; distractors equal to q_t (the same codes) are left out. q_t comes from a
-product Gumbel-softmax quantizer (G = 2 groups of V = 320 entries, its temperature annealed
-from 2 to 0.5 by 0.999995 a step); a diversity loss L_d (weight 0.1) keeps its entries in use,
-and an L2 penalty on the conv encoder's output (weight 10, in the paper's implementation) keeps
-the features small (section 4.2).
+with kappa = 0.1. A distractor with the target's codes in every group (so the target's
+vector: the paper's implementation compares the vectors, which is the same up to rounding) is
+left out. q_t comes from a product Gumbel-softmax quantizer (G = 2 groups of V = 320 entries,
+its temperature annealed from 2 to 0.5 by 0.999995 a step); a diversity loss L_d (weight 0.1,
+eq. 4) keeps its entries in use, and an L2 penalty on the conv encoder's output (weight 10 in
+the paper's implementation) keeps the features small (section 4.2). The base models' front end
+normalises each channel over time (conv_norm "group"), so padding changes an utterance's
+frames: the pipeline batches clips of similar length (little padding), and the "layer" front
+end has no such effect.
 
 Where things happen, so that batch k is a pure function of (seed, k) and W ranks train as one:
 
@@ -49,7 +52,7 @@ M masked frames, N quantized frames.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from functools import partial
 
 import torch
@@ -170,7 +173,7 @@ def utterance_gumbel_noise(
 ) -> torch.Tensor:
     """(N, G, V) Gumbel noise for the frames `rows` (B, T') selects, in the order of
     `x[rows]`: utterance b's from a generator seeded by seeds[b], one draw per selected frame
-    in order. A utterance's noise depends on its seed and frames only, not on the batch it is
+    in order. An utterance's noise depends on its seed and frames only, not on the batch it is
     in, so a batch cut across ranks draws what one process does."""
     device = torch.device("cpu") if device is None else torch.device(device)
     parts = []
@@ -213,15 +216,15 @@ class Wav2Vec2(Objective):
             "feature_penalty": "conv_values", "contrastive_acc": "masked",
             "prob_perplexity": "masked", **{f"code_perplexity_{g}": "masked" for g in groups},
             **{f"codes_in_use_{g}": "masked" for g in groups}, "temperature": "masked",
+            "code_frames": "masked",
             "embedding_std": "masked", "effective_rank": "masked",
         }  # fmt: skip
 
     @classmethod
     def default_model(cls, model: Wav2Vec2Config) -> Wav2Vec2Config:
-        """A preset's Transformer shape with a conv front end as wide as the model (at most
-        512 channels), reading one value per input frame (a spectral preset's shape carries
-        its 80)."""
-        return replace(preset_shape(model), feature_dim=1)
+        """A preset's Transformer shape as a waveform encoder: a conv front end as wide as the
+        model (at most 512 channels), one sample per input frame."""
+        return preset_shape(model)
 
     @classmethod
     def build(cls, cfg: Wav2Vec2ObjectiveConfig, model: Wav2Vec2Config) -> Wav2Vec2:
@@ -237,10 +240,9 @@ class Wav2Vec2(Objective):
         samples = (~batch[PADDING_MASK]).sum(1)  # (B,)
         frames = int(conv_output_lengths(samples, self.encoder.conv_layers).sum())
         return {
-            "masked": int(batch[TIME_MASK].sum()),
-            "conv_values": frames * self.encoder.conv_layers[-1][0],
-            "frames": frames,
-            "samples": int(samples.sum()),
+            "masked": int(batch[TIME_MASK].sum()),  # the contrastive task's anchors
+            "conv_values": frames * self.encoder.conv_layers[-1][0],  # the penalty's values
+            "samples": int(samples.sum()),  # the work: real audio
         }
 
     def gumbel_temperature(self) -> float:
@@ -305,6 +307,7 @@ class Wav2Vec2(Objective):
                 **{f"code_perplexity_{g}": code_ppl[g] * m for g in range(G)},
                 **{f"codes_in_use_{g}": in_use[g] * m for g in range(G)},
                 "temperature": torch.tensor(temperature) * m,
+                "code_frames": n.to(prob_sum) * m,  # frames the code statistics are over
                 "embedding_std": embedding["embedding_std"] * m,
                 "effective_rank": embedding["effective_rank"] * m,
             }
@@ -326,6 +329,7 @@ class Wav2Vec2(Objective):
             "code_perplexity": [metrics[f"code_perplexity_{g}"] for g in range(G)],
             "codes_in_use": [metrics[f"codes_in_use_{g}"] for g in range(G)],
             "n_entries": self.cfg.n_entries,
+            "code_frames": metrics.get("code_frames"),
             "embedding_std": metrics["embedding_std"],
             "effective_rank": metrics["effective_rank"],
             "dim": self.cfg.proj_dim,

@@ -82,3 +82,15 @@ def test_export_sees_a_plain_linear(onednn):
     targets = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
     assert not any("mkldnn" in t for t in targets), targets
     assert any("linear" in t or "addmm" in t for t in targets), targets
+
+
+def test_an_expanded_output_gradient_gives_the_reference_gradients(onednn):
+    # x.sum().backward() hands the backward a zero-stride gradient (copied first: fast path)
+    x = torch.randn(64, 32, requires_grad=True)
+    w = torch.randn(48, 32, requires_grad=True)
+    b = torch.randn(48, requires_grad=True)
+    L.linear(x, w, b).sum().backward()
+    x2, w2, b2 = (t.detach().clone().requires_grad_() for t in (x, w, b))
+    F.linear(x2, w2, b2).sum().backward()
+    for ours, ref in ((x, x2), (w, w2), (b, b2)):
+        torch.testing.assert_close(ours.grad, ref.grad, rtol=1e-5, atol=1e-4)

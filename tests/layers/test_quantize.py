@@ -162,3 +162,14 @@ def test_kmeans_quantizer_is_deterministic_and_returns_perplexity():
     usage = torch.bincount(a["codes"][:, 0], minlength=3).double() / 10
     want = math.exp(-sum(float(p) * math.log(float(p)) for p in usage if p > 0))
     assert float(a["perplexity"][0]) == pytest.approx(want, rel=1e-5)
+
+
+def test_no_rows_quantize_to_no_rows():
+    from selfsup.layers.quantize import GumbelQuantizer, KMeansQuantizer
+
+    g = GumbelQuantizer(8, 16, n_groups=2, n_entries=5).train()
+    out = g(torch.zeros(0, 8), generator=torch.Generator().manual_seed(0))
+    assert out["quantized"].shape == (0, 16) and out["codes"].shape == (0, 2)
+    k = KMeansQuantizer(8, n_groups=2, n_entries=5)
+    out = k(torch.zeros(0, 8))
+    assert out["quantized"].shape == (0, 8) and out["codes"].shape == (0, 2)

@@ -21,7 +21,7 @@ from selfsup.data.audio import collate_frames
 from selfsup.encoders.conv_context import ConvContextConfig, build_conv_context
 from selfsup.keys import NEGATIVES, OTHER_NEGATIVES
 from selfsup.layers.conv_frontend import conv_output_lengths
-from selfsup.losses import info_nce, wav2vec_binary_loss
+from selfsup.losses import info_nce, info_nce_scores, wav2vec_binary_loss, wav2vec_binary_scores
 from selfsup.objectives import build_objective, get_objective
 from selfsup.objectives.vq_wav2vec import annealed_temperature
 
@@ -151,6 +151,21 @@ def test_cpc_negatives_come_from_the_same_and_the_other_utterances():
         rows, frames = other // 23, other % 23
         assert not bool((rows == b).any())
         assert all(int(frames[rows == r].max()) < real[r] for r in set(rows.flatten().tolist()))
+
+
+def test_score_forms_of_the_losses_equal_the_vector_forms():
+    g = torch.Generator().manual_seed(0)
+    pred, target, negs = (torch.randn(*s, generator=g) for s in ((7, 5), (7, 5), (7, 4, 5)))
+    target[:3] = pred[:3] * 2  # some hits
+    scores = torch.cat([(pred * target).sum(-1, keepdim=True),
+                        torch.einsum("nd,nkd->nk", pred, negs)], 1)  # fmt: skip
+    for mine, theirs in [(info_nce_scores(scores), info_nce(pred, target, negs)),
+                         (wav2vec_binary_scores(scores), wav2vec_binary_loss(pred, target, negs)),
+                         (wav2vec_binary_scores(scores, 2.0),
+                          wav2vec_binary_loss(pred, target, negs, 2.0))]:  # fmt: skip
+        torch.testing.assert_close(mine[0], theirs[0])
+        assert float(mine[1]) == float(theirs[1])
+    assert 0 < float(info_nce_scores(scores)[1]) < 7
 
 
 @pytest.mark.parametrize("weight", [0.0, 3.0])
@@ -315,6 +330,38 @@ def test_negatives_are_a_function_of_the_generator():
     assert share == pytest.approx(3 / 10, abs=0.03)  # of utterance 0's others: 7 + 3 frames
 
 
+def test_collapse_is_flagged_from_the_held_out_monitors():
+    model = objective("vq-wav2vec", n_entries=320)
+    healthy = {"eval_code_perplexity": 200.0, "eval_codes_in_use": 300.0,
+               "eval_embedding_std": 0.3, "eval_effective_rank": 9.0}  # fmt: skip
+    assert model.warnings(healthy) == []
+    collapsed = {"eval_code_perplexity": 1.2, "eval_codes_in_use": 3.0,
+                 "eval_embedding_std": 1e-4, "eval_effective_rank": 1.0}  # fmt: skip
+    said = " | ".join(model.warnings(collapsed))
+    for what in ("perplexity 1.2 of 320 entries", "3 of 320 entries in use", "embedding std",
+                 "effective rank"):  # fmt: skip
+        assert what in said
+    trivial = {"contrastive_acc": 1.0, "contrastive_loss": 1e-4}  # the loop's keys, no eval_
+    assert "trivial" in " ".join(objective("cpc").warnings(trivial))
+
+
+@pytest.mark.parametrize("size", ["tiny", "mini"])
+@pytest.mark.parametrize("name", ["cpc", "wav2vec", "vq-wav2vec"])
+def test_the_speech_presets_give_each_objective_its_layout(size, name):
+    from selfsup.presets import preset
+
+    cfg = preset(size, "audio")
+    cfg.set_objective(name)
+    cfg.validate()
+    m, width = cfg.model, {"tiny": 128, "mini": 256}[size]
+    assert m.conv_channels == (width,) * 5 and m.dim == width and m.feature_dim == 1
+    assert (m.context, m.conv_norm, m.n_layers) == (
+        ("gru", "layer", 1) if name == "cpc" else ("conv", "group", {"tiny": 2, "mini": 3}[size])
+    )
+    assert m.quantizer == ("gumbel" if name == "vq-wav2vec" else "none")
+    assert cfg.data.features.kind == "wave" and cfg.data.max_frames >= m.receptive_field
+
+
 # --------------------------------------------------------------------------------------------
 # selfsup pretrain end to end
 # --------------------------------------------------------------------------------------------
@@ -409,15 +456,17 @@ def test_cpc_refuses_gradient_accumulation(speech, tmp_path, capsys):
 
 
 @pytest.mark.slow
-def test_cpc_two_processes_train_like_one(speech, tmp_path):
-    """Negatives from the other utterances of the batch: each rank gathers every rank's frames,
-    so two processes (gloo, the CPU) train as one, up to float rounding."""
+@pytest.mark.parametrize("name", ["cpc", "vq-wav2vec"])
+def test_two_processes_train_like_one(speech, tmp_path, name):
+    """CPC's negatives from the other utterances of the batch: each rank gathers every rank's
+    frames; vq-wav2vec's Gumbel noise is per utterance and its codebook monitors gathered: so
+    two processes (gloo, the CPU) train as one, up to float rounding."""
     import torch.distributed as dist
     from test_distributed import _selfsup, assert_same_rows
 
     if not (dist.is_available() and dist.is_gloo_available()):
         pytest.skip("no gloo backend")
-    args = [str(a) for a in pretrain_args(speech, "cpc", tmp_path / "one")]
+    args = [str(a) for a in pretrain_args(speech, name, tmp_path / "one")]
     _selfsup(1, *args)
     args[args.index(str(tmp_path / "one"))] = str(tmp_path / "two")
     _selfsup(2, *args)

@@ -473,6 +473,7 @@ def test_interrupted_run_resumes_exactly(speech, tmp_path):
     assert strip(metrics(tmp_path / "a")) == strip(metrics(tmp_path / "b"))
 
 
+@pytest.mark.slow  # about 70 s on 2 busy cores: three processes start
 @pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="no gloo")
 def test_two_processes_train_as_one(tmp_path):
     """Under torchrun each rank holds half of every batch: the diversity loss and the codebook
