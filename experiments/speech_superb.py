@@ -14,6 +14,32 @@ Pretraining data: every file in the "pretrain" lists of selfsup/eval/splits (FSD
 files of its 6 speakers, the timit-sample utterances in no test set of any task, yesno's train
 files): 2,823 clips, 28 minutes of real speech; no synthetic speech. Work folder: $SPEECH_WORK
 (default ../speech-work beside the repository); results: experiments/results/speech_superb/.
+
+Part 2 (issue 12) adds wav2vec 2.0, CPC, wav2vec, vq-wav2vec (+ its units -> BERT, probed as
+units:vq-wav2vec:units-bert) and HuBERT iterations 1 and 2, on the same pretraining files, the
+same `mini` preset and the same 30-minute budget per run, timed the same way:
+
+    python experiments/speech_superb.py time wav2vec2     # or cpc, wav2vec, vq-wav2vec, hubert1
+    python experiments/speech_superb.py all part2         # runs, units, labels, probes, in order
+    python experiments/speech_superb.py time units-bert   # once vq-wav2vec is trained
+
+The waveform objectives train on 2 s crops (data.max_frames=32000). Their step on 2 cores is
+seconds, not tenths (README, speech part 2), so `time` times 60 steps, not 400, and where `mini`
+fits fewer than 200 steps in 30 minutes it times `tiny` too and the run takes `tiny` (the plan
+records the preset; the budget decides). HuBERT: `selfsup cluster mfcc --k 100` gives the
+iteration-1 labels; iteration 2 clusters iteration 1's middle layer (2 of mini's 3) with k = 100
+too (the paper's 500 is for 960 h; 28 minutes of speech at 50 Hz is about 84k frames, and 100
+keeps several hundred frames per cluster). Each iteration is its own run with its own 30-minute
+budget; iteration 2 takes iteration 1's timing (same model, k and data: the same step cost).
+The units BERT is the text `mini` preset, timed and budgeted like the others. Random-init
+twins: random:NAME for each waveform run; hubert2 is compared with random:hubert1 (the same
+architecture) and the units upstream with random:vq-wav2vec (the units loader has no random
+BERT). Goals (`table`): HuBERT 2 beats HuBERT 1 on pr; every pretrained upstream beats its
+random twin on ks, fold by fold.
+
+SPEECH_SMOKE=1 checks the commands in minutes: the `tiny` preset, every 60th manifest file, a
+30-second budget (20 timed steps), k = 10, ks and pr-frame on 2 folds, 1 seed, 1 epoch; its
+own work folder (../speech-work-smoke) and results file (in it), never the real table.
 """
 
 from __future__ import annotations
@@ -29,18 +55,43 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+SMOKE = os.environ.get("SPEECH_SMOKE") == "1"
 DATA = Path(os.environ.get("SELFSUP_DATA", ROOT.parent / "shared" / "data"))
-WORK = Path(os.environ.get("SPEECH_WORK", ROOT.parent / "speech-work"))
-RESULTS = ROOT / "experiments" / "results" / "speech_superb" / "results.jsonl"
+WORK = Path(os.environ.get("SPEECH_WORK", ROOT.parent / ("speech-work-smoke" if SMOKE
+                                                          else "speech-work")))  # fmt: skip
+RESULTS = (WORK / "results.jsonl" if SMOKE
+           else ROOT / "experiments" / "results" / "speech_superb" / "results.jsonl")  # fmt: skip
 SPLITS = ROOT / "selfsup" / "eval" / "splits"
-PRESET = "mini"
-BUDGET_S = 30 * 60
+PRESET = "tiny" if SMOKE else "mini"
+BUDGET_S = 30 if SMOKE else 30 * 60
+MIN_STEPS = 200  # part 2: fewer than this in the budget on `mini` -> `tiny`
+KMEANS_K = (10, 10) if SMOKE else (100, 100)  # HuBERT iterations 1 and 2
 # Each objective's flags; APC uses its paper's GRU (3 layers of the preset's width).
 OBJECTIVES = {
     "mockingjay": ["--objective", "mockingjay"],
     "tera": ["--objective", "tera"],
     "apc": ["--objective", "apc", "--set", "model.arch=gru"],
 }
+# Part 2: the waveform objectives on 2 s crops; HuBERT's labels and the units file are made
+# by prepare() before their runs.
+WAVE = ["--set", "data.max_frames=32000"]
+LABELS = {"hubert1": WORK / "labels1", "hubert2": WORK / "labels2"}
+UNITS = WORK / "units" / "units.txt"
+PART2 = {
+    "wav2vec2": ["--objective", "wav2vec2", *WAVE],
+    "cpc": ["--objective", "cpc", *WAVE],
+    "wav2vec": ["--objective", "wav2vec", *WAVE],
+    "vq-wav2vec": ["--objective", "vq-wav2vec", *WAVE],
+    "units-bert": ["--objective", "mlm", "--tokenizer", "units"],
+    "hubert1": ["--objective", "hubert", "--labels", str(LABELS["hubert1"]), *WAVE],
+    "hubert2": ["--objective", "hubert", "--labels", str(LABELS["hubert2"]), *WAVE],
+}
+RUNS = {**OBJECTIVES, **PART2}
+UNITS_SPEC = "units:vq-wav2vec:units-bert"  # the upstream of the units-bert run
+TIMED_AS = {"hubert2": "hubert1"}  # no plan of its own: the same step cost
+# Each part-2 upstream against its random-init twin (see the docstring).
+TWINS = {**{n: f"random:{n}" for n in ("wav2vec2", "cpc", "wav2vec", "vq-wav2vec", "hubert1")},
+         "hubert2": "random:hubert1", UNITS_SPEC: "random:vq-wav2vec"}  # fmt: skip
 BASELINES = ["fbank", "mfcc", "fbank+cmvn", "mfcc+cmvn"]
 
 
@@ -60,6 +111,8 @@ def manifest() -> Path:
     for name, folder in (("fsdd", "fsdd"), ("timit_sample", "timit-sample"), ("yesno", "yesno")):
         split = json.loads((SPLITS / f"{name}.json").read_text())
         rows += [DATA / folder / p for p in split["pretrain"]]
+    if SMOKE:
+        rows = rows[::60]  # every corpus, a few dozen clips
     tmp = out.with_suffix(".tmp")
     with open(tmp, "w", newline="") as f:
         w = csv.writer(f)
@@ -82,9 +135,10 @@ def add_row(row: dict) -> None:
         f.write(json.dumps({"cpu": cpu(), "date": time.strftime("%Y-%m-%d"), **row}) + "\n")
 
 
-def pretrain_cmd(name: str, steps: int, out: Path) -> list[str]:
+def pretrain_cmd(name: str, steps: int, out: Path, preset: str = PRESET) -> list[str]:
+    data = UNITS if name == "units-bert" else manifest()
     return [
-        "selfsup", "pretrain", *OBJECTIVES[name], "--preset", PRESET, "--data", str(manifest()),
+        "selfsup", "pretrain", *RUNS[name], "--preset", preset, "--data", str(data),
         "--steps", str(steps), "--save-every", "250", "--eval-every", "500", "--precision",
         "fp32", "--cache-dir", str(WORK / "cache"), "--out", str(out), "--no-progress",
     ]  # fmt: skip
@@ -98,43 +152,113 @@ def run(cmd: list[str], log: Path) -> None:
         sys.exit(f"failed ({code}); see {log}")
 
 
-def time_steps(name: str, steps: int = 400) -> float:
+def run_dir(name: str) -> Path:
+    return WORK / "runs" / name
+
+
+def build_atomically(out: Path, cmd: list[str], log: Path) -> None:
+    """Run `cmd`, which writes the folder given by its --out, into a temporary folder renamed
+    to `out` once done, so an interrupted run is redone rather than read half-written."""
+    if out.exists():
+        return
+    tmp = out.with_name(out.name + ".tmp")
+    subprocess.run(["rm", "-rf", str(tmp)], check=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    run([str(tmp) if c == "OUT" else c for c in cmd], log)
+    tmp.replace(out)
+
+
+def middle_layer(run: Path) -> int:
+    n_layers = json.loads((run / "config.json").read_text())["model"]["n_layers"]
+    return (n_layers + 1) // 2  # HuBERT base re-clusters layer 6 of 12
+
+
+def prepare(name: str) -> None:
+    """The inputs a part-2 run reads besides the manifest: HuBERT's labels, the units file."""
+    cache = ["--cache-dir", str(WORK / "cache")]
+    log = WORK / "runs" / f"{name}.log"
+    if name == "hubert1":
+        cmd = ["selfsup", "cluster", "mfcc", "--data", str(manifest()), "--k", str(KMEANS_K[0]),
+               "--out", "OUT", *cache]  # fmt: skip
+        build_atomically(LABELS[name], cmd, log)
+    elif name in ("hubert2", "units-bert"):
+        before = "hubert1" if name == "hubert2" else "vq-wav2vec"
+        if not (run_dir(before) / "model.safetensors").exists():
+            sys.exit(f"{name} needs the {before} run: `pretrain {before}` first")
+        if name == "hubert2":
+            cmd = ["selfsup", "cluster", str(run_dir(before)), "--layer",
+                   str(middle_layer(run_dir(before))), "--data", str(manifest()), "--k",
+                   str(KMEANS_K[1]), "--out", "OUT", "--device", "cpu", *cache]  # fmt: skip
+            build_atomically(LABELS[name], cmd, log)
+        else:
+            tmp = WORK / "units.tmp" / UNITS.name
+            cmd = ["selfsup", "units", str(run_dir(before)), "--data", str(manifest()), "--out",
+                   str(tmp), *cache]  # fmt: skip
+            if not UNITS.parent.exists():
+                subprocess.run(["rm", "-rf", str(tmp.parent)], check=True)
+                tmp.parent.mkdir(parents=True)
+                run(cmd, log)
+                tmp.parent.replace(UNITS.parent)
+
+
+def time_steps(name: str, steps: int, preset: str = PRESET) -> float:
     """Seconds per optimizer step of the objective's recipe (a throwaway run; quiet machine)."""
+    prepare(name)
     out = WORK / "timing" / name
     subprocess.run(["rm", "-rf", str(out)], check=True)
     out.parent.mkdir(parents=True, exist_ok=True)
-    run(pretrain_cmd(name, steps, out) + ["--eval-every", "0"], out.parent / f"{name}.log")
+    cmd = pretrain_cmd(name, steps, out, preset) + ["--eval-every", "0"]
+    run(cmd, out.parent / f"{name}.log")
     m = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in m if "elapsed_s" in r]
     a, b = train[0], train[-1]  # from step 10 on: no warm-up in the figure; 400 steps mix
     # the short FSDD batches with the long timit/yesno ones as a whole run does
     per_step = (b["elapsed_s"] - a["elapsed_s"]) / (b["step"] - a["step"])
-    print(f"{name}: {per_step:.3f} s/step -> {int(BUDGET_S / per_step)} steps in 30 minutes")
+    print(f"{name} ({preset}): {per_step:.3f} s/step -> {int(BUDGET_S / per_step)} steps "
+          f"in {BUDGET_S / 60:g} minutes")  # fmt: skip
     return per_step
 
 
+def time_plan(name: str) -> None:
+    """Write the run's plan (steps in the budget, preset) from a timing, unless it has one."""
+    # part 1 and the units BERT: 400 steps (tenths of a second each); waveforms: 60 (seconds)
+    steps = 20 if SMOKE else 400 if name in OBJECTIVES or name == "units-bert" else 60
+    preset = PRESET
+    per_step = time_steps(name, steps, preset)
+    if name in PART2 and BUDGET_S / per_step < MIN_STEPS and not SMOKE:
+        preset = "tiny"
+        per_step = time_steps(name, steps, preset)
+    plan = WORK / "runs" / f"{name}.plan.json"
+    if not plan.exists():
+        plan.write_text(json.dumps({"steps": int(BUDGET_S / per_step), "preset": preset}))
+
+
 def pretrain(name: str, steps: int | None) -> None:
-    out = WORK / "runs" / name
+    out = run_dir(name)
     if (out / "model.safetensors").exists():
         return
     plan = WORK / "runs" / f"{name}.plan.json"
+    timed = WORK / "runs" / f"{TIMED_AS.get(name, name)}.plan.json"
+    preset = PRESET
+    if plan.exists() or (steps is None and timed.exists()):
+        saved = json.loads((plan if plan.exists() else timed).read_text())
+        preset = saved.get("preset", PRESET)
+        steps = steps or saved["steps"]
     if steps is None:
-        if not plan.exists():
-            sys.exit(
-                f"no step budget for {name}: run `time {name}` then `pretrain {name} --steps N`"
-            )
-        steps = json.loads(plan.read_text())["steps"]
+        sys.exit(f"no step budget for {name}: run `time {name}` then `pretrain {name} --steps N`")
     plan.parent.mkdir(parents=True, exist_ok=True)
-    plan.write_text(json.dumps({"steps": steps}))
+    plan.write_text(json.dumps({"steps": steps, "preset": preset}))
+    prepare(name)
     log = WORK / "runs" / f"{name}.log"
     if (out / "config.json").exists():
-        run(["selfsup", "pretrain", "--resume", str(out), "--no-progress"], log)
+        run(["selfsup", "pretrain", "--resume", str(out), "--steps", str(steps),
+             "--no-progress"], log)  # fmt: skip
     else:
-        run(pretrain_cmd(name, steps, out), log)
+        run(pretrain_cmd(name, steps, out, preset), log)
     summary = json.loads((out / "summary.json").read_text())
     metrics = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
     elapsed = max(r.get("elapsed_s", 0) for r in metrics)
-    add_row({"kind": "pretrain", "name": name, "flags": OBJECTIVES[name], "preset": PRESET,
+    add_row({"kind": "pretrain", "name": name, "flags": RUNS[name], "preset": preset,
              "steps": steps, "train_minutes": round(elapsed / 60, 1),
              "eval_l1": summary.get("eval_loss"), "clips": summary.get("clips")})  # fmt: skip
 
@@ -149,12 +273,17 @@ def superb(spec: str, seeds: int = 3) -> None:
     if any(r["kind"] == "superb" and r["upstream"] == spec for r in rows()):
         return
     upstream = spec
-    if spec in OBJECTIVES or spec.startswith("random:"):
+    if spec.startswith("units:"):
+        upstream = "units:" + ":".join(str(run_dir(n)) for n in spec.split(":")[1:])
+    elif spec in RUNS or spec.startswith("random:"):
         name = spec.removeprefix("random:")
-        upstream = spec.replace(name, str(WORK / "runs" / name))
+        upstream = spec.replace(name, str(run_dir(name)))
     out = WORK / "superb" / spec.replace(":", "-").replace("+", "-")
     t0 = time.perf_counter()
-    report = run_superb(upstream, ["all"], DATA, out, seeds=seeds, cache_dir=WORK / "cache")
+    # the smoke mode checks the wiring only: two ks folds and frame phones, one short probe
+    smoke = {"seeds": 1, "epochs": 1, "folds": [0, 1]} if SMOKE else {"seeds": seeds}
+    tasks = ["ks", "pr-frame"] if SMOKE else ["all"]
+    report = run_superb(upstream, tasks, DATA, out, cache_dir=WORK / "cache", **smoke)
     tasks = {t: {k: v for k, v in r.items() if k in ("metric", "median", "spread", "values",
                                                       "lr", "unit", "layer_weights")}
              for t, r in report["tasks"].items()}  # fmt: skip
@@ -191,6 +320,34 @@ def goals() -> str:
                 spread = 100 * max(a[task]["spread"], b[task]["spread"])
                 cells.append(f"{d:+.1f} ({spread:.1f})" + (" yes" if d > spread else " no"))
             lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n\n" + goals_part2(by)
+
+
+def ks_folds(a: dict, b: dict) -> str:
+    """ks fold by fold (the same held-out speaker on both sides): "won/folds, mean gain",
+    "yes" where `a` wins most folds and gains on average."""
+    ka, kb = a["ks"]["values"], b["ks"]["values"]
+    won = sum(x > y for x, y in zip(ka, kb, strict=True))
+    gain = 100 * sum(x - y for x, y in zip(ka, kb, strict=True)) / len(ka)
+    return f"{won}/{len(ka)}, {gain:+.1f}" + (" yes" if 2 * won > len(ka) and gain > 0 else " no")
+
+
+def goals_part2(by: dict) -> str:
+    """Issue 12's goals: every part-2 upstream beats its random-init twin on ks (fold by fold);
+    HuBERT iteration 2 beats iteration 1 on pr (medians, by more than the larger spread)."""
+    lines = ["| upstream | random twin | ks: folds won, mean gain (points) |", "|---|---|---|"]
+    for name, twin in TWINS.items():
+        if name in by and twin in by:
+            lines.append(f"| {name} | {twin} | {ks_folds(by[name], by[twin])} |")
+    if "hubert1" in by and "hubert2" in by:
+        lines += ["", "| HuBERT 2 against 1 | gain (spread) |", "|---|---|"]
+        for task, sign in (("pr-frame", 1), ("pr-ctc", -1)):
+            a, b = by["hubert2"].get(task), by["hubert1"].get(task)
+            if a and b:
+                d = 100 * sign * (a["median"] - b["median"])
+                spread = 100 * max(a["spread"], b["spread"])
+                lines.append(f"| {task} | {d:+.1f} ({spread:.1f})" +
+                             (" yes |" if d > spread else " no |"))  # fmt: skip
     return "\n".join(lines)
 
 
@@ -204,11 +361,8 @@ def main() -> None:
     if args.step == "manifest":
         manifest()
     elif args.step == "time":
-        steps = int(BUDGET_S / time_steps(args.name))
-        plan = WORK / "runs" / f"{args.name}.plan.json"
-        plan.parent.mkdir(parents=True, exist_ok=True)
-        if not plan.exists():
-            plan.write_text(json.dumps({"steps": steps}))
+        (WORK / "runs").mkdir(parents=True, exist_ok=True)
+        time_plan(args.name)
     elif args.step == "pretrain":
         pretrain(args.name, args.steps)
     elif args.step == "superb":
@@ -217,11 +371,18 @@ def main() -> None:
         print(table())
         print()
         print(goals())
-    else:
-        for name in OBJECTIVES:  # the three runs first: the probes are quick after them
-            pretrain(name, None)
-        for spec in [*BASELINES, *OBJECTIVES, *(f"random:{n}" for n in OBJECTIVES)]:
-            superb(spec, args.seeds)
+    else:  # all [part1|part2]: both parts by default
+        if args.name in (None, "part1"):
+            for name in OBJECTIVES:  # the three runs first: the probes are quick after them
+                pretrain(name, None)
+            for spec in [*BASELINES, *OBJECTIVES, *(f"random:{n}" for n in OBJECTIVES)]:
+                superb(spec, args.seeds)
+        if args.name in (None, "part2"):
+            for name in PART2:  # in dependency order: vq-wav2vec, then its units BERT, ...
+                pretrain(name, None)
+            specs = [UNITS_SPEC if n == "units-bert" else n for n in PART2]
+            for spec in [*specs, *dict.fromkeys(TWINS.values())]:
+                superb(spec, args.seeds)
         print(table())
 
 
