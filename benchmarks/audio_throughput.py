@@ -140,6 +140,17 @@ def plain_batches(frames, batch_size: int, n: int, seed: int) -> list[dict]:
     return out
 
 
+def built_batches(batches, n: int, warmup: int) -> tuple[list[dict], float]:
+    """Batches 0..n-1 and the median seconds one took to build after the `warmup` first ones
+    (which carry one-off costs: the epoch's length buckets, the first call of each op)."""
+    out, seconds = [], []
+    for k in range(n):
+        t = time.perf_counter()
+        out.append(batches[k])
+        seconds.append(time.perf_counter() - t)
+    return out, statistics.median(seconds[warmup:])
+
+
 def step_fn(model: nn.Module, loss_of):
     opt = torch.optim.AdamW(param_groups(model, 0.01), lr=1e-4, fused=True)
 
@@ -281,12 +292,7 @@ def run_wav2vec2(args) -> list[dict]:
         ours, hf = wav2vec2_pair(size)
         batches = AudioBatches(waves, np.arange(len(waves)), args.batch_size, args.max_samples,
                                0, ours.audio_needs().corrupt)  # fmt: skip
-        mine, build_times = [], []
-        for k in range(n):  # each batch timed alone; the warm-up ones carry one-off costs (the
-            t = time.perf_counter()  # epoch's length buckets, first calls of each op)
-            mine.append(batches[k])
-            build_times.append(time.perf_counter() - t)
-        build_s = statistics.median(build_times[args.warmup :])
+        mine, build_s = built_batches(batches, n, args.warmup)
         name = "transformers Wav2Vec2ForPreTraining"
         sides = {"selfsup": (step_fn(ours, batch_loss), mine), name: (step_fn(hf, hf_loss), mine)}
         res = measure(sides, args.warmup, args.repeats, wave_seconds)
@@ -344,12 +350,7 @@ def main(argv=None) -> None:
         ours = Mockingjay.build(MockingjayConfig(), cfg).train()
         batches = AudioBatches(frames, np.arange(len(frames)), args.batch_size, MAX_FRAMES, 0,
                                ours.audio_needs().corrupt)  # fmt: skip
-        mine, build_times = [], []
-        for k in range(n):  # each batch timed alone; the warm-up ones carry one-off costs (the
-            t = time.perf_counter()  # epoch's length buckets, first calls of each op)
-            mine.append(batches[k])
-            build_times.append(time.perf_counter() - t)
-        build_s = statistics.median(build_times[args.warmup :])
+        mine, build_s = built_batches(batches, n, args.warmup)
         plain = PlainMockingjay(80, m.dim, m.n_layers, m.n_heads, m.ffn_dim).train()
         sides = {
             "selfsup": (step_fn(ours, batch_loss), mine),

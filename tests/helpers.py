@@ -102,3 +102,38 @@ def write_speech(folder: Path, n: int = 24, seed: int = 0, rates=(16000, 8000)) 
         wave = wave * np.hanning(len(t)) + 0.05 * rng.standard_normal(len(t))
         soundfile.write(folder / f"{i % 4}_s{i % 3}_{i}.wav", (0.3 * wave).astype(np.float32), rate)
     return folder
+
+
+def mockingjay_run(speech: Path, out: Path) -> Path:
+    """A 2-step tiny Mockingjay run over the clips in `speech` (one thread, so the run is the
+    same whatever the machine): a speech upstream of several layers, with its features."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        main(["pretrain", "--objective", "mockingjay", "--preset", "tiny", "--data", str(speech),
+              "--steps", "2", "--batch-size", "4", "--set", "data.max_frames=40", "--out",
+              str(out), "--cache-dir", str(speech.parent / "cache"), "--no-progress"])  # fmt: skip
+    finally:
+        torch.set_num_threads(threads)
+    return out
+
+
+def pretrain_straight_and_resumed(make_cfg, a: Path, b: Path, stop_after: int) -> None:
+    """Pretrain make_cfg() uninterrupted into `a`, and into `b` stopped after step `stop_after`
+    (as a kill after that step's checkpoint would) then resumed to the end, quietly; the test
+    compares the two folders."""
+    import selfsup.pretraining as recipe
+    from selfsup.pretraining import pretrain
+
+    quiet = lambda _: None  # noqa: E731
+    pretrain(make_cfg(), a, progress=False, log=quiet)
+    real_train = recipe.train
+    recipe.train = lambda *args, **kwargs: real_train(*args, **kwargs, stop_after=stop_after)
+    try:
+        pretrain(make_cfg(), b, progress=False, log=quiet)
+    finally:
+        recipe.train = real_train
+    assert not (b / "model.safetensors").exists()  # stopped before its final weights
+    pretrain(None, b, resume=True, progress=False, log=quiet)

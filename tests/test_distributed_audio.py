@@ -19,11 +19,10 @@ import numpy as np
 import pytest
 import torch
 import torch.distributed as dist
-from helpers import cli, write_speech
+from helpers import cli, mockingjay_run, write_speech
 from safetensors.torch import load_file
 from test_distributed import _selfsup, assert_same_rows, rows
 
-from selfsup.cli import main
 from selfsup.distributed import run_jobs
 from selfsup.errors import ConfigError
 from selfsup.finetune_audio import ClipBatches
@@ -176,16 +175,7 @@ def speech(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(speech):
     """A 2-step Mockingjay run over the clips: a speech upstream of several layers."""
-    out = speech.parent / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        main(["pretrain", "--objective", "mockingjay", "--preset", "tiny", "--data", str(speech),
-              "--steps", "2", "--batch-size", "4", "--set", "data.max_frames=40", "--out",
-              str(out), "--cache-dir", str(speech.parent / "cache"), "--no-progress"])  # fmt: skip
-    finally:
-        torch.set_num_threads(threads)
-    return out
+    return mockingjay_run(speech, speech.parent / "run")
 
 
 def _without_seconds(report: dict) -> dict:

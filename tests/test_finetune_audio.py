@@ -11,10 +11,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import assert_clean_error, cli, write_speech
+from helpers import assert_clean_error, cli, mockingjay_run, write_speech
 
 from selfsup.checkpoint import read_safetensors
-from selfsup.cli import main
 
 PATTERN = "{digit}_{label}_{index}"  # the label: s0 s1 s2, one pitch each
 
@@ -27,16 +26,7 @@ def speech(tmp_path_factory):
 @pytest.fixture(scope="module")
 def run(speech):
     """A 2-step Mockingjay run over the clips: a speech encoder with its features and stats."""
-    out = speech.parent / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        main(["pretrain", "--objective", "mockingjay", "--preset", "tiny", "--data", str(speech),
-              "--steps", "2", "--batch-size", "4", "--set", "data.max_frames=40", "--out",
-              str(out), "--cache-dir", str(speech.parent / "cache"), "--no-progress"])  # fmt: skip
-    finally:
-        torch.set_num_threads(threads)
-    return out
+    return mockingjay_run(speech, speech.parent / "run")
 
 
 def finetune(capsys, speech, init, out, *extra):

@@ -8,7 +8,7 @@ import json
 import numpy as np
 import pytest
 import torch
-from helpers import cli, write_speech
+from helpers import cli, pretrain_straight_and_resumed, write_speech
 
 from selfsup.config import RunConfig
 from selfsup.data.audio_batches import AudioBatches, AudioDataConfig
@@ -77,22 +77,9 @@ def test_batches_are_a_function_of_seed_and_index(speech):
 
 def test_interrupted_run_resumes_exactly(speech, tmp_path):
     """A run stopped after its step-3 checkpoint and resumed equals one uninterrupted run."""
-    import selfsup.pretraining as recipe
-
-    quiet = lambda _: None  # noqa: E731
-    pretrain(audio_cfg(speech, "tera"), tmp_path / "a", progress=False, log=quiet)
-    real_train = recipe.train
-
-    def stop_early(*args, **kwargs):
-        return real_train(*args, **kwargs, stop_after=4)
-
-    recipe.train = stop_early
-    try:
-        pretrain(audio_cfg(speech, "tera"), tmp_path / "b", progress=False, log=quiet)
-    finally:
-        recipe.train = real_train
-    assert not (tmp_path / "b" / "model.safetensors").exists()
-    pretrain(None, tmp_path / "b", resume=True, progress=False, log=quiet)
+    pretrain_straight_and_resumed(
+        lambda: audio_cfg(speech, "tera"), tmp_path / "a", tmp_path / "b", 4
+    )
     from safetensors.torch import load_file
 
     wa, wb = (load_file(tmp_path / r / "model.safetensors") for r in "ab")

@@ -64,12 +64,13 @@ from torch import nn
 
 from selfsup.errors import ConfigError
 from selfsup.layers.conv_frontend import (
-    CONV_NORMS,
     ConvFeatureEncoder,
+    ConvFrontEndSpec,
     conv_output_lengths,
     downsample_padding_mask,
     receptive_field,
     total_stride,
+    wave_input,
 )
 from selfsup.layers.quantize import GumbelQuantizer, KMeansQuantizer, gumbel_noise
 
@@ -78,7 +79,7 @@ QUANTIZERS = ("none", "gumbel", "kmeans")
 
 
 @dataclass
-class ConvContextConfig:
+class ConvContextConfig(ConvFrontEndSpec):
     """A conv encoder + causal context network; the defaults are CPC's (arXiv:1807.03748,
     section 3.1): five conv layers of 512 channels, kernels (10, 8, 4, 4, 4), strides
     (5, 4, 2, 2, 2), one GRU layer of 256 units. wav2vec (arXiv:1904.05862, section 3) is the
@@ -101,36 +102,9 @@ class ConvContextConfig:
     n_entries: int = 320
     dropout: float = 0.0  # between context layers
 
-    @property
-    def conv_layers(self) -> list[tuple[int, int, int]]:
-        return list(zip(self.conv_channels, self.conv_kernels, self.conv_strides, strict=True))
-
-    @property
-    def receptive_field(self) -> int:
-        """Samples one encoder frame reads (465 for the default front end: 29 ms at 16 kHz)."""
-        return receptive_field(self.conv_layers)
-
-    @property
-    def frame_stride(self) -> int:
-        """Samples from one frame to the next (160: 10 ms at 16 kHz)."""
-        return total_stride(self.conv_layers)
-
     def validate(self) -> None:
-        if self.feature_dim != 1:
-            raise ConfigError(f"model.feature_dim is 1 for a waveform encoder, got "
-                              f"{self.feature_dim}")  # fmt: skip
-        n = len(self.conv_channels)
-        if not n:
-            raise ConfigError("model.conv_channels needs at least one conv layer")
-        if len(self.conv_kernels) != n or len(self.conv_strides) != n:
-            raise ConfigError(
-                f"model.conv_channels, conv_kernels and conv_strides must have the same length, "
-                f"got {n}, {len(self.conv_kernels)} and {len(self.conv_strides)}"
-            )
-        for name in ("conv_channels", "conv_kernels", "conv_strides"):
-            if any(v <= 0 for v in getattr(self, name)):
-                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
-        choices = {"conv_norm": CONV_NORMS, "context": CONTEXTS, "quantizer": QUANTIZERS}
+        self.validate_frontend()  # receptive field 465 samples, stride 160 (10 ms at 16 kHz)
+        choices = {"context": CONTEXTS, "quantizer": QUANTIZERS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ConfigError(f"unknown model.{name} {getattr(self, name)!r}; use "
@@ -262,22 +236,9 @@ class ConvContextEncoder(nn.Module):
         self, features: torch.Tensor, padding_mask: torch.Tensor | None = None
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, T) or (B, T, 1) samples -> (z (B, T', C), the frames' padding mask (B, T'))."""
-        wave = features
-        if wave.dim() == 3:
-            if wave.shape[-1] != 1:
-                raise ValueError(f"a waveform encoder reads one value per frame, (B, T, 1) or "
-                                 f"(B, T); got {tuple(wave.shape)}")  # fmt: skip
-            wave = wave[..., 0]
-        B, T = wave.shape
+        wave, padding_mask = wave_input(features, padding_mask, self.receptive_field)
         if padding_mask is None:
-            padding_mask = torch.zeros(B, T, dtype=torch.bool, device=wave.device)
-        if T < self.receptive_field:
-            # Too short for one frame: one frame of padding (as such a clip in a batch of longer
-            # ones), so the encoder can be probed with a few samples.
-            extra = self.receptive_field - T
-            wave = F.pad(wave, (0, extra))
-            padding_mask = F.pad(padding_mask, (0, extra), value=True)
-        wave = wave.masked_fill(padding_mask, 0.0)  # what padding holds never matters
+            padding_mask = torch.zeros(wave.shape, dtype=torch.bool, device=wave.device)
         z = self.frontend(wave)  # (B, T', C)
         return z, downsample_padding_mask(padding_mask, self.conv_layers, z.shape[1])
 

@@ -41,19 +41,20 @@ from selfsup.encoders.text import init_bert_weights
 from selfsup.encoders.transformer import PostLNBlock, PreLNBlock, Transformer
 from selfsup.errors import ConfigError
 from selfsup.layers.conv_frontend import (
-    CONV_NORMS,
     ConvFeatureEncoder,
+    ConvFrontEndSpec,
     ConvPositionalEmbedding,
     FeatureProjection,
     downsample_padding_mask,
     receptive_field,
     scale_grad,
     total_stride,
+    wave_input,
 )
 
 
 @dataclass
-class Wav2Vec2Config:
+class Wav2Vec2Config(ConvFrontEndSpec):
     """A wav2vec 2.0 / HuBERT encoder; the defaults are wav2vec 2.0 base's pretraining
     (arXiv:2006.11477, section 4.2 and appendix B): 7 conv layers of 512 channels, 12 post-LN
     layers x 768, 12 heads, FFN 3072, a positional conv of kernel 128 in 16 groups, dropout 0.1
@@ -85,33 +86,8 @@ class Wav2Vec2Config:
     norm_eps: float = 1e-5
     feature_grad_mult: float = 0.1  # gradient scale into the front end; 0 freezes it
 
-    @property
-    def conv_layers(self) -> list[tuple[int, int, int]]:
-        return list(zip(self.conv_channels, self.conv_kernels, self.conv_strides, strict=True))
-
-    @property
-    def receptive_field(self) -> int:
-        """Samples one output frame reads (400 for the default front end: 25 ms at 16 kHz)."""
-        return receptive_field(self.conv_layers)
-
     def validate(self) -> None:
-        if self.feature_dim != 1:
-            raise ConfigError(f"model.feature_dim is 1 for a waveform encoder, got "
-                              f"{self.feature_dim}")  # fmt: skip
-        n = len(self.conv_channels)
-        if not n:
-            raise ConfigError("model.conv_channels needs at least one conv layer")
-        if len(self.conv_kernels) != n or len(self.conv_strides) != n:
-            raise ConfigError(
-                f"model.conv_channels, conv_kernels and conv_strides must have the same length, "
-                f"got {n}, {len(self.conv_kernels)} and {len(self.conv_strides)}"
-            )
-        for name in ("conv_channels", "conv_kernels", "conv_strides"):
-            if any(v <= 0 for v in getattr(self, name)):
-                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
-        if self.conv_norm not in CONV_NORMS:
-            raise ConfigError(f"unknown model.conv_norm {self.conv_norm!r}; use "
-                              f"{', '.join(CONV_NORMS)}")  # fmt: skip
+        self.validate_frontend()
         for name in ("dim", "n_layers", "n_heads", "ffn_dim", "pos_conv_kernel"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
@@ -229,23 +205,8 @@ class Wav2Vec2Encoder(nn.Module):
     ) -> dict[str, torch.Tensor]:
         """features: (B, T) or (B, T, 1) samples; padding_mask (B, T) True on padding samples;
         mask (B, T') True on the frames to replace by the mask embedding."""
-        wave = features
-        if wave.dim() == 3:
-            if wave.shape[-1] != 1:
-                raise ValueError(f"a waveform encoder reads one value per frame, (B, T, 1) or "
-                                 f"(B, T); got {tuple(wave.shape)}")  # fmt: skip
-            wave = wave[..., 0]
-        B, T = wave.shape
-        if T < self.receptive_field:
-            # Too short for one frame: pad to one frame, all padding, as a clip this short is in
-            # a batch of longer ones (and the encoder can be probed with a few samples).
-            if padding_mask is None:
-                padding_mask = torch.zeros(B, T, dtype=torch.bool, device=wave.device)
-            extra = self.receptive_field - T
-            wave = nn.functional.pad(wave, (0, extra))
-            padding_mask = nn.functional.pad(padding_mask, (0, extra), value=True)
-        if padding_mask is not None:
-            wave = wave.masked_fill(padding_mask, 0.0)  # what padding holds never matters
+        wave, padding_mask = wave_input(features, padding_mask, self.receptive_field)
+        B = wave.shape[0]
         conv = self.extract(wave)  # (B, T', C)
         T = conv.shape[1]
         pad = downsample_padding_mask(padding_mask, self.conv_layers, T)  # (B, T')

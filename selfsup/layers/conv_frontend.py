@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from selfsup.errors import ConfigError
 from selfsup.layers.linear import Linear
 
 WAV2VEC2_CONV_LAYERS: list[tuple[int, int, int]] = (
@@ -60,6 +61,71 @@ def receptive_field(layers: list[tuple[int, int, int]]) -> int:
     for _, kernel, stride in reversed(layers):
         r = (r - 1) * stride + kernel
     return r
+
+
+class ConvFrontEndSpec:
+    """What a waveform encoder's config says of its conv front end, for config dataclasses with
+    `feature_dim`, `conv_channels`, `conv_kernels`, `conv_strides` and `conv_norm` fields: the
+    (channels, kernel, stride) layers, where its frames lie, and the checks of those fields."""
+
+    @property
+    def conv_layers(self) -> list[tuple[int, int, int]]:
+        return list(zip(self.conv_channels, self.conv_kernels, self.conv_strides, strict=True))
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples one output frame reads."""
+        return receptive_field(self.conv_layers)
+
+    @property
+    def frame_stride(self) -> int:
+        """Samples from one output frame to the next."""
+        return total_stride(self.conv_layers)
+
+    def validate_frontend(self) -> None:
+        """A ConfigError on the first bad front-end field."""
+        if self.feature_dim != 1:
+            raise ConfigError(f"model.feature_dim is 1 for a waveform encoder, got "
+                              f"{self.feature_dim}")  # fmt: skip
+        n = len(self.conv_channels)
+        if not n:
+            raise ConfigError("model.conv_channels needs at least one conv layer")
+        if len(self.conv_kernels) != n or len(self.conv_strides) != n:
+            raise ConfigError(
+                f"model.conv_channels, conv_kernels and conv_strides must have the same length, "
+                f"got {n}, {len(self.conv_kernels)} and {len(self.conv_strides)}"
+            )
+        for name in ("conv_channels", "conv_kernels", "conv_strides"):
+            if any(v <= 0 for v in getattr(self, name)):
+                raise ConfigError(f"model.{name} must be positive, got {getattr(self, name)}")
+        if self.conv_norm not in CONV_NORMS:
+            raise ConfigError(f"unknown model.conv_norm {self.conv_norm!r}; use "
+                              f"{', '.join(CONV_NORMS)}")  # fmt: skip
+
+
+def wave_input(
+    features: torch.Tensor, padding_mask: torch.Tensor | None, receptive_field: int
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """A waveform encoder's input: (B, T) or (B, T, 1) samples -> (B, T) samples with padding
+    zeroed (what padding holds never matters), and the padding mask (None stays None). A batch
+    shorter than one frame (`receptive_field` samples) is padded to one frame of padding, as
+    such a clip is in a batch of longer ones, so an encoder can be probed with a few samples."""
+    wave = features
+    if wave.dim() == 3:
+        if wave.shape[-1] != 1:
+            raise ValueError(f"a waveform encoder reads one value per frame, (B, T, 1) or "
+                             f"(B, T); got {tuple(wave.shape)}")  # fmt: skip
+        wave = wave[..., 0]
+    B, T = wave.shape
+    if T < receptive_field:
+        if padding_mask is None:
+            padding_mask = torch.zeros(B, T, dtype=torch.bool, device=wave.device)
+        extra = receptive_field - T
+        wave = F.pad(wave, (0, extra))
+        padding_mask = F.pad(padding_mask, (0, extra), value=True)
+    if padding_mask is not None:
+        wave = wave.masked_fill(padding_mask, 0.0)
+    return wave, padding_mask
 
 
 class ScaleGrad(torch.autograd.Function):

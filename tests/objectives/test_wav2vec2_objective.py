@@ -18,7 +18,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.distributed as dist
-from helpers import cli, write_speech
+from helpers import cli, pretrain_straight_and_resumed, write_speech
 
 from selfsup.data.audio import collate_frames
 from selfsup.encoders.wav2vec2 import Wav2Vec2Config
@@ -35,7 +35,6 @@ from selfsup.objectives.wav2vec2 import (
     wav2vec2_corrupt,
 )
 from selfsup.presets import preset
-from selfsup.pretraining import pretrain
 from selfsup.train import evaluate
 
 TINY = dict(conv_dim=(32, 32, 32), conv_kernel=(10, 3, 3), conv_stride=(5, 2, 2),
@@ -448,22 +447,7 @@ def test_bad_settings_are_one_line_errors(speech, tmp_path, capsys, args, messag
 def test_interrupted_run_resumes_exactly(speech, tmp_path):
     """Stopped after its step-4 checkpoint and resumed to step 8: the weights (the Gumbel
     temperature's step included) and every logged value of an uninterrupted run."""
-    import selfsup.pretraining as recipe
-
-    quiet = lambda _: None  # noqa: E731
-    pretrain(run_cfg(speech), tmp_path / "a", progress=False, log=quiet)
-    real_train = recipe.train
-
-    def stop_early(*args, **kwargs):
-        return real_train(*args, **kwargs, stop_after=4)
-
-    recipe.train = stop_early
-    try:
-        pretrain(run_cfg(speech), tmp_path / "b", progress=False, log=quiet)
-    finally:
-        recipe.train = real_train
-    assert not (tmp_path / "b" / "model.safetensors").exists()
-    pretrain(None, tmp_path / "b", resume=True, progress=False, log=quiet)
+    pretrain_straight_and_resumed(lambda: run_cfg(speech), tmp_path / "a", tmp_path / "b", 4)
     from safetensors.torch import load_file
 
     wa, wb = (load_file(tmp_path / r / "model.safetensors") for r in "ab")
