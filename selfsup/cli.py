@@ -99,32 +99,35 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "pretrain",
-        help="pretrain a model on unlabelled text or speech",
+        help="pretrain a model on unlabelled text, speech or images",
         description="Pretrain a model on unlabelled data into a run folder (with the default\n"
         "--out, runs/latest points at it). Flags left out take the preset's values.",
         epilog="examples:\n"
         "  selfsup pretrain --preset mini --data books/ --steps 5000 --whole-word\n"
         "  selfsup pretrain --objective bart --data books/ --pack\n"
         "  selfsup pretrain --objective mockingjay --data recordings/ --steps 2000\n"
+        "  selfsup pretrain --modality image --objective simclr --data cifar.zip --preset mini\n"
         "  selfsup pretrain --resume runs/latest --steps 8000   # continue, longer",
     )
     p.add_argument(
         "--preset",
         default=None,
         help="tiny (the default) | mini | small | medium | base (text); tiny | mini | small | "
-        "base | large (audio)",
+        "base | large (audio); tiny | mini | resnet18 | vit-tiny | vit-mini (image)",
     )
     p.add_argument(
         "--objective",
         default=None,
         help="text: mlm | mlm+nsp (default) | mlm+sop | bart | mass | t5; audio: mockingjay | "
-        "tera | apc | cpc | wav2vec | vq-wav2vec",
+        "tera | apc | cpc | wav2vec | vq-wav2vec | hubert | wav2vec2; image: rotation | "
+        "relpatch | pixels | simclr | byol | simsiam | barlow | vicreg",
     )
     p.add_argument(
         "--modality",
-        choices=("text", "audio"),
+        choices=("text", "audio", "image"),
         default=None,
-        help="the data's modality (inferred from --objective; audio alone means mockingjay)",
+        help="the data's modality (inferred from --objective; audio alone means mockingjay, "
+        "image alone simclr)",
     )
     _add_data_args(p)
     _add_mask_args(p)
@@ -357,6 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the reports as JSON")
     _add_cluster_parser(sub)
     _add_units_parser(sub)
+    _add_probe_parser(sub)
     _add_finetune_parsers(sub)
     for name, example in EXAMPLES.items():  # commands whose block sets no epilog of its own
         if sub.choices[name].epilog is None:
@@ -1042,6 +1046,53 @@ def cmd_units(args) -> None:
     write_units(args.run, args.data, args.out, args.dedup, args.cache_dir)
 
 
+def _add_probe_parser(sub) -> None:
+    p = sub.add_parser(
+        "probe",
+        help="kNN and linear probes of an image run's frozen backbone on a labelled split",
+        description="Extract the frozen backbone's features (eval mode, no gradient) of the "
+        "train and test images\nand score them by kNN (k = 200, cosine, temperature 0.1) and "
+        "by a linear probe (its learning\nrate swept on a held-out part of the training "
+        "images), over several probe seeds.",
+        epilog="examples:\n"
+        "  selfsup probe runs/simclr --data ../shared/data/cifar10/cifar10-jpeg-subset.zip\n"
+        "  selfsup probe pixels --data cifar.zip --method knn\n"
+        "  selfsup probe random:runs/simclr --data cifar.zip --tsne random.png --out r.json",
+    )
+    p.add_argument("source", help="RUN | random:RUN (its untrained initialisation) | pixels")
+    p.add_argument("--data", required=True, help="a folder or zip with train/ and test/ class "
+                   "folders (or only train: then --test)")  # fmt: skip
+    p.add_argument("--test", default=None, help="labelled test images, when --data has no split")
+    p.add_argument("--method", nargs="+", choices=["knn", "linear"], default=["knn", "linear"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="linear-probe seeds")
+    p.add_argument("--image-size", type=int, default=32)
+    p.add_argument("--batch-size", type=int, default=256, help="feature extraction batch")
+    p.add_argument("--k", type=int, default=200, help="kNN neighbours")
+    p.add_argument("--temperature", type=float, default=0.1, help="kNN vote temperature")
+    p.add_argument("--tsne", default=None, metavar="PNG", help="a t-SNE plot of test features")
+    p.add_argument("--out", default=None, metavar="JSON", help="write the report here too")
+    p.add_argument("--cache-dir", default=None, help="decoded-image cache (~/.cache/selfsup)")
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+
+
+def _to_stderr(message: str) -> None:
+    print(message, file=sys.stderr)
+
+
+def cmd_probe(args) -> None:
+    from selfsup.probe_images import run_probe
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    report = run_probe(args.source, args.data, tuple(args.method), tuple(args.seeds), args.test,
+                       image_size=args.image_size, batch_size=args.batch_size, knn_k=args.k,
+                       knn_temperature=args.temperature, tsne=args.tsne, out=args.out,
+                       cache_dir=args.cache_dir, log=_to_stderr)  # fmt: skip
+    print(json.dumps(report))
+
+
 def _tty() -> bool:
     return sys.stderr.isatty()
 
@@ -1063,6 +1114,7 @@ COMMANDS = {
     "superb": cmd_superb,
     "cluster": cmd_cluster,
     "units": cmd_units,
+    "probe": cmd_probe,
 }
 
 

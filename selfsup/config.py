@@ -34,6 +34,9 @@ class TrainConfig:
     batch_size: int = 32  # the global batch of one optimizer step, before grad_accum
     grad_accum: int = 1
     lr: float = 1e-3
+    optimizer: str = "adamw"  # adamw | lars (SimCLR's, BYOL's and Barlow Twins' large batches)
+    momentum: float = 0.9  # lars
+    lars_eta: float = 0.02  # lars: the trust coefficient
     weight_decay: float = 0.01
     betas: tuple[float, float] = (0.9, 0.98)
     eps: float = 1e-6
@@ -56,6 +59,8 @@ class TrainConfig:
     fsdp: bool = False
 
     def validate(self) -> None:
+        if self.optimizer not in ("adamw", "lars"):
+            raise ConfigError(f"unknown optimizer {self.optimizer!r}; use adamw or lars")
         if self.schedule not in ("linear", "cosine", "constant"):
             raise ConfigError(f"unknown schedule {self.schedule!r}; use linear, cosine, constant")
         for name in ("steps", "batch_size", "grad_accum"):

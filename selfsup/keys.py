@@ -32,3 +32,10 @@ TIME_MASK = "time_mask"  # (B, T') True on the encoder frames replaced by the ma
 NEGATIVES = "negatives"  # (B, T', K) per masked frame, the frames of its K distractors
 NOISE_SEED = "noise_seed"  # (B,) int64 seed of each utterance's Gumbel noise (wav2vec 2.0)
 OTHER_NEGATIVES = "other_negatives"  # (B, T', K) CPC: flat indices into the whole batch's frames
+# images (float32 in [0, 1], channels first; the encoders normalise)
+IMAGES = "images"  # (B, C, H, W) one image per example (rotated, or whole for probes)
+VIEWS = "views"  # (B, V, C, H, W) V augmented views of each image; positives share a row
+PATCHES = "patches"  # (B, 2, C, P, P) relative patch position: the centre patch, then a neighbour
+POSITION_LABELS = "position_labels"  # (B,) relative patch position: which neighbour, 0..7
+PIXELS = "pixels"  # (B, C, side, side) downsampled images, quantized by the pixel objective
+PIXEL_MASK = "pixel_mask"  # (B, side * side) True on the pixels the masked-pixel model predicts

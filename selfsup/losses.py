@@ -430,3 +430,158 @@ def _ranked_hits(scores: torch.Tensor) -> torch.Tensor:
     if scores.shape[1] == 1:
         return torch.tensor(float(scores.shape[0]), device=scores.device)
     return (scores[:, 0] > scores[:, 1:].amax(-1)).sum().float()
+
+
+# --------------------------------------------------------------------------------------------
+# image self-supervision
+# Legend: N anchor rows (images) of this process, M candidate rows (every rank's images
+# gathered, M = N in one process), V views per image, D embedding width.
+# Scores are computed in float32 (float64 inputs stay float64, for the tests).
+# --------------------------------------------------------------------------------------------
+
+
+def _wide(x: torch.Tensor) -> torch.Tensor:
+    """x in float32 at least (bf16/fp16 activations are widened; float64 stays float64)."""
+    return x if x.dtype == torch.float64 else x.float()
+
+
+def nt_xent(
+    anchors: torch.Tensor,
+    candidates: torch.Tensor | None = None,
+    first: int = 0,
+    temperature: float = 0.5,
+) -> torch.Tensor:
+    """SimCLR's NT-Xent (arXiv:2002.05709, eq. 1; temperature 0.5, the value its appendix B.9
+    finds best on CIFAR-10), summed over the N * V anchors; the objective divides by N * V.
+
+    anchors (N, V, D) are the projections of V >= 2 views of N images; they are rows
+    first .. first + N - 1 of candidates (M, V, D) (by default candidates = anchors, first = 0:
+    one process; under DDP the candidates are every rank's projections gathered with their
+    gradient, `distributed.gather_with_grad`, and `first` is this rank's offset). Embeddings are
+    L2-normalised here and scored by cos / temperature. Positives are defined by index: for
+    anchor (i, v) they are the other views u != v of candidate row first + i, the negatives
+    every view of every other row, and the anchor itself is excluded.
+
+    With V > 2 views the -log term is averaged over the anchor's V - 1 positives, each
+    positive's softmax taken over all M V - 1 other candidates (the other positives included):
+        l(i, v) = -1/(V-1) sum_{u != v} log( e^{s(iv, iu)} / sum_{(j, w) != (i, v)} e^{s(iv, jw)} )
+    (the multi-positive form L_out of SupCon, arXiv:2004.11362, eq. 2, with the image's views as
+    its positives; solo-learn's choice). For V = 2 it is exactly eq. 1, the mean over the 2N
+    anchors of which is SimCLR's loss (lightly's NTXentLoss is that mean: this sum / (N V))."""
+    if candidates is None:
+        candidates, first = anchors, 0
+    N, V, D = anchors.shape
+    M = candidates.shape[0]
+    if V < 2 or candidates.shape[1:] != (V, D) or not 0 <= first <= M - N:
+        raise ValueError(
+            f"nt_xent needs anchors (N, V >= 2, D) that are rows {first}.. of candidates "
+            f"(M, V, D); got {tuple(anchors.shape)} and {tuple(candidates.shape)}"
+        )
+    a = F.normalize(_wide(anchors), dim=-1).reshape(N * V, D)
+    c = F.normalize(_wide(candidates), dim=-1).reshape(M * V, D)
+    logits = a @ c.t() / temperature  # (N V, M V)
+    anchor = torch.arange(N * V, device=a.device)
+    itself = torch.zeros_like(logits, dtype=torch.bool)
+    itself[anchor, first * V + anchor] = True  # anchor (i, v) is candidate (first + i, v)
+    log_prob = logits.masked_fill(itself, float("-inf")).log_softmax(-1)  # (N V, M V)
+    own = log_prob.view(N * V, M, V)[anchor, first + anchor // V]  # (N V, V): row i's views
+    positives = own.masked_fill(itself.view(N * V, M, V)[anchor, first + anchor // V], 0.0)
+    return -positives.sum() / (V - 1)
+
+
+def byol(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """BYOL's loss (arXiv:2006.07733, eq. 2) summed over rows: ||p/|p| - z/|z|||^2
+    = 2 - 2 cos(p, z) for the online prediction p (N, D) and the target projection z (N, D).
+    z is used as given: the caller passes the target network's output, already computed without
+    gradient (the target is updated by EMA, never by this loss). The paper symmetrises by
+    swapping the views; the objective adds both pairs. Values in [0, 4]."""
+    p = F.normalize(_wide(p), dim=-1)
+    z = F.normalize(_wide(z), dim=-1)
+    return (2 - 2 * (p * z).sum(-1)).sum()
+
+
+def simsiam(p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+    """SimSiam's D(p, stopgrad(z)) (arXiv:2011.10566, eq. 1 and 3) summed over rows:
+    -cos(p, z) for the prediction p (N, D) of one view and the projection z (N, D) of the
+    other. The stop-gradient is applied here (z.detach()): z never receives a gradient from
+    this loss, the point of the method. The paper's symmetric loss is 1/2 D(p1, z2) +
+    1/2 D(p2, z1); the objective adds both pairs. Values in [-1, 1] per row."""
+    p = F.normalize(_wide(p), dim=-1)
+    z = F.normalize(_wide(z.detach()), dim=-1)
+    return -(p * z).sum()
+
+
+def barlow_twins(
+    z1: torch.Tensor, z2: torch.Tensor, offdiag_weight: float = 0.0051, eps: float = 1e-5
+) -> torch.Tensor:
+    """Barlow Twins' loss (arXiv:2103.03230, eq. 1; lambda = 0.0051 = `offdiag_weight`):
+        C = z1n^T z2n / N,   L = sum_i (1 - C_ii)^2 + lambda sum_{i != j} C_ij^2,
+    z1, z2 (N, D) the two views' projections, each standardised over the batch per dimension
+    (mean 0, std 1 with the biased variance and eps = 1e-5, as the BatchNorm1d(affine=False) of
+    the paper's implementation; Algorithm 1 writes z.std(0)).
+
+    Batch-level: z1, z2 must be the whole batch (under DDP gathered with gradient, so the
+    statistics are the global batch's; the authors' code instead standardises per GPU and
+    all-reduces C). Returns the whole-batch value (not a sum over rows): an objective declares
+    a count of 1 per rank. lightly's BarlowTwinsLoss is the same value (lambda 5e-3 there)."""
+    z1, z2 = _wide(z1), _wide(z2)
+    N, D = z1.shape
+
+    def standardise(z: torch.Tensor) -> torch.Tensor:
+        return (z - z.mean(0)) / torch.sqrt(z.var(0, unbiased=False) + eps)
+
+    c = standardise(z1).t() @ standardise(z2) / N  # (D, D)
+    on_diag = (1 - torch.diagonal(c)).pow(2).sum()
+    eye = torch.eye(D, dtype=torch.bool, device=c.device)
+    return on_diag + offdiag_weight * c.pow(2).masked_fill(eye, 0.0).sum()
+
+
+def vicreg_terms(
+    z1: torch.Tensor, z2: torch.Tensor, var_target: float = 1.0, eps: float = 1e-4
+) -> dict[str, torch.Tensor]:
+    """VICReg's three terms (arXiv:2105.04906, eqs. 1-5; gamma = `var_target` = 1,
+    epsilon = 1e-4) for the projections z1, z2 (N, D) of two views, as named pure functions:
+
+    - "invariance": s(Z, Z') = mean squared difference over the N * D values (F.mse_loss, as
+      the authors' code; eq. 5 writes 1/N sum_i ||z_i - z'_i||^2, D times this; the weight 25
+      was tuned on the mean);
+    - "variance": v(Z) + v(Z'), v(Z) = 1/D sum_j max(0, gamma - sqrt(Var(z^j) + eps)) with the
+      unbiased variance over the batch (eq. 1). Summed over both branches as eq. 6 writes it;
+      the authors' code and lightly average them (half this), so var_weight 25 here weighs the
+      variance twice as much as 25 there;
+    - "covariance": c(Z) + c(Z'), c(Z) = 1/D sum_{i != j} C(Z)_ij^2 with
+      C(Z) = 1/(N-1) sum_n (z_n - mean)(z_n - mean)^T (eqs. 3-4).
+
+    Batch-level: z1, z2 are the whole batch (gathered with gradient under DDP); the values are
+    whole-batch values, not sums over rows."""
+    z1, z2 = _wide(z1), _wide(z2)
+
+    def variance(z: torch.Tensor) -> torch.Tensor:
+        return F.relu(var_target - torch.sqrt(z.var(0) + eps)).mean()
+
+    def covariance(z: torch.Tensor) -> torch.Tensor:
+        N, D = z.shape
+        z = z - z.mean(0)
+        cov = z.t() @ z / (N - 1)  # (D, D)
+        eye = torch.eye(D, dtype=torch.bool, device=z.device)
+        return cov.pow(2).masked_fill(eye, 0.0).sum() / D
+
+    return {
+        "invariance": F.mse_loss(z1, z2),
+        "variance": variance(z1) + variance(z2),
+        "covariance": covariance(z1) + covariance(z2),
+    }
+
+
+def vicreg(
+    z1: torch.Tensor,
+    z2: torch.Tensor,
+    sim_weight: float = 25.0,
+    var_weight: float = 25.0,
+    cov_weight: float = 1.0,
+) -> torch.Tensor:
+    """VICReg's loss (arXiv:2105.04906, eq. 6; lambda = mu = 25, nu = 1):
+    sim_weight * invariance + var_weight * variance + cov_weight * covariance, the terms of
+    `vicreg_terms` (whole-batch value)."""
+    t = vicreg_terms(z1, z2)
+    return sim_weight * t["invariance"] + var_weight * t["variance"] + cov_weight * t["covariance"]

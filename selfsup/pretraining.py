@@ -53,6 +53,7 @@ from selfsup.objectives import build_objective, get_objective
 from selfsup.paths import check_out_folder
 from selfsup.prepared import Prepared
 from selfsup.pretraining_audio import prepare_audio
+from selfsup.pretraining_image import prepare_image
 from selfsup.seeds import HELDOUT_OFFSET
 from selfsup.train import evaluate, lr_factor, train
 
@@ -345,8 +346,12 @@ def _pretrain(cfg, out, resume, encoding, progress, log, changed, device) -> dic
 
 def _train(cfg: RunConfig, model, data: Prepared, out: Path, resume, progress, log):
     n_params = sum(p.numel() for p in model.parameters())
+    shape = f"{cfg.model.n_layers} layers x {cfg.model.dim}"
+    if getattr(cfg.model, "arch", None) == "resnet":  # an image ResNet: its stages' widths
+        shape = f"ResNet widths {'-'.join(map(str, cfg.model.widths))}, depths "
+        shape += "-".join(map(str, cfg.model.depths))
     log(
-        f"model: preset {cfg.preset}, {cfg.model.n_layers} layers x {cfg.model.dim}, "
+        f"model: preset {cfg.preset}, {shape}, "
         f"{n_params / 1e6:.2f}M parameters; objective {cfg.objective.name}; "
         f"{cfg.train.steps} steps of {cfg.train.batch_size} x {cfg.train.grad_accum}"
     )
@@ -414,4 +419,4 @@ def _check_run_settings(cfg: RunConfig) -> None:
 
 
 # Each modality's recipe: (cfg, run folder, resume, encoding, log) -> Prepared.
-RECIPES = {"text": _prepare_text, "audio": prepare_audio}
+RECIPES = {"text": _prepare_text, "audio": prepare_audio, "image": prepare_image}

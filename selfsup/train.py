@@ -25,18 +25,37 @@ from selfsup.device import resolve_precision
 from selfsup.errors import ConfigError
 from selfsup.objectives.base import normalise, total_loss
 
+# learned tokens and position tables of image encoders (ViT's [CLS], iGPT's positions): no
+# weight decay, as timm and the ViT recipes exempt them
+NO_DECAY_NAMES = ("cls_token", "positions")
+
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """No weight decay on biases, norms and embeddings' LayerNorm (BERT's AdamW recipe)."""
+    """No weight decay on biases, norms and embeddings' LayerNorm (BERT's AdamW recipe), nor on
+    NO_DECAY_NAMES."""
     decay, no_decay = [], []
     for name, p in model.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim < 2 or "norm" in name else decay).append(p)
+        exempt = p.ndim < 2 or "norm" in name or name.endswith(NO_DECAY_NAMES)
+        (no_decay if exempt else decay).append(p)
     return [
         {"params": decay, "weight_decay": weight_decay},
         {"params": no_decay, "weight_decay": 0.0},
     ]
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (the default), or LARS (arXiv:1708.03888) as SimCLR, BYOL and Barlow Twins use it,
+    with biases and norms excluded from its weight decay and its layer-wise adaptation."""
+    groups = param_groups(model, cfg.weight_decay)
+    if cfg.optimizer == "lars":
+        from selfsup.lars import LARS
+
+        groups[1]["lars_exclude"] = True
+        return LARS(groups, lr=cfg.lr, momentum=cfg.momentum, eta=cfg.lars_eta)
+    # fused: one kernel per parameter group, ~3x faster than the foreach path on CPU
+    return torch.optim.AdamW(groups, lr=cfg.lr, betas=cfg.betas, eps=cfg.eps, fused=True)
 
 
 def lr_factor(step: int, warmup: int, total: int, schedule: str, min_ratio: float = 0.0) -> float:
@@ -119,13 +138,7 @@ def train(
         precision = state.get("precision", precision)  # the run's own
     bf16 = resolve_precision(precision, device)[0] == "bf16"  # bf16 without the hardware: error
     model = distributed.wrap(model, cfg.fsdp)  # under torchrun: DDP or FSDP2; else as it is
-    optimizer = torch.optim.AdamW(
-        param_groups(model, cfg.weight_decay),
-        lr=cfg.lr,
-        betas=cfg.betas,
-        eps=cfg.eps,
-        fused=True,  # one kernel per parameter group: ~3x faster than the foreach path on CPU
-    )
+    optimizer = build_optimizer(model, cfg)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer,
         lambda s: lr_factor(s, cfg.warmup_steps, cfg.steps, cfg.schedule, cfg.min_lr_ratio),

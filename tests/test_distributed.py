@@ -29,7 +29,8 @@ from selfsup.models import run_config
 from selfsup.pretraining import prepare_data
 
 # wall-clock figures: never equal between runs
-TIMING_KEYS = {"tokens_per_s", "targets_per_s", "frames_per_s", "data_share", "elapsed_s"}
+TIMING_KEYS = {"tokens_per_s", "targets_per_s", "frames_per_s", "images_per_s", "data_share",
+               "elapsed_s"}  # fmt: skip
 STEPS, BATCH = 6, 8
 
 pytestmark = pytest.mark.skipif(

@@ -15,15 +15,23 @@ from importlib.metadata import entry_points
 
 from selfsup.errors import ConfigError
 from selfsup.objectives.apc import APC
+from selfsup.objectives.barlow import BarlowTwins
 from selfsup.objectives.bart import BART
 from selfsup.objectives.base import Objective
+from selfsup.objectives.byol import BYOL
 from selfsup.objectives.cpc import CPC
 from selfsup.objectives.hubert import HuBERT
 from selfsup.objectives.mass import MASS
 from selfsup.objectives.mlm import MLM, MLMConfig, MLMWithNSP, MLMWithSOP
 from selfsup.objectives.mockingjay import Mockingjay
+from selfsup.objectives.pixels import Pixels
+from selfsup.objectives.relpatch import RelPatch
+from selfsup.objectives.rotation import Rotation
+from selfsup.objectives.simclr import SimCLR
+from selfsup.objectives.simsiam import SimSiam
 from selfsup.objectives.t5 import T5
 from selfsup.objectives.tera import TERA
+from selfsup.objectives.vicreg import VICReg
 from selfsup.objectives.vq_wav2vec import VQWav2Vec
 from selfsup.objectives.wav2vec import Wav2Vec
 from selfsup.objectives.wav2vec2 import Wav2Vec2
@@ -34,6 +42,9 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "hubert": HuBERT,
     "wav2vec2": Wav2Vec2,
     "cpc": CPC, "wav2vec": Wav2Vec, "vq-wav2vec": VQWav2Vec,
+    # images
+    "rotation": Rotation, "relpatch": RelPatch, "pixels": Pixels, "simclr": SimCLR,
+    "byol": BYOL, "simsiam": SimSiam, "barlow": BarlowTwins, "vicreg": VICReg,
 }  # fmt: skip
 
 ENTRY_POINTS = "selfsup.objectives"

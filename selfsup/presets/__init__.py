@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from selfsup.config import RunConfig
 from selfsup.errors import ConfigError
-from selfsup.presets import audio, text
+from selfsup.presets import audio, image, text
 
 PRESETS = {
     "text": ({name: text.text_preset for name in text.MODELS}),
     "audio": ({name: audio.audio_preset for name in audio.MODELS}),
+    "image": ({name: image.image_preset for name in image.MODELS}),
 }
 
 
