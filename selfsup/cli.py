@@ -553,11 +553,12 @@ def _run_config(args, base=None):
     """The RunConfig the flags ask for: set on top of `base` (a resumed run's saved config) or
     of the preset. A flag not given leaves its setting as it is."""
     from selfsup.config import modality_of
-    from selfsup.objectives import get_objective
+    from selfsup.objectives import get_objective, resolve_name
     from selfsup.presets import preset
 
     modality = getattr(args, "modality", None)
     if args.objective is not None:
+        args.objective = resolve_name(args.objective, modality)  # vicreg on audio: DeLoRes
         own = modality_of(get_objective(args.objective))
         if modality is not None and modality != own:
             raise ConfigError(f"objective {args.objective} is a {own} objective, not {modality}")

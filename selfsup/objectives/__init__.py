@@ -20,6 +20,7 @@ from selfsup.objectives.bart import BART
 from selfsup.objectives.base import Objective
 from selfsup.objectives.byol import BYOL
 from selfsup.objectives.cpc import CPC
+from selfsup.objectives.delores import AudioBarlowTwins, AudioVICReg
 from selfsup.objectives.hubert import HuBERT
 from selfsup.objectives.mass import MASS
 from selfsup.objectives.mlm import MLM, MLMConfig, MLMWithNSP, MLMWithSOP
@@ -45,6 +46,8 @@ OBJECTIVES: dict[str, type[Objective]] = {
     # images
     "rotation": Rotation, "relpatch": RelPatch, "pixels": Pixels, "simclr": SimCLR,
     "byol": BYOL, "simsiam": SimSiam, "barlow": BarlowTwins, "vicreg": VICReg,
+    # DeLoRes: the redundancy-reduction losses on speech (--modality audio --objective vicreg)
+    "audio-vicreg": AudioVICReg, "audio-barlow": AudioBarlowTwins,
 }  # fmt: skip
 
 ENTRY_POINTS = "selfsup.objectives"
@@ -74,6 +77,15 @@ def get_objective(name: str) -> type[Objective]:
     return OBJECTIVES[name]
 
 
+def resolve_name(name: str, modality: str | None) -> str:
+    """The registered name of objective `name` in `modality`: a method that exists in several
+    modalities is registered once per other modality as MODALITY-NAME (`--modality audio
+    --objective vicreg` is audio-vicreg); otherwise `name` itself."""
+    if modality is not None and f"{modality}-{name}" in OBJECTIVES:
+        return f"{modality}-{name}"
+    return name
+
+
 def build_objective(cfg, model_cfg) -> Objective:
     """The objective named by `cfg.name`, with its encoder and heads built from `model_cfg`."""
     return get_objective(cfg.name).build(cfg, model_cfg)
@@ -81,5 +93,5 @@ def build_objective(cfg, model_cfg) -> Objective:
 
 __all__ = [
     "OBJECTIVES", "MLM", "MLMConfig", "MLMWithNSP", "MLMWithSOP", "Objective", "build_objective",
-    "get_objective", "register",
+    "get_objective", "register", "resolve_name",
 ]  # fmt: skip

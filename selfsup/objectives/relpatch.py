@@ -31,14 +31,14 @@ POSITIONS = 8
 
 @dataclass
 class RelPatchConfig(ImageObjectiveConfig):
-    """The grid of arXiv:1505.05192 (3 x 3); patch, gap and jitter in pixels (0: the
-    defaults of selfsup.corrupt.patches for the image size)."""
+    """The grid of arXiv:1505.05192 (3 x 3); patch, gap and jitter in pixels (-1: the
+    defaults of selfsup.corrupt.patches for the image size; jitter 0 is no jitter)."""
 
     name: str = "relpatch"
     grid: int = 3
-    patch: int = 0
-    gap: int = 0
-    jitter: int = 0
+    patch: int = -1
+    gap: int = -1
+    jitter: int = -1
     hidden: int = 512
     input_size: int = 16  # patches resized to this side for the backbone (7 px at 32 px)
 
@@ -48,15 +48,19 @@ class RelPatchConfig(ImageObjectiveConfig):
             raise ConfigError(f"objective.grid must be odd and >= 3, got {self.grid}")
         if self.input_size < 4:
             raise ConfigError(f"objective.input_size must be >= 4, got {self.input_size}")
-        if min(self.patch, self.gap, self.jitter) < 0 or self.hidden < 1:
-            raise ConfigError("objective.patch, gap and jitter must be >= 0, hidden positive")
+        if min(self.patch, self.gap) == 0 or min(self.patch, self.gap, self.jitter) < -1:
+            raise ConfigError("objective.patch and gap must be positive (or -1: the default), "
+                              "jitter >= 0 (or -1)")  # fmt: skip
+        if self.hidden < 1:
+            raise ConfigError(f"objective.hidden must be positive, got {self.hidden}")
 
 
 def relpatch_corrupt(grid: int, patch, gap, jitter, batch: dict, generator) -> dict:
     """{IMAGES} -> {PATCHES (B, 2, C, P, P), POSITION_LABELS (B,)}, keeping the images (the
     online probe sees whole images) and class LABELS."""
-    pairs = relative_patch_pairs(batch[IMAGES], generator, grid=grid, patch=patch or None,
-                                 gap=gap or None, jitter=jitter or None)  # fmt: skip
+    auto = lambda v: None if v < 0 else v  # noqa: E731  (-1: the default for the image size)
+    pairs = relative_patch_pairs(batch[IMAGES], generator, grid=grid, patch=auto(patch),
+                                 gap=auto(gap), jitter=auto(jitter))  # fmt: skip
     return {**batch, PATCHES: pairs[PATCHES], POSITION_LABELS: pairs[LABELS]}
 
 

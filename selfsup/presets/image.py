@@ -18,9 +18,14 @@ from selfsup.data.image import ImageDataConfig
 from selfsup.encoders.image import ImageConfig, image_shape
 from selfsup.objectives.simclr import SimCLRConfig
 
+# A ResNet preset's Transformer fields are the shape of the pixel-sequence model (objective
+# pixels), which has no ResNet: a small one, of the preset's scale.
+PIXEL_TINY = dict(dim=32, n_layers=2, n_heads=2, ffn_dim=64)
+PIXEL_MINI = dict(dim=128, n_layers=4, n_heads=4, ffn_dim=512)
+
 MODELS: dict[str, ImageConfig] = {
-    "tiny": ImageConfig(**image_shape("resnet-tiny")),  # tests and smoke runs
-    "mini": ImageConfig(**image_shape("resnet-narrow")),
+    "tiny": ImageConfig(**image_shape("resnet-tiny"), **PIXEL_TINY),  # tests and smoke runs
+    "mini": ImageConfig(**image_shape("resnet-narrow"), **PIXEL_MINI),
     "resnet18": ImageConfig(**image_shape("resnet18")),
     "vit-tiny": ImageConfig(**image_shape("vit-tiny")),
     "vit-mini": ImageConfig(**image_shape("vit-small-cpu")),

@@ -200,3 +200,49 @@ def test_rotation_replaces_n_views():
     cfg = replace(objective_config("rotation"), n_views=2)
     model = build_objective(cfg, tiny_model())
     assert model.cfg.n_views == 4
+
+
+# --------------------------------------------------------------------------------------------
+# DeLoRes: the same losses on views of speech
+# --------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["audio-vicreg", "audio-barlow"])
+def test_delores_trains_on_views_of_speech(name):
+    from selfsup.data.audio import collate_frames
+    from selfsup.encoders.audio import AudioConfig
+
+    cfg = OBJECTIVES[name].Config(proj_hidden=32, proj_dim=16, crop=20)
+    shape = AudioConfig(feature_dim=6, dim=16, n_layers=2, n_heads=2, ffn_dim=32, max_len=64)
+    torch.manual_seed(0)
+    model = build_objective(cfg, shape)
+    g = torch.Generator().manual_seed(0)
+    clips = [torch.randn(n, 6, generator=g).numpy() for n in (30, 12, 25, 40)]
+    batch = collate_frames(clips)
+    corrupt = model.audio_needs().corrupt
+    views = corrupt(batch, torch.Generator().manual_seed(1))
+    again = corrupt(batch, torch.Generator().manual_seed(1))
+    assert views[VIEWS].shape == (4, 2, 20, 6)
+    assert torch.equal(views[VIEWS], again[VIEWS])  # seeded: exact resume
+    assert not torch.equal(views[VIEWS][:, 0], views[VIEWS][:, 1])
+    loss = batch_loss(model, views)
+    loss.backward()
+    assert torch.isfinite(loss) and model.counts(views)["clips"] == 4
+    assert all(p.grad is not None for p in model.encoder.parameters())
+
+
+def test_delores_is_vicreg_on_audio_from_the_cli():
+    from selfsup.objectives import resolve_name
+
+    assert resolve_name("vicreg", "audio") == "audio-vicreg"
+    assert resolve_name("barlow", "audio") == "audio-barlow"
+    assert resolve_name("vicreg", "image") == "vicreg" == resolve_name("vicreg", None)
+
+
+def test_short_clips_are_repeated_to_fill_the_crop():
+    from selfsup.corrupt.audio_views import crop_clips
+
+    x = torch.arange(10.0).view(1, 10, 1).repeat(2, 1, 1)
+    out = crop_clips(x, torch.tensor([3, 10]), 7, torch.tensor([0.0, 1.0]))
+    assert out[0, :, 0].tolist() == [0, 1, 2, 0, 1, 2, 0]  # 3 real frames, repeated
+    assert out[1, :, 0].tolist() == [3, 4, 5, 6, 7, 8, 9]  # the last possible start
