@@ -496,7 +496,15 @@ def collapse_plot(
                    if r.get(key) is not None and "step" in r]  # fmt: skip
             if pts:
                 steps, values = zip(*sorted(pts), strict=True)
-                ax.plot(steps, values, color=colour, label=name or None, linewidth=1.5)
+                ax.plot(
+                    steps,
+                    values,
+                    color=colour,
+                    label=name or None,
+                    linewidth=1.5,
+                    marker="o",
+                    markersize=3,
+                )  # (a run of one point shows)
                 drawn += 1
         if not drawn:
             raise ConfigError(f"no metrics row has {key!r} (and a step)")
