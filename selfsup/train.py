@@ -46,8 +46,9 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
-    """AdamW (the default), or LARS (arXiv:1708.03888) as SimCLR, BYOL and Barlow Twins use it,
-    with biases and norms excluded from its weight decay and its layer-wise adaptation."""
+    """AdamW (the default), or LARS (arXiv:1708.03888), the large-batch optimizer of several
+    image methods, with biases and norms excluded from its weight decay and its layer-wise
+    adaptation."""
     groups = param_groups(model, cfg.weight_decay)
     if cfg.optimizer == "lars":
         from selfsup.lars import LARS
