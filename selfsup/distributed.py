@@ -183,6 +183,15 @@ def gather_with_grad(x: torch.Tensor) -> torch.Tensor:
     return torch.cat(all_gather(x), dim=0)
 
 
+def whole_batch(x: torch.Tensor, training: bool) -> torch.Tensor:
+    """x (B, ...) of this rank's rows -> the whole batch's, gradients flowing back: training
+    under torchrun holds a rank's share of each batch (evaluation, and one process, all of it),
+    so batch-level objectives gather what their loss and monitors need."""
+    if training and world_size() > 1:
+        return gather_with_grad(x)
+    return x
+
+
 # --------------------------------------------------------------------------------------------
 # Data: each rank's rows of the global batch
 # --------------------------------------------------------------------------------------------

@@ -25,3 +25,14 @@ class Prepared:
     record: dict
     save: Callable[[Path], None]
     summarise: Callable[[dict, float, Path], dict]
+
+
+def eval_summary(steps: int, final: dict, minutes: float, stats: dict) -> dict:
+    """A run's summary.json: its steps and minutes, the last held-out means (`eval_` values
+    of the final row) and the data's statistics."""
+    return {
+        "steps": steps,
+        "minutes": round(minutes, 2),
+        **{k: v for k, v in final.items() if k.startswith("eval_")},
+        **stats,
+    }

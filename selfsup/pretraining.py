@@ -346,10 +346,9 @@ def _pretrain(cfg, out, resume, encoding, progress, log, changed, device) -> dic
 
 def _train(cfg: RunConfig, model, data: Prepared, out: Path, resume, progress, log):
     n_params = sum(p.numel() for p in model.parameters())
-    shape = f"{cfg.model.n_layers} layers x {cfg.model.dim}"
-    if getattr(cfg.model, "arch", None) == "resnet":  # an image ResNet: its stages' widths
-        shape = f"ResNet widths {'-'.join(map(str, cfg.model.widths))}, depths "
-        shape += "-".join(map(str, cfg.model.depths))
+    # a model config may say its own shape (an image ResNet: its stages), else layers x width
+    describe = getattr(cfg.model, "describe", None)
+    shape = describe() if describe else f"{cfg.model.n_layers} layers x {cfg.model.dim}"
     log(
         f"model: preset {cfg.preset}, {shape}, "
         f"{n_params / 1e6:.2f}M parameters; objective {cfg.objective.name}; "

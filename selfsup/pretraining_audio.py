@@ -17,7 +17,7 @@ from selfsup import distributed
 from selfsup.checkpoint import RUN_FORMAT, atomic_write_text
 from selfsup.data.audio_batches import load_frames, prepare_audio_data
 from selfsup.objectives import build_objective
-from selfsup.prepared import Prepared
+from selfsup.prepared import Prepared, eval_summary
 from selfsup.seeds import HELDOUT_OFFSET
 
 FEATURE_STATS = "feature_stats.json"  # global CMVN statistics of a run's training clips
@@ -45,12 +45,7 @@ def prepare_audio(cfg, out: Path, resume: bool, encoding: str, log) -> Prepared:
             atomic_write_text(folder / FEATURE_STATS, json.dumps(stats))
 
     def summarise(final: dict, minutes: float, folder: Path) -> dict:
-        summary = {
-            "steps": cfg.train.steps,
-            "minutes": round(minutes, 2),
-            **{k: v for k, v in final.items() if k.startswith("eval_")},
-            **data.stats,
-        }
+        summary = eval_summary(cfg.train.steps, final, minutes, data.stats)
         loss = final.get("eval_loss")
         if loss is not None and math.isfinite(loss):
             log(f"held-out loss {loss:.4f}; {minutes:.1f} min; run in {folder}")

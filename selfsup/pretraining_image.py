@@ -20,7 +20,7 @@ from selfsup.checkpoint import RUN_FORMAT, atomic_write_text
 from selfsup.data.image import prepare_image_data, read_image_sources
 from selfsup.layers.batchnorm import convert_batchnorm
 from selfsup.objectives import build_objective
-from selfsup.prepared import Prepared
+from selfsup.prepared import Prepared, eval_summary
 from selfsup.seeds import HELDOUT_OFFSET, Stream, seed_for
 
 CLASSES = "classes.json"  # the class names of a run's labelled training images
@@ -47,12 +47,7 @@ def prepare_image(cfg, out: Path, resume: bool, encoding: str, log) -> Prepared:
         atomic_write_text(folder / CLASSES, json.dumps(images.classes))
 
     def summarise(final: dict, minutes: float, folder: Path) -> dict:
-        summary = {
-            "steps": cfg.train.steps,
-            "minutes": round(minutes, 2),
-            **{k: v for k, v in final.items() if k.startswith("eval_")},
-            **data.stats,
-        }
+        summary = eval_summary(cfg.train.steps, final, minutes, data.stats)
         loss = final.get("eval_loss")
         if loss is not None and math.isfinite(loss):
             probe = final.get("eval_probe_acc")

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -32,17 +31,10 @@ from selfsup.objectives import build_objective, get_objective
 METHODS = ("knn", "linear")
 
 
-@dataclass
-class Source:
-    name: str
-    encoder: torch.nn.Module | None  # None: pixels
-    image_size: int
-
-
-def load_source(source: str) -> Source:
-    """The encoder `source` names (module docstring), in eval mode."""
+def load_source(source: str) -> torch.nn.Module | None:
+    """The encoder `source` names (module docstring), in eval mode; None for pixels."""
     if source == "pixels":
-        return Source("pixels", None, 0)
+        return None
     random = source.startswith("random:")
     path = Path(source.removeprefix("random:"))
     if not path.is_dir() or not is_run(path):
@@ -58,14 +50,13 @@ def load_source(source: str) -> Source:
         objective.load_state_dict({k: weights[k] for k in fitted}, strict=False)
     else:
         objective.load_state_dict(weights)
-    encoder = objective.encoder.eval()
-    return Source(source, encoder, getattr(encoder, "image_size", cfg.model.image_size))
+    return objective.encoder.eval()
 
 
-def features(src: Source, images: np.ndarray, batch_size: int, device=None) -> torch.Tensor:
-    if src.encoder is None:
+def features(encoder, images: np.ndarray, batch_size: int) -> torch.Tensor:
+    if encoder is None:
         return pixel_features(images)
-    return extract_features(src.encoder, images, batch_size=batch_size, device=device)
+    return extract_features(encoder, images, batch_size=batch_size)
 
 
 def run_probe(
@@ -88,7 +79,7 @@ def run_probe(
     for m in methods:
         if m not in METHODS:
             raise ConfigError(f"unknown probe method {m!r}; choose from {', '.join(METHODS)}")
-    src = load_source(source)
+    encoder = load_source(source)
     train = read_images(data, split=train_split, image_size=image_size, cache_dir=cache_dir,
                         log=log)  # fmt: skip
     test_set = read_images(test or data, split=test_split if test is None else train_split,
@@ -100,8 +91,8 @@ def run_probe(
     if train.classes != test_set.classes:
         raise ConfigError(f"train classes {train.classes} differ from test's {test_set.classes}")
     t0 = time.perf_counter()
-    f_train = features(src, train.images, batch_size)
-    f_test = features(src, test_set.images, batch_size)
+    f_train = features(encoder, train.images, batch_size)
+    f_test = features(encoder, test_set.images, batch_size)
     log(f"features: {tuple(f_train.shape)} train, {tuple(f_test.shape)} test "
         f"({time.perf_counter() - t0:.1f} s)")  # fmt: skip
     y_train, y_test = torch.from_numpy(train.labels), torch.from_numpy(test_set.labels)

@@ -73,6 +73,13 @@ class ImageConfig:
     attn_dropout: float = 0.0
     norm_eps: float = 1e-6
 
+    def describe(self) -> str:
+        """The shape in one phrase, for the pretraining log."""
+        if self.arch == "resnet":
+            widths, depths = "-".join(map(str, self.widths)), "-".join(map(str, self.depths))
+            return f"ResNet widths {widths}, depths {depths}"
+        return f"ViT {self.n_layers} layers x {self.dim}, {self.patch} px patches"
+
     def validate(self) -> None:
         if self.arch not in ARCHS:
             raise ConfigError(f"unknown model.arch {self.arch!r}; use {', '.join(ARCHS)}")

@@ -14,11 +14,12 @@ from dataclasses import dataclass
 
 import torch
 
+from selfsup.distributed import whole_batch
 from selfsup.errors import ConfigError
 from selfsup.heads.projector import Projector
 from selfsup.keys import VIEWS
 from selfsup.losses import barlow_twins
-from selfsup.objectives.image_base import ImageObjective, ImageObjectiveConfig, whole_batch
+from selfsup.objectives.image_base import ImageObjective, ImageObjectiveConfig
 
 
 @dataclass
@@ -48,10 +49,6 @@ class BarlowTwins(ImageObjective):
         super().__init__(encoder, cfg)
         self.projector = Projector(encoder.dim, cfg.proj_hidden, cfg.proj_dim, n_layers=3,
                                    last_bias=False)  # fmt: skip
-
-    @property
-    def embed_dim(self) -> int:
-        return self.cfg.proj_dim
 
     def embed(self, batch: dict[str, torch.Tensor]):
         h = self.encode_views(batch[VIEWS])  # (B, 2, D)

@@ -58,6 +58,12 @@ def pair_loss(loss_fn, p: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
     return sum(loss_fn(p[:, i], z[:, j]) for i in range(V) for j in range(V) if i != j)
 
 
+def pair_count(batch: dict[str, torch.Tensor]) -> dict[str, float]:
+    """{"pairs": B * V * (V - 1)}: the ordered view pairs pair_loss sums over."""
+    B, V = batch[VIEWS].shape[:2]
+    return {"pairs": B * V * (V - 1)}
+
+
 class BYOL(ImageObjective):
     Config = BYOLConfig
     own_terms = {"byol_loss": "pairs"}
@@ -75,13 +81,8 @@ class BYOL(ImageObjective):
         self.register_buffer("ema_step", torch.zeros((), dtype=torch.long))
         self.register_buffer("ema_total", torch.zeros((), dtype=torch.long))
 
-    @property
-    def embed_dim(self) -> int:
-        return self.cfg.proj_dim
-
     def own_counts(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        B, V = batch[VIEWS].shape[:2]
-        return {"pairs": B * V * (V - 1)}
+        return pair_count(batch)
 
     def set_total_steps(self, steps: int) -> None:
         self.ema_total.fill_(steps)

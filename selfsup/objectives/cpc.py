@@ -188,11 +188,8 @@ class FuturePrediction(Objective):
         return {"contrastive_loss": loss, "contrastive_acc": hits, **self.monitors(out)}
 
     def whole_batch(self, x: torch.Tensor) -> torch.Tensor:
-        """x (B, ...) of this rank's rows -> the whole batch's: training under torchrun holds a
-        rank's share of each batch (evaluation, and one process, the whole batch)."""
-        if self.training and distributed.world_size() > 1:
-            return distributed.gather_with_grad(x)
-        return x
+        """x (B, ...) of this rank's rows -> the whole batch's (distributed.whole_batch)."""
+        return distributed.whole_batch(x, self.training)
 
     @torch.no_grad()
     def monitors(self, out: dict) -> dict[str, torch.Tensor]:

@@ -27,6 +27,7 @@ from torch import nn
 from selfsup import distributed
 from selfsup.corrupt.views import make_views, view_recipes
 from selfsup.data.image import ImageDataConfig, ImageNeeds
+from selfsup.distributed import whole_batch
 from selfsup.encoders.image import ImageConfig, build_image_encoder
 from selfsup.errors import ConfigError
 from selfsup.keys import IGNORE, IMAGES, LABELS, VIEWS
@@ -57,14 +58,6 @@ class ImageObjectiveConfig:
 
 def has_batchnorm(module: nn.Module) -> bool:
     return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in module.modules())
-
-
-def whole_batch(x: torch.Tensor, training: bool) -> torch.Tensor:
-    """x (B, ...) of this rank's rows -> the whole batch's, gradients flowing back (training
-    under torchrun holds a rank's share of each batch; evaluation and one process, all of it)."""
-    if training and distributed.world_size() > 1:
-        return distributed.gather_with_grad(x)
-    return x
 
 
 def first_row(n_local: int, training: bool) -> int:
@@ -184,4 +177,5 @@ class ImageObjective(Objective):
 
     @property
     def embed_dim(self) -> int:
-        return self.encoder.dim
+        """The width of the compared embeddings: the projector's, else the backbone's."""
+        return getattr(self.cfg, "proj_dim", self.encoder.dim)

@@ -15,16 +15,12 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
+from selfsup.distributed import whole_batch
 from selfsup.errors import ConfigError
 from selfsup.heads.projector import Projector
 from selfsup.keys import VIEWS
 from selfsup.losses import nt_xent
-from selfsup.objectives.image_base import (
-    ImageObjective,
-    ImageObjectiveConfig,
-    first_row,
-    whole_batch,
-)
+from selfsup.objectives.image_base import ImageObjective, ImageObjectiveConfig, first_row
 
 
 @dataclass
@@ -54,10 +50,6 @@ class SimCLR(ImageObjective):
     def __init__(self, encoder, cfg: SimCLRConfig):
         super().__init__(encoder, cfg)
         self.projector = Projector(encoder.dim, cfg.proj_hidden, cfg.proj_dim, n_layers=2)
-
-    @property
-    def embed_dim(self) -> int:
-        return self.cfg.proj_dim
 
     def own_counts(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
         B, V = batch[VIEWS].shape[:2]

@@ -16,7 +16,7 @@ from selfsup.errors import ConfigError
 from selfsup.heads.projector import Projector
 from selfsup.keys import VIEWS
 from selfsup.losses import simsiam
-from selfsup.objectives.byol import pair_loss
+from selfsup.objectives.byol import pair_count, pair_loss
 from selfsup.objectives.image_base import ImageObjective, ImageObjectiveConfig
 
 
@@ -48,13 +48,8 @@ class SimSiam(ImageObjective):
                                    last_norm=True)  # fmt: skip
         self.predictor = Projector(cfg.proj_dim, cfg.pred_hidden, cfg.proj_dim, n_layers=2)
 
-    @property
-    def embed_dim(self) -> int:
-        return self.cfg.proj_dim
-
     def own_counts(self, batch: dict[str, torch.Tensor]) -> dict[str, float]:
-        B, V = batch[VIEWS].shape[:2]
-        return {"pairs": B * V * (V - 1)}
+        return pair_count(batch)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         h = self.encode_views(batch[VIEWS])  # (B, V, D)
