@@ -141,6 +141,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--schedule", default=None, help="linear | cosine | constant")
     p.add_argument("--seed", type=int, default=None, help="seed of weights, data and masks (0)")
     p.add_argument("--save-every", type=int, default=None, help="checkpoint every N steps")
+    p.add_argument(
+        "--save-schedule",
+        choices=("none", "log"),
+        default=None,
+        help="also keep the weights at scheduled steps, never pruned, in snapshots/ (log: 0, 1, "
+        "2, 3, 4, 6, 8, 12, ... and the last), for `selfsup embryology` (none)",
+    )
     p.add_argument("--eval-every", type=int, default=None, help="held-out eval every N steps")
     p.add_argument(
         "--precision",
@@ -170,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="RUN",
         help="continue the run in --out (or RUN) from its latest checkpoint, with its saved "
         "settings; it may change --steps, --fsdp, --device, --threads, --workers, --compile, "
-        "--save-every, --eval-every (others are refused)",
+        "--save-every, --save-schedule, --eval-every (others are refused)",
     )
     _add_set_arg(p, "train.weight_decay=0.1 objective.random_prob=0")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -580,6 +587,7 @@ def _run_config(args, base=None):
             (t, "steps", args.steps), (t, "grad_accum", args.grad_accum), (t, "lr", args.lr),
             (t, "warmup_steps", args.warmup_steps), (t, "schedule", args.schedule),
             (t, "save_every", args.save_every), (t, "eval_every", args.eval_every),
+            (t, "save_schedule", args.save_schedule),
             (t, "threads", args.threads), (d, "num_workers", args.workers),
             (t, "device", getattr(args, "device", None)), (d, "labels", args.labels),
         ]  # fmt: skip

@@ -24,6 +24,7 @@ from selfsup.encoders.text import BertConfig
 from selfsup.errors import ConfigError
 from selfsup.objectives import get_objective
 from selfsup.objectives.mlm import MLMConfig
+from selfsup.snapshots import SCHEDULES
 
 
 @dataclass
@@ -49,6 +50,8 @@ class TrainConfig:
     precision: str = "auto"  # auto | bf16 | fp32
     seed: int = 0
     save_every: int = 500
+    # also keep the weights at scheduled steps, never pruned (selfsup/snapshots.py): none | log
+    save_schedule: str = "none"
     eval_every: int = 250
     log_every: int = 10
     threads: int = 0  # 0 = torch default
@@ -72,6 +75,9 @@ class TrainConfig:
             raise ConfigError("save_every and eval_every must be >= 0")
         if self.precision not in PRECISIONS:
             raise ConfigError(f"unknown precision {self.precision!r}; use {', '.join(PRECISIONS)}")
+        if self.save_schedule not in SCHEDULES:
+            raise ConfigError(f"unknown save schedule {self.save_schedule!r}; use "
+                              f"{' or '.join(SCHEDULES)}")  # fmt: skip
 
 
 @dataclass

@@ -62,7 +62,7 @@ from selfsup.train import evaluate, lr_factor, train
 # and evaluates. Any other change is refused: the checkpoint was trained under the saved values.
 RESUMABLE = (
     "train.steps", "train.fsdp", "train.device", "train.threads", "train.compile",
-    "train.save_every", "train.eval_every", "data.num_workers",
+    "train.save_every", "train.save_schedule", "train.eval_every", "data.num_workers",
 )  # fmt: skip
 
 

@@ -24,6 +24,7 @@ from selfsup.config import TrainConfig
 from selfsup.device import resolve_precision
 from selfsup.errors import ConfigError
 from selfsup.objectives.base import normalise, total_loss
+from selfsup.snapshots import is_scheduled, save_snapshot
 
 # learned tokens and position tables of image encoders (ViT's [CLS], iGPT's positions): no
 # weight decay, as timm and the ViT recipes exempt them
@@ -180,6 +181,8 @@ def train(
     )
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
+    if start == 0 and is_scheduled(cfg.save_schedule, 0, cfg.steps):
+        _snapshot(run_dir, 0, model)  # the initialisation
     writer = _tensorboard(run_dir) if main else None
     metrics_file = open(run_dir / "metrics.jsonl", "a") if main else None
     bar = _progress(progress, start, cfg.steps) if main else _Silent()
@@ -258,6 +261,8 @@ def train(
                 for line in getattr(objective, "warnings", lambda _: [])(ev):
                     log(f"warning at step {done}: {line}")
 
+            if is_scheduled(cfg.save_schedule, done, cfg.steps):
+                _snapshot(run_dir, done, model)
             if cfg.save_every and (done % cfg.save_every == 0) and done < cfg.steps:
                 _save(run_dir, done, model, optimizer, scheduler, bf16)
                 saved = done
@@ -291,6 +296,12 @@ def _save(run_dir, step, model, optimizer, scheduler, bf16: bool) -> None:
         **distributed.rng_state(),
     }
     _on_main(lambda: save_checkpoint(run_dir, step, weights, state))
+
+
+def _snapshot(run_dir: Path, step: int, model: nn.Module) -> None:
+    """The weights at a scheduled step (selfsup/snapshots.py), kept whatever the retention."""
+    weights = distributed.model_state(model)
+    _on_main(lambda: save_snapshot(run_dir, step, weights))
 
 
 def _save_final(run_dir: Path, model: nn.Module) -> None:

@@ -380,16 +380,101 @@ class PretrainingHeads:
     def hf_state(self) -> dict[str, torch.Tensor]:
         q = self.quantizer
         G, V, d = q.codebooks.shape
-        sd = {
-            "quantizer.weight_proj.weight": q.logits.weight,
-            "quantizer.weight_proj.bias": q.logits.bias,
-            "quantizer.codevectors": q.codebooks.reshape(1, G * V, d),
-            "project_q.weight": q.out.weight,
-            "project_q.bias": q.out.bias,
-            "project_hid.weight": self.project.weight,
-            "project_hid.bias": self.project.bias,
-        }
+        ours = {**{f"quantizer.{k}": v for k, v in q.state_dict().items()},
+                **{f"project.{k}": v for k, v in self.project.state_dict().items()}}  # fmt: skip
+        sd = {hf: ours[name] for name, hf in HEAD_NAMES}
+        sd["quantizer.codevectors"] = q.codebooks.reshape(1, G * V, d)
         return {k: v.detach().contiguous() for k, v in sd.items()}
+
+
+# (the Wav2Vec2 objective's, Wav2Vec2ForPreTraining's) names of the pretraining heads; the
+# codebooks are (G, V, D / G) in ours, (1, G V, D / G) in transformers'.
+HEAD_NAMES = [
+    ("quantizer.logits.weight", "quantizer.weight_proj.weight"),
+    ("quantizer.logits.bias", "quantizer.weight_proj.bias"),
+    ("quantizer.codebooks", "quantizer.codevectors"),
+    ("quantizer.out.weight", "project_q.weight"),
+    ("quantizer.out.bias", "project_q.bias"),
+    ("project.weight", "project_hid.weight"),
+    ("project.bias", "project_hid.bias"),
+]
+# Wav2Vec2ObjectiveConfig's settings <- transformers' Wav2Vec2Config key and its default there
+# (HubertConfig has none of them: the defaults, which are also ours).
+PRETRAINING_KEYS = {
+    "n_groups": ("num_codevector_groups", 2),
+    "n_entries": ("num_codevectors_per_group", 320),
+    "code_dim": ("codevector_dim", 256),
+    "proj_dim": ("proj_codevector_dim", 256),
+    "temperature": ("contrastive_logits_temperature", 0.1),
+    "n_negatives": ("num_negatives", 100),
+    "diversity_weight": ("diversity_loss_weight", 0.1),
+}
+
+
+def hf_pretraining_settings(hf: dict) -> dict:
+    """The wav2vec2 objective's settings a transformers config fixes: the quantizer's shape
+    (G groups of V entries, codevector_dim, proj_codevector_dim) and the contrastive task's
+    numbers (temperature, distractors, diversity weight). Not the masking: a folder's
+    mask_time_prob is, in most published configs, fine-tuning's SpecAugment (0.05), not the
+    pretraining mask (0.65 = 0.065 x 10), so the objective keeps its own."""
+    return {ours: hf.get(key, default) for ours, (key, default) in PRETRAINING_KEYS.items()}
+
+
+def from_hf_heads(hf_sd: dict[str, torch.Tensor], n_groups: int, n_entries: int) -> dict:
+    """Wav2Vec2ForPreTraining's quantizer (weight_proj, codevectors), project_q and project_hid
+    -> the Wav2Vec2 objective's names; {} when the weights hold none of them (Wav2Vec2Model,
+    ForCTC, HuBERT); a one-line ConfigError when they hold only some."""
+    present = [hf for _, hf in HEAD_NAMES if hf in hf_sd]
+    if not present:
+        return {}
+    missing = [hf for _, hf in HEAD_NAMES if hf not in hf_sd]
+    if missing:
+        raise ConfigError(f"the HF weights hold {present[0]} but lack {missing[0]}: an "
+                          f"incomplete quantizer")  # fmt: skip
+    out = {ours: hf_sd[hf] for ours, hf in HEAD_NAMES}
+    codes = out["quantizer.codebooks"]
+    if codes.dim() != 3 or codes.shape[:2] != (1, n_groups * n_entries):
+        raise ConfigError(f"quantizer.codevectors has shape {tuple(codes.shape)}, the config "
+                          f"implies (1, {n_groups * n_entries}, ...)")  # fmt: skip
+    out["quantizer.codebooks"] = codes.reshape(n_groups, n_entries, -1)
+    return out
+
+
+def pretraining_init(path: str | Path):
+    """`selfsup pretrain --objective wav2vec2 --init FOLDER`: a local HF wav2vec 2.0 folder as a
+    FolderInit (selfsup/pretraining_init.py): the encoder's config, the objective's settings
+    of hf_pretraining_settings, the data's features as its preprocessor reads the waveform,
+    and its weights: the encoder, and a Wav2Vec2ForPreTraining's quantizer and projections.
+    A folder without them (Wav2Vec2Model, Wav2Vec2ForCTC, a HuBERT folder) gives the encoder;
+    the quantizer and the projections keep the run's seeded random initialisation, with a
+    warning in the log (the contrastive targets then start from scratch)."""
+    from selfsup.checkpoint import is_run
+    from selfsup.pretraining_init import FolderInit
+
+    p = Path(path)
+    if p.is_dir() and is_run(p):
+        raise ConfigError(f"--init {p} is a selfsup run: continue it with --resume, or start "
+                          f"from its weights through `selfsup export {p} --format hf`")  # fmt: skip
+    cfg, info = read_hf_wav2vec2_config(p)
+    hf = json.loads((p / "config.json").read_text())
+    settings = hf_pretraining_settings(hf)
+    arch = (hf.get("architectures") or [MODEL_TYPES[info["model_type"]]])[0]
+
+    def weights() -> tuple[dict, str | None]:
+        verify_manifest(p)
+        hf_sd = read_hf_weights(p)
+        state = {f"encoder.{k}": v for k, v in from_hf_state(hf_sd, cfg).items()}
+        heads = from_hf_heads(hf_sd, settings["n_groups"], settings["n_entries"])
+        warning = None
+        if not heads:
+            warning = (f"{p} ({arch}) has no quantizer: the quantizer and the projections "
+                       "(project_q, project_hid) start from random weights, the encoder "
+                       "from the folder")  # fmt: skip
+        return {**state, **heads}, warning
+
+    features = {"kind": "wave", "sample_rate": info["sampling_rate"],
+                "cmvn": "utterance" if info["do_normalize"] else "none"}  # fmt: skip
+    return FolderInit(cfg, settings, features, weights, f"HuggingFace {arch}")
 
 
 def export_hf_wav2vec2(
