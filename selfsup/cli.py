@@ -49,15 +49,19 @@ def _add_data_args(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="text files/folders (.txt .jsonl .csv .tsv, optionally .gz), a datasets "
         "folder, or hf:NAME[:SPLIT]; audio: folders of .wav/.flac/.ogg or CSV/TSV manifests; "
-        "repeat to add more; default (text): the packaged Gutenberg corpus",
+        "repeat to add more; default (text): the packaged Gutenberg corpus; LANG=PATH (every "
+        "entry): multilingual text, languages sampled by --lang-alpha",
     )
     p.add_argument("--text-field", default=None, help="column with the text (jsonl/csv/datasets)")
     p.add_argument("--encoding", default="utf-8", help="text encoding of the input files")
     p.add_argument("--max-len", type=int, default=None, help="tokens per sequence (128)")
     p.add_argument("--tokenizer", default=None, help="tokenizer folder (default: train one); "
-                   "units: one token per unit of `selfsup units` files")  # fmt: skip
+                   "units: one token per unit of `selfsup units` files; dna: dna-base | "
+                   "dna-kmer3..6 | dna-kmer3..6-nonoverlap | protein (dna-kmer6)")  # fmt: skip
     p.add_argument("--vocab-size", type=int, default=None, help="vocab size when training one")
     p.add_argument("--cased", action="store_true", help="keep case (default: lower-case)")
+    p.add_argument("--lang-alpha", type=float, default=None, help="LANG=PATH data: sample "
+                   "language i with p_i^alpha, renormalised (XLM; 0.7, mBERT's)")  # fmt: skip
     p.add_argument("--cache-dir", default=None, help="tokenized-data cache (~/.cache/selfsup)")
     p.add_argument(
         "--pack", action="store_true", help="pack short examples into full rows (no padding)"
@@ -107,27 +111,29 @@ def build_parser() -> argparse.ArgumentParser:
         "  selfsup pretrain --objective bart --data books/ --pack\n"
         "  selfsup pretrain --objective mockingjay --data recordings/ --steps 2000\n"
         "  selfsup pretrain --modality image --objective simclr --data cifar.zip --preset mini\n"
+        "  selfsup pretrain --modality dna --data chrX.fa.gz --tokenizer dna-kmer6 --preset mini\n"
         "  selfsup pretrain --resume runs/latest --steps 8000   # continue, longer",
     )
     p.add_argument(
         "--preset",
         default=None,
         help="tiny (the default) | mini | small | medium | base (text); tiny | mini | small | "
-        "base | large (audio); tiny | mini | resnet18 | vit-tiny | vit-mini (image)",
+        "base | large (audio); tiny | mini | resnet18 | vit-tiny | vit-mini (image); tiny | mini "
+        "(dna)",
     )
     p.add_argument(
         "--objective",
         default=None,
         help="text: mlm | mlm+nsp (default) | mlm+sop | bart | mass | t5; audio: mockingjay | "
         "tera | apc | cpc | wav2vec | vq-wav2vec | hubert | wav2vec2; image: rotation | "
-        "relpatch | pixels | simclr | byol | simsiam | barlow | vicreg",
+        "relpatch | pixels | simclr | byol | simsiam | barlow | vicreg; dna: mlm",
     )
     p.add_argument(
         "--modality",
-        choices=("text", "audio", "image"),
+        choices=("text", "audio", "image", "dna"),
         default=None,
         help="the data's modality (inferred from --objective; audio alone means mockingjay, "
-        "image alone simclr)",
+        "image alone simclr, dna alone mlm on DNA or protein sequences)",
     )
     _add_data_args(p)
     _add_mask_args(p)
@@ -182,6 +188,9 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set_arg(p, "train.weight_decay=0.1 objective.random_prob=0")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--labels", default=None, help="hubert: the labels folder of `selfsup cluster`")
+    p.add_argument("--init", default=None, metavar="FOLDER", help="wav2vec2: start from an HF "
+                   "wav2vec 2.0 folder's weights and shape (continued pretraining; the preset "
+                   "gives the training settings, --set applies on top)")  # fmt: skip
 
     p = sub.add_parser(
         "tokenizer",
@@ -194,9 +203,13 @@ def build_parser() -> argparse.ArgumentParser:
         action="extend",
         required=True,
         metavar="PATH",
-        help="text files/folders, as pretrain --data reads them",
+        help="text files/folders, as pretrain --data reads them; LANG=PATH (each of them): a "
+        "multilingual tokenizer (no accent stripping, Thai/Lao/Khmer/Myanmar split into "
+        "character clusters), each language's words weighted by --lang-alpha",
     )
     p.add_argument("--vocab-size", type=int, default=8192, help="tokens in the vocabulary")
+    p.add_argument("--lang-alpha", type=float, default=0.7, help="LANG=PATH: weigh language i's "
+                   "word counts to a share p_i^alpha, renormalised (mBERT: 0.7)")  # fmt: skip
     p.add_argument("--cased", action="store_true", help="keep case (default: lower-case)")
     p.add_argument("--text-field", default="text", help="column with the text (jsonl/csv)")
     p.add_argument("--encoding", default="utf-8", help="text encoding of the input files")
@@ -273,6 +286,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="batches encoded at once, one CPU thread each (default: one per thread on CPU)",
     )
+    p.add_argument("--plot", default=None, metavar="PNG", help="text: also a t-SNE map of the "
+                   "sentence vectors (sklearn), coloured by --label-column")  # fmt: skip
+    p.add_argument("--label-column", default=None, metavar="COL",
+                   help="text: --input is a table (CSV/TSV with a header, JSON lines); COL "
+                   "labels its rows for --plot")  # fmt: skip
+    p.add_argument("--text-column", default=None, metavar="COL",
+                   help="text: the table's column to embed (text)")  # fmt: skip
 
     p = sub.add_parser(
         "generate",
@@ -368,6 +388,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_cluster_parser(sub)
     _add_units_parser(sub)
     _add_probe_parser(sub)
+    _add_align_parser(sub)
+    _add_contextual_parser(sub)
+    _add_embryology_parser(sub)
+    _add_dna_splice_parser(sub)
     _add_finetune_parsers(sub)
     for name, example in EXAMPLES.items():  # commands whose block sets no epilog of its own
         if sub.choices[name].epilog is None:
@@ -575,11 +599,16 @@ def _run_config(args, base=None):
         cfg.preset = args.preset  # refused by the resume check, by name
     if args.objective is not None and args.objective != cfg.objective.name:
         cfg.set_objective(args.objective)
+    if args.command == "pretrain" and args.init is not None:
+        from selfsup.pretraining_init import init_config
+
+        init_config(cfg, args.init)  # the folder's model and sizes; flags and --set apply after
     d, t = cfg.data, cfg.train
     pairs = [
         (d, "paths", args.data), (d, "text_field", args.text_field), (d, "max_len", args.max_len),
         (d, "tokenizer", args.tokenizer), (cfg.model, "vocab_size", args.vocab_size),
         (d, "cache_dir", args.cache_dir), (t, "seed", args.seed),
+        (d, "lang_alpha", getattr(args, "lang_alpha", None)),
         (t, "batch_size", getattr(args, "batch_size", None)),
     ]  # fmt: skip
     if args.command == "pretrain":
@@ -643,6 +672,9 @@ def cmd_pretrain(args) -> dict:
     out = args.resume or args.out
     if resume and not out:
         raise ConfigError("--resume needs a run folder: --resume RUN or --out RUN --resume")
+    if resume and args.init is not None:
+        raise ConfigError("--init starts a new run from a folder's weights; --resume continues "
+                          "a run from its checkpoint: give one of them")  # fmt: skip
     # Resuming, the flags given change the saved config (pretrain refuses what it cannot apply).
     cfg = _run_config(args, saved_config(Path(out)) if resume else None)
     if resume:
@@ -684,8 +716,9 @@ def cmd_tokenizer(args) -> None:
     from selfsup.pretraining import tokenizer_from_files
 
     tok = tokenizer_from_files(
-        args.input, args.out, args.vocab_size, not args.cased, args.text_field, args.encoding
-    )
+        args.input, args.out, args.vocab_size, not args.cased, args.text_field, args.encoding,
+        args.lang_alpha,
+    )  # fmt: skip
     print(f"saved a WordPiece tokenizer with {tok.vocab_size} tokens to {args.out}")
 
 
@@ -723,6 +756,8 @@ def cmd_embed(args) -> None:
         return
     if args.pooling == "frames" or args.layer != -1:
         raise ConfigError("--pooling frames and --layer are for audio models")
+    table = {"plot": args.plot, "label_column": args.label_column,
+             "text_column": args.text_column}  # fmt: skip
     n, shape = embed_file(
         args.model,
         args.input,
@@ -734,8 +769,11 @@ def cmd_embed(args) -> None:
         args.compile,
         args.workers,
         args.precision,
+        **table,
     )
     print(f"embedded {n} sentences -> {args.out} {shape}")
+    if args.plot:
+        print(f"t-SNE map -> {args.plot}")
 
 
 def cmd_predict(args) -> None:
@@ -1084,6 +1122,115 @@ def _add_probe_parser(sub) -> None:
     p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
 
 
+def _add_align_parser(sub) -> None:
+    p = sub.add_parser(
+        "align",
+        help="language means of a multilingual model, their difference, cross-lingual retrieval "
+        "and fill-mask with the difference added",
+        description="Mean token vector per language at --layer (Liu et al., arXiv:2010.10041) "
+        "and three measurements:\n(1) cross-lingual retrieval of parallel texts, before and "
+        "after subtracting each language's mean;\n(2) fill-mask with the difference vector "
+        "added at --layer (the share of answers in the target script);\n(3) with --qa, a QA "
+        "model's F1 on the other languages with their vectors shifted toward the first.",
+        epilog="examples:\n"
+        "  selfsup align runs/multi --data ../shared/data/xquad --langs en zh --out align-en-zh\n"
+        "  selfsup align runs/multi --data pairs.tsv --langs en de fr --layer 2 --measure "
+        "retrieval\n"
+        "  selfsup align runs/multi --data xquad/ --langs en zh --qa ft/qa-en --json",
+    )
+    p.add_argument(
+        "model",
+        help="a selfsup run (fill-mask needs its MLM head); a HF BERT or "
+        "fine-tuned folder with --measure retrieval",
+    )
+    p.add_argument(
+        "--data",
+        nargs="+",
+        action="extend",
+        required=True,
+        metavar="PARALLEL",
+        help="a folder of SQuAD files NAME.LANG.json with parallel paragraphs "
+        "(XQuAD), such files, or a TSV/CSV whose header names the languages",
+    )
+    p.add_argument(
+        "--langs",
+        nargs="+",
+        required=True,
+        metavar="LANG",
+        help="two or more languages of the data; fill-mask and qa pair the first with each other",
+    )
+    p.add_argument(
+        "--layer",
+        type=int,
+        default=-1,
+        help="where the shift is added and the "
+        "means taken: the output of block L (0: the embeddings; -1: the last)",
+    )
+    p.add_argument(
+        "--measure",
+        nargs="+",
+        default=None,
+        choices=["retrieval", "fill-mask", "qa"],
+        help="default: retrieval fill-mask (and qa with --qa)",
+    )
+    p.add_argument(
+        "--qa",
+        default=None,
+        metavar="FOLDER",
+        help="a `selfsup finetune --task qa` folder fine-tuned on the first language",
+    )
+    p.add_argument(
+        "--qa-data",
+        nargs="+",
+        default=None,
+        metavar="PATH",
+        help="the questions: SQuAD files NAME.LANG.json or their folder (--data)",
+    )
+    p.add_argument(
+        "--scale", type=float, default=1.0, help="the shift is this times the difference vector"
+    )
+    p.add_argument("--top-k", type=int, default=5, help="fill-mask answers per position")
+    p.add_argument("--mask-prob", type=float, default=0.15, help="share of tokens masked")
+    p.add_argument("--fill-texts", type=int, default=100, help="texts per language filled")
+    p.add_argument("--max-len", type=int, default=256, help="tokens per text (longer: cut)")
+    p.add_argument(
+        "--plot",
+        default="pca",
+        choices=["pca", "tsne", "none"],
+        help="clusters.png of the texts' vectors by language (with --out)",
+    )
+    p.add_argument("--seed", type=int, default=0, help="seed of the masks and the t-SNE")
+    p.add_argument(
+        "--out", default=None, help="new folder: align.json, means.safetensors, clusters.png"
+    )
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+
+
+def cmd_align(args) -> None:
+    from selfsup.align import align, format_report
+
+    measures = tuple(args.measure or ("retrieval", "fill-mask"))
+    report = align(
+        args.model,
+        args.data,
+        args.langs,
+        args.layer,
+        args.out,
+        measures,
+        max_len=args.max_len,
+        top_k=args.top_k,
+        scale=args.scale,
+        mask_prob=args.mask_prob,
+        fill_texts=args.fill_texts,
+        seed=args.seed,
+        qa=args.qa,
+        qa_data=args.qa_data,
+        plot=args.plot,
+        log=_to_stderr,
+    )
+    print(json.dumps(report, ensure_ascii=False) if args.json else format_report(report))
+
+
 def _to_stderr(message: str) -> None:
     print(message, file=sys.stderr)
 
@@ -1100,6 +1247,107 @@ def cmd_probe(args) -> None:
                        knn_temperature=args.temperature, tsne=args.tsne, out=args.out,
                        cache_dir=args.cache_dir, log=_to_stderr)  # fmt: skip
     print(json.dumps(report))
+
+
+def _add_contextual_parser(sub) -> None:
+    p = sub.add_parser(
+        "contextual",
+        help="one word's contextual vectors across sentences: a similarity heatmap, neighbours",
+        description="Find every whole-word occurrence of --word in the sentences of --input, "
+        "take its vector\n(the mean of its sub-tokens' hidden states at --layer) and write the "
+        "cosine-similarity heatmap,\nthe vectors and each occurrence's nearest neighbours into "
+        "--out. Lines `label<TAB>sentence`\nlabel the sentences: the summary then compares "
+        "similarity within and across labels.",
+        epilog="examples:\n"
+        "  selfsup contextual runs/latest --word bank --input examples/contextual-sentences.tsv\n"
+        "  selfsup contextual bert-zh/ --word 苹果 --input sentences.tsv --layer 0 --out apple",
+    )
+    p.add_argument("model", help="a selfsup run, a `selfsup finetune` folder or a HF BERT folder")
+    p.add_argument("--word", required=True, help="the word (or words, in a row) to follow")
+    p.add_argument("--input", required=True, help="one sentence a line, or label<TAB>sentence")
+    p.add_argument("--out", default=None, help="new output folder (default contextual-WORD)")
+    p.add_argument("--layer", type=int, default=-1,
+                   help="0: the embeddings, 1..L the layers, -1 the last")  # fmt: skip
+    p.add_argument("--top-k", type=int, default=3, help="nearest neighbours listed per occurrence")
+    p.add_argument("--batch-size", type=int, default=32, help="sentences per forward")
+
+
+def cmd_contextual(args) -> None:
+    from selfsup.contextual import contextual
+
+    contextual(args.model, args.word, args.input, args.out, args.layer, args.top_k,
+               args.batch_size)  # fmt: skip
+
+
+def _add_embryology_parser(sub) -> None:
+    p = sub.add_parser(
+        "embryology",
+        help="probe every saved checkpoint of a run (POS probe, MLM by part of speech, NSP/SOP, "
+        "held-out loss) and plot each against the step",
+        description="For every saved set of weights of RUN (snapshots of --save-schedule log, "
+        "checkpoints, final\nweights): a frozen linear UPOS probe (a word = its first "
+        "sub-token), whole-word MLM accuracy\nper UPOS tag on UD dev, and the run's held-out "
+        "loss and NSP/SOP accuracy. Writes\nembryology.json and embryology.png (log step axis) "
+        "into --out (arXiv:2010.02480).",
+        epilog="example:\n"
+        "  selfsup pretrain --preset mini --steps 3000 --save-schedule log --out runs/embryo\n"
+        "  selfsup embryology runs/embryo --probe pos --data ../shared/data/ud-english-ewt",
+    )
+    p.add_argument("run", help="a selfsup text pretraining run")
+    p.add_argument("--probe", default="pos", choices=["pos"], help="what to probe")
+    p.add_argument("--data", required=True, help="a UD folder (*-ud-train.conllu, "
+                   "*-ud-dev.conllu)")  # fmt: skip
+    p.add_argument("--out", default=None, help="output folder (default RUN/embryology)")
+    p.add_argument("--layer", type=int, default=-1, help="the probe's layer (0: embeddings, "
+                   "-1: the last)")  # fmt: skip
+    p.add_argument("--train-words", type=int, default=20_000, help="probe training words "
+                   "(a seeded sample of train sentences)")  # fmt: skip
+    p.add_argument("--dev-words", type=int, default=5_000, help="probe and MLM words "
+                   "(a seeded sample of dev sentences)")  # fmt: skip
+    p.add_argument("--mask-prob", type=float, default=0.15, help="share of dev words masked")
+    p.add_argument("--seed", type=int, default=0, help="seed of the samples, masks and probe")
+    p.add_argument("--no-heldout", action="store_true", help="skip the run's held-out metrics "
+                   "(which rebuild its held-out data from its corpus)")  # fmt: skip
+    p.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+
+
+def cmd_embryology(args) -> None:
+    from selfsup.embryology import embryology
+
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
+    embryology(args.run, args.data, args.out, args.probe, args.layer, args.train_words,
+               args.dev_words, args.mask_prob, args.seed, not args.no_heldout)  # fmt: skip
+
+
+def _add_dna_splice_parser(sub) -> None:
+    p = sub.add_parser(
+        "dna-splice",
+        help="write the splice-junction task (UCI) as train/dev/test TSV files for finetune",
+        description="Write train.tsv, dev.tsv and test.tsv (columns label, name, row, text) of "
+        "the committed\nsplit of the UCI splice data (selfsup/eval/splits/splice.json: "
+        "deduplicated, ambiguity\ncodes and the rows inside the chrX pretraining region "
+        "dropped, stratified 80/10/10).",
+        epilog="examples:\n"
+        "  selfsup dna-splice --data ../shared/data/dna/splice --out splice/\n"
+        "  selfsup finetune --task classify --data splice/ --init runs/dna --out ft/splice\n"
+        "  selfsup dna-splice --data ../shared/data/dna/splice --words a,t,c,g --out splice-atcg/",
+    )
+    p.add_argument("--data", required=True, help="the folder holding splice.tsv")
+    p.add_argument("--out", required=True, help="new folder for the three files")
+    p.add_argument("--words", default=None, help="four words for A,T,C,G (e.g. a,t,c,g): each "
+                   "base becomes a word, for a text model's vocabulary")  # fmt: skip
+    p.add_argument("--reverse-complement", action="store_true",
+                   help="add every training row's reverse complement (labels kept)")  # fmt: skip
+
+
+def cmd_dna_splice(args) -> None:
+    from selfsup.eval.splice import parse_words, write_task
+
+    written = write_task(args.data, args.out, parse_words(args.words), args.reverse_complement)
+    print(json.dumps({"out": args.out, **written}))
 
 
 def _tty() -> bool:
@@ -1124,6 +1372,10 @@ COMMANDS = {
     "cluster": cmd_cluster,
     "units": cmd_units,
     "probe": cmd_probe,
+    "align": cmd_align,
+    "contextual": cmd_contextual,
+    "embryology": cmd_embryology,
+    "dna-splice": cmd_dna_splice,
 }
 
 

@@ -60,6 +60,9 @@ class TrainConfig:
     # Several processes (torchrun): shard parameters, gradients and optimizer state with FSDP2
     # instead of replicating the model on every rank (DDP), for models too big for one device.
     fsdp: bool = False
+    # A new run's starting weights (pretrain --init, selfsup/pretraining_init.py): a folder the
+    # objective reads, e.g. an HF wav2vec 2.0 folder for wav2vec2; "" starts from random ones.
+    init: str = ""
 
     def validate(self) -> None:
         if self.optimizer not in ("adamw", "lars"):

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from selfsup.data.readers import read_records
 from selfsup.data.tokenizer import Tokenizer
 from selfsup.device import inference_bf16
 from selfsup.encoders.text import BertEncoder
@@ -159,22 +160,32 @@ def embed_file(
     compile: bool = False,
     workers: int | None = None,
     precision: str = "fp32",
+    plot: str | None = None,
+    label_column: str | None = None,
+    text_column: str | None = None,
 ):
     """Embed one sentence per line, blank lines too, to a .npy file (an .npz of vectors and
     offsets for `tokens`; see the module docstring). pooling, max_len and normalize left as None
     follow the model folder's sentence-transformers settings when it has them (all-MiniLM-L6-v2:
     mean, 256, normalised), else mean pooling, the model's max_len, no normalisation.
-    `precision`: fp32 (the default) | bf16 | auto, of the encoder's forwards."""
-    src = Path(input_path)
-    if not src.is_file():
-        raise ConfigError(f"no such input file: {input_path}")
-    try:
-        lines = [ln.strip() for ln in src.read_text(encoding="utf-8").splitlines()]
-    except UnicodeDecodeError:
-        raise ConfigError(f"{input_path} is not valid UTF-8 text") from None
-    if not any(lines):
-        raise ConfigError(f"{input_path} has no sentences")
-    sentences = lines  # blank lines too: row i of the output is line i + 1 of the input
+    `precision`: fp32 (the default) | bf16 | auto, of the encoder's forwards.
+
+    With `text_column` or `label_column`, the input is a table (CSV/TSV with a header, JSON
+    lines) and row i of the output is its row i. `plot`: also a PNG t-SNE map of the sentence
+    vectors, coloured by `label_column` (selfsup.text_plots.plot_sentence_map)."""
+    labels = None
+    if label_column is not None or text_column is not None:
+        sentences, labels = read_table_sentences(input_path, text_column or "text", label_column)
+    else:
+        sentences = read_lines_to_embed(input_path)  # row i of the output is line i + 1
+    if plot is not None:
+        if Path(plot).suffix.lower() != ".png" or Path(plot).is_dir():
+            raise ConfigError(f"--plot takes a .png file name, not {plot}")
+        if pooling == "tokens":
+            raise ConfigError("--plot maps sentence vectors: not with --pooling tokens")
+        if len(sentences) < 5:
+            raise ConfigError(f"--plot needs at least 5 sentences, {input_path} has "
+                              f"{len(sentences)}")  # fmt: skip
     batch_size = BATCH_SIZE if batch_size is None else batch_size
     if batch_size < 1:
         raise ConfigError("--batch-size must be >= 1")
@@ -207,8 +218,46 @@ def embed_file(
         write_arrays(out, out_path, token_arrays(vecs, loaded.config.dim))
     else:
         write_arrays(out, out_path, vecs)
+    if plot is not None:
+        from selfsup.text_plots import plot_sentence_map
+
+        by = f", coloured by {label_column}" if label_column else ""
+        plot_sentence_map(vecs, labels, plot, f"t-SNE of {len(vecs)} sentence vectors{by}")
     shape = vecs.shape if pooling != "tokens" else (len(vecs), "T", loaded.config.dim)
     return len(sentences), shape
+
+
+def read_table_sentences(
+    path: str | os.PathLike, text_column: str, label_column: str | None
+) -> tuple[list[str], list[str] | None]:
+    """The text (and label) column of every row of a CSV/TSV file with a header or a JSON-lines
+    file (`selfsup embed --label-column`)."""
+    if not Path(path).is_file():
+        raise ConfigError(f"no such input file: {path}")
+    need = (text_column,) if label_column is None else (text_column, label_column)
+    texts, labels = [], []
+    for _, row in read_records(path, require=need):
+        texts.append(str(row[text_column] or "").strip())
+        if label_column is not None:
+            labels.append("" if row[label_column] is None else str(row[label_column]).strip())
+    if not texts:
+        raise ConfigError(f"{path} has no rows")
+    return texts, labels if label_column is not None else None
+
+
+def read_lines_to_embed(input_path: str) -> list[str]:
+    """The stripped lines of a UTF-8 text file, blank ones too (a one-line error when it is
+    missing, not UTF-8 or blank)."""
+    src = Path(input_path)
+    if not src.is_file():
+        raise ConfigError(f"no such input file: {input_path}")
+    try:
+        lines = [ln.strip() for ln in src.read_text(encoding="utf-8").splitlines()]
+    except UnicodeDecodeError:
+        raise ConfigError(f"{input_path} is not valid UTF-8 text") from None
+    if not any(lines):
+        raise ConfigError(f"{input_path} has no sentences")
+    return lines
 
 
 def write_arrays(out: Path, out_path: str, arrays: np.ndarray | dict[str, np.ndarray]) -> None:

@@ -2,7 +2,8 @@
 
 Text models export as BERT / BART folders (and their task models); a speech run whose encoder
 is a Wav2Vec2Encoder (the wav2vec2 and hubert objectives) as a wav2vec 2.0 / HuBERT folder
-(export_wave_run)."""
+(export_wave_run); a speech classifier fine-tuned on one as Wav2Vec2ForSequenceClassification /
+HubertForSequenceClassification (selfsup.interop.hf_audio_classifier)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,7 @@ from selfsup.models import (
     FINETUNE_FORMAT,
     export_hf_folder,
     folder_format,
+    is_audio_classifier,
     load_finetuned,
     load_model,
     on_seq2seq,
@@ -50,6 +52,12 @@ def export_model(path: str | os.PathLike, out: str | os.PathLike, fmt: str = "hf
         if fmt != "hf":
             raise ConfigError(f"{path} is a speech run: it exports to --format hf only")
         return export_wave_run(p, out)
+    if is_audio_classifier(p):  # on a wav2vec 2.0 / HuBERT encoder: a transformers classifier
+        from selfsup.interop.hf_audio_classifier import export_audio_classifier
+
+        if fmt != "hf":
+            raise ConfigError(f"{path} is a speech classifier: it exports to --format hf only")
+        return export_audio_classifier(p, out)
     if p.is_dir() and not is_run(p) and folder_format(p) == FINETUNE_FORMAT:
         model, tok, config = load_finetuned(p)
         if on_seq2seq(config):

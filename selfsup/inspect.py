@@ -20,7 +20,11 @@ def inspect_masking(cfg: RunConfig, n_batches: int = 50, encoding: str = "utf-8"
     if n_batches < 1:
         raise ConfigError(f"the number of batches must be at least 1, got {n_batches}")
     inspectors = {"text": inspect_tokens, "audio": inspect_frames}
-    return inspectors[modality_of(get_objective(cfg.objective.name))](cfg, n_batches, encoding)
+    modality = modality_of(get_objective(cfg.objective.name))
+    if modality not in inspectors:
+        raise ConfigError(f"inspect-masking covers text and audio objectives, not "
+                          f"{cfg.objective.name} ({modality})")  # fmt: skip
+    return inspectors[modality](cfg, n_batches, encoding)
 
 
 def inspect_tokens(cfg: RunConfig, n_batches: int = 50, encoding: str = "utf-8") -> dict:

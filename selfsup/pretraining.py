@@ -28,6 +28,7 @@ from selfsup.checkpoint import (
     latest_checkpoint,
 )
 from selfsup.config import RunConfig, modality_of
+from selfsup.data import multilingual
 from selfsup.data.cache import build_once, cache_key, default_cache_dir
 from selfsup.data.text import (
     PairBuilder,
@@ -53,6 +54,7 @@ from selfsup.objectives import build_objective, get_objective
 from selfsup.paths import check_out_folder
 from selfsup.prepared import Prepared
 from selfsup.pretraining_audio import prepare_audio
+from selfsup.pretraining_dna import prepare_dna
 from selfsup.pretraining_image import prepare_image
 from selfsup.seeds import HELDOUT_OFFSET
 from selfsup.train import evaluate, lr_factor, train
@@ -90,6 +92,10 @@ def _base_tokenizer(cfg: RunConfig, encoding: str, log) -> Tokenizer:
     if cfg.data.tokenizer:
         return load_tokenizer(cfg.data.tokenizer)
     d = cfg.data
+    langs = multilingual.language_paths(d.paths)
+    if langs is not None:  # LANG=PATH data: one tokenizer for every language's script
+        return multilingual.cached_multilingual_tokenizer(langs, cfg.model.vocab_size, d,
+                                                          encoding, log)  # fmt: skip
     key = cache_key(
         resolve_files(d.paths), cfg.model.vocab_size, d.lowercase, d.text_field, encoding, "v2"
     )  # fmt: skip  (v2: the deterministic trainer)
@@ -115,12 +121,20 @@ def tokenizer_from_files(
     lowercase: bool = True,
     text_field: str = "text",
     encoding: str = "utf-8",
+    lang_alpha: float = multilingual.DEFAULT_ALPHA,
 ) -> Tokenizer:
     """Train a WordPiece tokenizer on text files (any the pretraining data reads) and save it
-    into the new folder `out` (`selfsup tokenizer`)."""
+    into the new folder `out` (`selfsup tokenizer`); LANG=PATH files train the multilingual one
+    (data/multilingual.py), each language weighted by `lang_alpha`."""
     folder = check_out_folder(out)
     if vocab_size < 16:
         raise ConfigError(f"vocab size {vocab_size} is too small")
+    langs = multilingual.language_paths(paths)
+    if langs is not None:
+        texts = multilingual.language_texts(langs, text_field, encoding)
+        tok = multilingual.train_multilingual_tokenizer(texts, vocab_size, lowercase, lang_alpha)
+        tok.save(folder)
+        return tok
     tok = train_tokenizer(read_paragraphs(paths, text_field, encoding), vocab_size, lowercase)
     tok.save(folder)
     return tok
@@ -141,7 +155,12 @@ def prepare_data(
         needs = build_objective(cfg.objective, model_cfg).text_needs(tok, cfg.data.max_len)
     if needs.examples is not None and needs.pack is None and cfg.data.pack:
         raise ConfigError(f"--pack is not supported by objective {cfg.objective.name} yet")
-    corpus = build_corpus(cfg.data.paths, tok, cfg.data, encoding, log=log)
+    langs = multilingual.language_paths(cfg.data.paths)
+    if langs is None:
+        corpus = build_corpus(cfg.data.paths, tok, cfg.data, encoding, log=log)
+    else:  # LANG=PATH data: each document knows its language
+        corpus, doc_langs = multilingual.build_language_corpus(langs, tok, cfg.data, encoding,
+                                                               log=log)  # fmt: skip
     if needs.cut_sentences:
         chunks = make_token_chunks(corpus, needs.segment_len or cfg.data.max_len - 3)
     else:
@@ -157,9 +176,15 @@ def prepare_data(
         builder = PairBuilder(corpus, chunks, tok, cfg.data.max_len, needs.pair_task)
     corrupt = needs.corrupt
     seed = cfg.train.seed
-    batches = PretrainBatches(
-        builder, corrupt, train_ids, cfg.train.batch_size, seed, pack=cfg.data.pack
-    )
+    if langs is None:
+        batches = PretrainBatches(
+            builder, corrupt, train_ids, cfg.train.batch_size, seed, pack=cfg.data.pack
+        )
+    else:  # each language drawn with XLM's smoothed probability
+        batches, lang_stats = multilingual.language_batches(
+            list(langs), doc_langs, chunks, train_ids, builder, corrupt, cfg.train.batch_size,
+            seed, cfg.data.lang_alpha, cfg.data.pack, log,
+        )  # fmt: skip
     eval_batches, baseline = [], float("nan")
     if len(held_ids):
         # Each held-out chunk exactly once (a batch index past the end would wrap around).
@@ -182,6 +207,8 @@ def prepare_data(
         "heldout_sequences": int(len(held_ids)),
         "vocab_size": tok.vocab_size,
     }
+    if langs is not None:
+        stats["languages"] = lang_stats
     return PretrainData(tok, batches, eval_batches, baseline, stats)
 
 
@@ -313,6 +340,10 @@ def _pretrain(cfg, out, resume, encoding, progress, log, changed, device) -> dic
         torch.set_num_threads(cfg.train.threads)
     prepare = RECIPES[modality_of(get_objective(cfg.objective.name))]
     prep = prepare(cfg, out, resume, encoding, log)
+    if cfg.train.init and not resume:  # a new run from a folder's weights (pretrain --init)
+        from selfsup.pretraining_init import init_weights
+
+        init_weights(prep.model, cfg, log)
     model = prep.model.to(device)
     if cfg.train.compile:
         model.compile(dynamic=True)  # in place, so state_dict keys and checkpoints are unchanged
@@ -418,4 +449,6 @@ def _check_run_settings(cfg: RunConfig) -> None:
 
 
 # Each modality's recipe: (cfg, run folder, resume, encoding, log) -> Prepared.
-RECIPES = {"text": _prepare_text, "audio": prepare_audio, "image": prepare_image}
+RECIPES = {
+    "text": _prepare_text, "audio": prepare_audio, "image": prepare_image, "dna": prepare_dna,
+}  # fmt: skip

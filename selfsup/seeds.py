@@ -23,6 +23,7 @@ class Stream(IntEnum):
     FINETUNE_ORDER = 11  # fine-tuning: length-bucketed order of each epoch
     ARTICLE_SPLIT = 17  # QA: which articles are held out
     TRAIN_LIMIT = 23  # fine-tuning: which examples `--train-limit` keeps
+    LANGUAGE_SAMPLE = 37  # multilingual pretraining: each epoch's draw per language
 
 
 # Held-out pretraining batches use the run's seed plus this offset, so they never share draws

@@ -58,6 +58,8 @@ class TextDataConfig:
     # "units": one token per unit of `selfsup units` files (data/tokenizer.py unit_tokenizer)
     text_field: str = "text"  # column of .jsonl/.csv/datasets inputs
     pack: bool = False  # pack each batch's examples into full rows (no padding FLOPs)
+    # LANG=PATH data: language i drawn with p_i^lang_alpha, renormalised (data/multilingual.py)
+    lang_alpha: float = 0.7
     heldout_every: int = 50  # every Nth chunk is held out for evaluation
     heldout_max: int = 512
     num_workers: int = 0
@@ -72,6 +74,8 @@ class TextDataConfig:
             raise ConfigError(f"max_len must be at least 8, got {self.max_len}")
         if not self.tokenizer and model.vocab_size < 16:
             raise ConfigError(f"vocab size {model.vocab_size} is too small")
+        if not 0.0 <= self.lang_alpha <= 1.0:
+            raise ConfigError(f"data.lang_alpha must be in [0, 1], got {self.lang_alpha}")
         lowest = {"heldout_every": 1, "heldout_max": 0, "num_workers": 0}
         for name, low in lowest.items():
             if getattr(self, name) < low:

@@ -32,6 +32,9 @@ SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 PREFIX = "##"  # marks a piece that continues a word
 MAX_WORD_CHARS = 100  # longer words encode as [UNK] (HF WordPiece's max_input_chars_per_word)
 UNITS = "units"  # data.tokenizer naming the unit tokenizer (`unit_tokenizer`), built from the data
+# tokenizer_config.json key -> loader (folder, config) -> Tokenizer, for the tokenizers other
+# modules define: data/dna_tokenizer.py registers its sequence tokenizers (selfsup.data imports it)
+CONFIG_LOADERS: dict = {}
 
 
 def _pipeline(tok: HFTokenizer, lowercase: bool) -> HFTokenizer:
@@ -349,9 +352,19 @@ class Tokenizer:
         }
         if self.units:  # transformers: take tokenizer.json's pipeline, not BERT's
             config |= {"tokenizer_class": "PreTrainedTokenizerFast", "selfsup_units": True}
+        elif not _bert_pipeline(self.tok):  # e.g. multilingual (data/multilingual.py): the same
+            config |= {"tokenizer_class": "PreTrainedTokenizerFast", "strip_accents": False}
         (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
         specials = {k: v for k, v in config.items() if k.endswith("_token")}
         (folder / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
+
+
+def _bert_pipeline(tok: HFTokenizer) -> bool:
+    """Whether `tok` normalises and pre-tokenizes as BERT does: transformers' BertTokenizer
+    rebuilds that pipeline from the vocabulary, ignoring tokenizer.json's."""
+    spec = json.loads(tok.to_str())
+    kinds = [(spec.get(k) or {}).get("type") for k in ("normalizer", "pre_tokenizer")]
+    return kinds == ["BertNormalizer", "BertPreTokenizer"]
 
 
 def _other_specials(vocab: dict[str, int]) -> set[int]:
@@ -372,6 +385,10 @@ def load_tokenizer(path: str | os.PathLike) -> Tokenizer:
     if cfg.exists():
         lowercase = bool(json.loads(cfg.read_text()).get("do_lower_case", True))
         units = bool(json.loads(cfg.read_text()).get("selfsup_units", False))
+        config = json.loads(cfg.read_text())
+        for key, load in CONFIG_LOADERS.items():  # another kind of tokenizer (DNA, protein)
+            if key in config:
+                return load(p, config)
     if (p / "tokenizer.json").exists():
         tok = HFTokenizer.from_file(str(p / "tokenizer.json"))
         tok.no_truncation()

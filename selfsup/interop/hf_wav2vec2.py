@@ -2,7 +2,9 @@
 weight names <-> our Wav2Vec2Encoder, reading HF folders offline (config.json, model.safetensors
 (sharded or not) or pytorch_model.bin, preprocessor_config.json) and exporting ours as folders
 that `Wav2Vec2Model` / `HubertModel` / `AutoModel.from_pretrained` load without remote code
-(with wav2vec 2.0's quantizer and projections: `Wav2Vec2ForPreTraining`).
+(with wav2vec 2.0's quantizer and projections: `Wav2Vec2ForPreTraining`). A
+Wav2Vec2ForPreTraining folder, quantizer included, also starts a wav2vec2 pretraining run
+(`pretrain --init`: pretraining_init below).
 
 The variants folders come in: group or layer conv norm, conv biases, post-LN or "stable" pre-LN
 layout, HuBERT with or without the feature projection's LayerNorm (`feat_proj_layer_norm`), the
@@ -449,7 +451,7 @@ def pretraining_init(path: str | Path):
     the quantizer and the projections keep the run's seeded random initialisation, with a
     warning in the log (the contrastive targets then start from scratch)."""
     from selfsup.checkpoint import is_run
-    from selfsup.pretraining_init import FolderInit
+    from selfsup.objectives.base import FolderInit
 
     p = Path(path)
     if p.is_dir() and is_run(p):

@@ -21,6 +21,7 @@ from selfsup.objectives.base import Objective
 from selfsup.objectives.byol import BYOL
 from selfsup.objectives.cpc import CPC
 from selfsup.objectives.delores import AudioBarlowTwins, AudioVICReg
+from selfsup.objectives.dna_mlm import DNAMLM
 from selfsup.objectives.hubert import HuBERT
 from selfsup.objectives.mass import MASS
 from selfsup.objectives.mlm import MLM, MLMConfig, MLMWithNSP, MLMWithSOP
@@ -48,6 +49,8 @@ OBJECTIVES: dict[str, type[Objective]] = {
     "byol": BYOL, "simsiam": SimSiam, "barlow": BarlowTwins, "vicreg": VICReg,
     # DeLoRes: the redundancy-reduction losses on speech (--modality audio --objective vicreg)
     "audio-vicreg": AudioVICReg, "audio-barlow": AudioBarlowTwins,
+    # DNA / protein: BERT's MLM on sequence tokens (--modality dna --objective mlm)
+    "dna-mlm": DNAMLM,
 }  # fmt: skip
 
 ENTRY_POINTS = "selfsup.objectives"

@@ -12,6 +12,8 @@ An objective is an `nn.Module` that owns its encoder and heads and declares:
 - optionally `after_step()`, called once after every optimizer step (a moving-average target);
 - optionally `warnings(metrics)`, one-line warnings (a collapsing codebook) that the loop logs
   after every evaluation, from its held-out metrics;
+- optionally a class method `init_from(path) -> FolderInit`: what a folder of another library's
+  weights gives a new run (`pretrain --init`, selfsup/pretraining_init.py);
 - `modality` (text, audio, ...): which pipeline feeds it, with its `model_config` and
   `data_config` classes (BERT's and text's by default).
 
@@ -25,6 +27,10 @@ declares, e.g. its local anchors, or the whole-batch value over a count of 1 per
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import nn
@@ -60,6 +66,21 @@ class Objective(nn.Module):
         without the `eval_` prefix), logged by the loop after every evaluation; none by
         default."""
         return []
+
+
+@dataclass
+class FolderInit:
+    """What a folder gives a new run through an objective's `init_from` (pretrain --init):
+    `model` (the run's model section), `objective` (settings of the objective's config: shapes,
+    task numbers), `features` (settings of data.features: how the model reads its input),
+    `weights()` -> (the objective's state dict, all of it or a part; a warning for the log or
+    None) and `describe`, the folder's kind in words."""
+
+    model: Any
+    objective: dict[str, Any]
+    features: dict[str, Any]
+    weights: Callable[[], tuple[dict, str | None]]
+    describe: str
 
 
 def normalise(sums: dict[str, float], counts: dict[str, float], terms: dict[str, str]) -> dict:

@@ -231,6 +231,15 @@ class Wav2Vec2(Objective):
         cfg.validate()
         return cls(build_wav2vec2(model), cfg)
 
+    @classmethod
+    def init_from(cls, path):
+        """`pretrain --init FOLDER`: a HuggingFace wav2vec 2.0 folder, ideally a
+        Wav2Vec2ForPreTraining with its quantizer (selfsup.interop.hf_wav2vec2.pretraining_init;
+        selfsup/pretraining_init.py says how a run starts from it)."""
+        from selfsup.interop.hf_wav2vec2 import pretraining_init
+
+        return pretraining_init(path)
+
     def audio_needs(self) -> AudioNeeds:
         # a plain function of the settings, not a bound method: data workers get no weights
         return AudioNeeds(corrupt=partial(wav2vec2_corrupt, self.cfg,

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from selfsup.config import RunConfig
 from selfsup.errors import ConfigError
-from selfsup.presets import audio, image, text
+from selfsup.presets import audio, dna, image, text
 
 PRESETS = {
     "text": ({name: text.text_preset for name in text.MODELS}),
     "audio": ({name: audio.audio_preset for name in audio.MODELS}),
     "image": ({name: image.image_preset for name in image.MODELS}),
+    "dna": ({name: dna.dna_preset for name in dna.MODELS}),
 }
 
 

