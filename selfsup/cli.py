@@ -1354,6 +1354,9 @@ def _tty() -> bool:
     return sys.stderr.isatty()
 
 
+# import name -> pip name of the optional packages whose absence main() reports
+PIP_NAMES = {"sklearn": "scikit-learn", "PIL": "Pillow", "onnxruntime": "onnxruntime"}
+
 COMMANDS = {
     "finetune": cmd_finetune,
     "evaluate": cmd_evaluate,
@@ -1396,6 +1399,14 @@ def main(argv: list[str] | None = None) -> None:
     except MemoryError:
         print("selfsup: error: out of memory", file=sys.stderr)
         sys.exit(1)
+    except ModuleNotFoundError as e:  # an optional package (an extra of pyproject.toml)
+        if e.name is None or e.name.split(".")[0] == "selfsup":
+            raise  # a bug, not a missing extra
+        top = e.name.split(".")[0]
+        package = PIP_NAMES.get(top, top)
+        print(f"selfsup: error: this needs the optional package {package}, which is not "
+              f"installed (pip install {package})", file=sys.stderr)  # fmt: skip
+        sys.exit(2)
     except FloatingPointError as e:  # training diverged
         print(f"selfsup: error: {e} (try a lower --lr)", file=sys.stderr)
         sys.exit(1)

@@ -174,3 +174,24 @@ def test_runs_latest_is_a_text_file_without_symlinks(tmp_path, monkeypatch):
     run.mkdir(parents=True)
     _point_latest(tmp_path / "runs" / "latest", run)
     assert (tmp_path / "runs" / "latest").read_text().strip() == str(run)
+
+
+def test_a_missing_optional_package_is_one_line(monkeypatch, capsys):
+    """A command whose optional package is absent (scikit-learn for t-SNE plots, say) names the
+    package to install instead of a traceback; a missing selfsup module stays a traceback."""
+    import selfsup.cli as cli_module
+
+    def needs_sklearn(args):
+        raise ModuleNotFoundError("No module named 'sklearn'", name="sklearn")
+
+    monkeypatch.setitem(cli_module.COMMANDS, "embed", needs_sklearn)
+    with pytest.raises(SystemExit) as e:
+        cli_module.main(["embed", "some-model", "--input", "x.txt", "--out", "v.npy"])
+    assert_clean_error(e.value.code, capsys.readouterr().err, says="pip install scikit-learn")
+
+    def a_bug(args):
+        raise ModuleNotFoundError("No module named 'selfsup.nowhere'", name="selfsup.nowhere")
+
+    monkeypatch.setitem(cli_module.COMMANDS, "embed", a_bug)
+    with pytest.raises(ModuleNotFoundError):
+        cli_module.main(["embed", "some-model", "--input", "x.txt", "--out", "v.npy"])
