@@ -41,10 +41,11 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from ledger import Ledger, sh
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SELFSUP_DATA", ROOT.parent / "shared" / "data"))
@@ -98,43 +99,8 @@ INITS = {
 BASELINE = "k-mer counts + logistic regression"
 
 
-def cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    return "unknown CPU"
-
-
-def sh(cmd: list, log: Path) -> None:
-    print("+", " ".join(map(str, cmd)), flush=True)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as f:
-        code = subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT).returncode
-    if code:
-        sys.exit(f"command failed ({code}); see {log}")
-
-
-def rows() -> list[dict]:
-    if not RESULTS.exists():
-        return []
-    return [json.loads(x) for x in RESULTS.read_text().splitlines() if x.strip()]
-
-
-def found(kind: str, name: str, seed: int | None = None) -> dict | None:
-    return next((r for r in rows() if (r["kind"], r["name"], r.get("seed")) == (kind, name, seed)),
-                None)  # fmt: skip
-
-
-def record(row: dict) -> None:
-    row = {"cpu": cpu(), "date": time.strftime("%Y-%m-%d"), "smoke": SMOKE, **row}
-    key = (row["kind"], row["name"], row.get("seed"))
-    kept = [r for r in rows() if (r["kind"], r["name"], r.get("seed")) != key]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("".join(json.dumps(r) + "\n" for r in [*kept, row]))
-    print(json.dumps({k: v for k, v in row.items() if k != "history"}), flush=True)
-
-
-# -- steps ------------------------------------------------------------------------------------
+LEDGER = Ledger(RESULTS, key=("kind", "name", "seed"), smoke=SMOKE)
+rows, found, record = LEDGER.rows, LEDGER.found, LEDGER.record
 
 
 def prepare() -> None:

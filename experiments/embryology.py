@@ -27,10 +27,11 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from ledger import Ledger, sh
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SELFSUP_DATA", ROOT.parent / "shared" / "data"))
@@ -49,43 +50,12 @@ SAVE_EVERY = 50 if SMOKE else 200  # checkpoints to resume from (the schedule's 
 PROBE = ["--train-words", "1000", "--dev-words", "300"] if SMOKE else []  # else 20k / 5k
 
 
-def cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    return "unknown CPU"
-
-
-def sh(cmd: list, log: Path) -> None:
-    print("+", " ".join(map(str, cmd)), flush=True)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as f:
-        code = subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT).returncode
-    if code:
-        sys.exit(f"command failed ({code}); see {log}")
-
-
 def selfsup(*args) -> list:
     return [sys.executable, "-m", "selfsup", *args]
 
 
-def rows() -> list[dict]:
-    path = RESULTS / "results.jsonl"
-    if not path.exists():
-        return []
-    return [json.loads(x) for x in path.read_text().splitlines() if x.strip()]
-
-
-def found(kind: str) -> dict | None:
-    return next((r for r in rows() if r["kind"] == kind), None)
-
-
-def record(row: dict) -> None:
-    row = {"cpu": cpu(), "date": time.strftime("%Y-%m-%d"), "smoke": SMOKE, **row}
-    kept = [r for r in rows() if r["kind"] != row["kind"]]
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in [*kept, row]))
-    print(json.dumps(row), flush=True)
+LEDGER = Ledger(RESULTS / "results.jsonl", key=("kind",), smoke=SMOKE)
+rows, found, record = LEDGER.rows, LEDGER.found, LEDGER.record
 
 
 def calibrate() -> int:

@@ -47,10 +47,11 @@ import math
 import os
 import re
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
+
+from ledger import Ledger, sh
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SELFSUP_DATA", ROOT.parent / "shared" / "data"))
@@ -97,34 +98,8 @@ if THREADS:
 # --------------------------------------------------------------------------------------------
 
 
-def rows() -> list[dict]:
-    if not RESULTS.exists():
-        return []
-    return [json.loads(x) for x in RESULTS.read_text().splitlines() if x.strip()]
-
-
-def found(kind: str, name: str) -> dict | None:
-    return next((r for r in rows() if r["kind"] == kind and r["name"] == name), None)
-
-
-def record(row: dict) -> None:
-    row = {"date": time.strftime("%Y-%m-%d"), "smoke": SMOKE, **row}
-    kept = [r for r in rows() if (r["kind"], r["name"]) != (row["kind"], row["name"])]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in [*kept, row])
-    tmp = RESULTS.with_name(f".{RESULTS.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, RESULTS)
-    print(json.dumps(row, ensure_ascii=False)[:400], flush=True)
-
-
-def sh(cmd: list, log: Path) -> None:
-    print("+", " ".join(map(str, cmd)), flush=True)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as f:
-        code = subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT).returncode
-    if code:
-        sys.exit(f"command failed ({code}); see {log}")
+LEDGER = Ledger(RESULTS, key=("kind", "name"), smoke=SMOKE)
+rows, found, record = LEDGER.rows, LEDGER.found, LEDGER.record
 
 
 def selfsup() -> list[str]:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 @pytest.fixture(scope="module")
 def ml():
+    sys.path.insert(0, str(REPO / "experiments"))  # as `python experiments/...` has it: ledger
     spec = importlib.util.spec_from_file_location(
         "multilingual_exp", REPO / "experiments" / "multilingual.py"
     )
