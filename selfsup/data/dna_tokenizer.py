@@ -37,11 +37,11 @@ from itertools import product
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Regex, normalizers, pre_tokenizers, processors
+from tokenizers import Regex, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models as hf_models
 
-from selfsup.data.tokenizer import CONFIG_LOADERS, SPECIALS, Tokenizer
+from selfsup.data.tokenizer import CONFIG_LOADERS, SPECIALS, Tokenizer, add_cls_sep
 from selfsup.errors import ConfigError
 
 SEQUENCE_KEY = "selfsup_sequence"  # tokenizer_config.json: the name of a sequence tokenizer
@@ -173,12 +173,7 @@ def _hf_tokenizer(spec: SequenceSpec, saved_form: bool = False) -> HFTokenizer:
     else:  # pieces of k letters (the last one shorter): a regex split, saved as it is
         piece = pre_tokenizers.Split(Regex(f"[^\\s]{{1,{spec.k}}}"), "isolated")
         tok.pre_tokenizer = pre_tokenizers.Sequence([split, piece])
-    cls, sep = vocab["[CLS]"], vocab["[SEP]"]
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
-    )
+    add_cls_sep(tok)
     return tok
 
 

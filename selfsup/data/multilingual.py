@@ -52,7 +52,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
-from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, processors
+from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 
 from selfsup.data.cache import build_once, cache_key, default_cache_dir
@@ -70,6 +70,7 @@ from selfsup.data.tokenizer import (
     PREFIX,
     SPECIALS,
     Tokenizer,
+    add_cls_sep,
     count_words,
     learn_vocab,
     load_tokenizer,
@@ -192,13 +193,7 @@ def multilingual_pipeline(tok: HFTokenizer, lowercase: bool) -> HFTokenizer:
         pre_tokenizers.Split(Regex(CLUSTER), behavior="isolated"),
     ])  # fmt: skip
     tok.decoder = decoders.WordPiece(prefix=PREFIX)
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    if cls is not None and sep is not None:
-        tok.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]",
-            pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-            special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
-        )
+    add_cls_sep(tok)
     return tok
 
 

@@ -37,12 +37,9 @@ UNITS = "units"  # data.tokenizer naming the unit tokenizer (`unit_tokenizer`), 
 CONFIG_LOADERS: dict = {}
 
 
-def _pipeline(tok: HFTokenizer, lowercase: bool) -> HFTokenizer:
-    tok.normalizer = normalizers.BertNormalizer(
-        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
-    )
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    tok.decoder = decoders.WordPiece(prefix=PREFIX)
+def add_cls_sep(tok: HFTokenizer) -> None:
+    """BERT's template on `tok`: [CLS] A [SEP], and [CLS] A [SEP] B [SEP] with B's segment id 1
+    (none on a tokenizer without the two, such as the empty one that counts words)."""
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     if cls is not None and sep is not None:
         tok.post_processor = processors.TemplateProcessing(
@@ -50,6 +47,15 @@ def _pipeline(tok: HFTokenizer, lowercase: bool) -> HFTokenizer:
             pair="[CLS] $A [SEP] $B:1 [SEP]:1",
             special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
         )
+
+
+def _pipeline(tok: HFTokenizer, lowercase: bool) -> HFTokenizer:
+    tok.normalizer = normalizers.BertNormalizer(
+        clean_text=True, handle_chinese_chars=True, strip_accents=None, lowercase=lowercase
+    )
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece(prefix=PREFIX)
+    add_cls_sep(tok)
     return tok
 
 
@@ -103,12 +109,7 @@ def _unit_pipeline(tok: HFTokenizer) -> HFTokenizer:
     tok.normalizer = None
     tok.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
     tok.decoder = decoders.WordPiece(prefix=PREFIX, cleanup=False)  # units joined by spaces
-    cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
-    tok.post_processor = processors.TemplateProcessing(
-        single="[CLS] $A [SEP]",
-        pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-        special_tokens=[("[CLS]", cls), ("[SEP]", sep)],
-    )
+    add_cls_sep(tok)
     return tok
 
 
