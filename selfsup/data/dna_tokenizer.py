@@ -28,7 +28,6 @@ Python pre-tokenizer, which HF files cannot store). The others are whole HF pipe
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 from dataclasses import dataclass
@@ -41,7 +40,14 @@ from tokenizers import Regex, normalizers, pre_tokenizers
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import models as hf_models
 
-from selfsup.data.tokenizer import CONFIG_LOADERS, SPECIALS, Tokenizer, add_cls_sep
+from selfsup.data.tokenizer import (
+    CONFIG_LOADERS,
+    SPECIAL_NAMES,
+    SPECIALS,
+    Tokenizer,
+    add_cls_sep,
+    write_config,
+)
 from selfsup.errors import ConfigError
 
 SEQUENCE_KEY = "selfsup_sequence"  # tokenizer_config.json: the name of a sequence tokenizer
@@ -293,16 +299,10 @@ class SequenceTokenizer(Tokenizer):
             "tokenizer_class": "PreTrainedTokenizerFast",
             SEQUENCE_KEY: self.name,
             "do_lower_case": False,
-            "unk_token": "[UNK]",
-            "sep_token": "[SEP]",
-            "pad_token": "[PAD]",
-            "cls_token": "[CLS]",
-            "mask_token": "[MASK]",
+            **SPECIAL_NAMES,
             "model_max_length": max_len,
         }
-        (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-        specials = {k: v for k, v in config.items() if k.endswith("_token")}
-        (folder / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
+        write_config(folder, config)
 
 
 def _code_tables() -> dict[str, np.ndarray]:

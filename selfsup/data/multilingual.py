@@ -66,7 +66,6 @@ from selfsup.data.text import (
     resolve_files,
 )
 from selfsup.data.tokenizer import (
-    MAX_WORD_CHARS,
     PREFIX,
     SPECIALS,
     Tokenizer,
@@ -74,6 +73,7 @@ from selfsup.data.tokenizer import (
     count_words,
     learn_vocab,
     load_tokenizer,
+    wordpiece_tokenizer,
 )
 from selfsup.errors import ConfigError
 from selfsup.seeds import Stream, seed_for
@@ -236,15 +236,7 @@ def train_multilingual_tokenizer(
         except ConfigError as e:
             raise ConfigError(f"language {lang}: {e}") from None
     counts, _ = weighted_word_counts(per_lang, alpha)
-    vocab = learn_vocab(counts, vocab_size)
-    if len(vocab) <= len(SPECIALS):
-        raise ConfigError("the corpus is too small to train a tokenizer")
-    ids = {t: i for i, t in enumerate(vocab)}
-    tok = HFTokenizer(
-        models.WordPiece(ids, unk_token="[UNK]", max_input_chars_per_word=MAX_WORD_CHARS)
-    )
-    tok.add_special_tokens(SPECIALS)
-    return Tokenizer(multilingual_pipeline(tok, lowercase), lowercase)
+    return wordpiece_tokenizer(learn_vocab(counts, vocab_size), multilingual_pipeline, lowercase)
 
 
 def language_texts(

@@ -37,6 +37,18 @@ UNITS = "units"  # data.tokenizer naming the unit tokenizer (`unit_tokenizer`), 
 CONFIG_LOADERS: dict = {}
 
 
+# transformers' names of the special tokens, in every saved tokenizer_config.json
+SPECIAL_NAMES = {"unk_token": "[UNK]", "sep_token": "[SEP]", "pad_token": "[PAD]",
+                 "cls_token": "[CLS]", "mask_token": "[MASK]"}  # fmt: skip
+
+
+def write_config(folder: Path, config: dict) -> None:
+    """tokenizer_config.json, and special_tokens_map.json of its special tokens."""
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    specials = {k: v for k, v in config.items() if k.endswith("_token")}
+    (folder / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
+
+
 def add_cls_sep(tok: HFTokenizer) -> None:
     """BERT's template on `tok`: [CLS] A [SEP], and [CLS] A [SEP] B [SEP] with B's segment id 1
     (none on a tokenizer without the two, such as the empty one that counts words)."""
@@ -68,6 +80,12 @@ def train_tokenizer(
         raise ConfigError(f"vocab_size {vocab_size} leaves no room beside {len(SPECIALS)} specials")
     empty = HFTokenizer(models.WordPiece(unk_token="[UNK]"))
     vocab = learn_vocab(count_words(texts, _pipeline(empty, lowercase)), vocab_size)
+    return wordpiece_tokenizer(vocab, _pipeline, lowercase)
+
+
+def wordpiece_tokenizer(vocab: list[str], pipeline, lowercase: bool) -> Tokenizer:
+    """The Tokenizer of a learned WordPiece `vocab` (SPECIALS first), its normalizer and
+    pre-tokenizer set by `pipeline(tok, lowercase)`."""
     if len(vocab) <= len(SPECIALS):
         raise ConfigError("the corpus is too small to train a tokenizer")
     ids = {t: i for i, t in enumerate(vocab)}
@@ -75,7 +93,7 @@ def train_tokenizer(
         models.WordPiece(ids, unk_token="[UNK]", max_input_chars_per_word=MAX_WORD_CHARS)
     )
     tok.add_special_tokens(SPECIALS)
-    return Tokenizer(_pipeline(tok, lowercase), lowercase)
+    return Tokenizer(pipeline(tok, lowercase), lowercase)
 
 
 def unit_tokenizer(lines: Iterable[str], vocab_size: int | None = None) -> Tokenizer:
@@ -344,20 +362,14 @@ class Tokenizer:
             "do_lower_case": self.lowercase,
             "tokenize_chinese_chars": True,
             "strip_accents": None,
-            "unk_token": "[UNK]",
-            "sep_token": "[SEP]",
-            "pad_token": "[PAD]",
-            "cls_token": "[CLS]",
-            "mask_token": "[MASK]",
+            **SPECIAL_NAMES,
             "model_max_length": max_len,
         }
         if self.units:  # transformers: take tokenizer.json's pipeline, not BERT's
             config |= {"tokenizer_class": "PreTrainedTokenizerFast", "selfsup_units": True}
         elif not _bert_pipeline(self.tok):  # e.g. multilingual (data/multilingual.py): the same
             config |= {"tokenizer_class": "PreTrainedTokenizerFast", "strip_accents": False}
-        (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
-        specials = {k: v for k, v in config.items() if k.endswith("_token")}
-        (folder / "special_tokens_map.json").write_text(json.dumps(specials, indent=2))
+        write_config(folder, config)
 
 
 def _bert_pipeline(tok: HFTokenizer) -> bool:
