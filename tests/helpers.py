@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from selfsup.cli import main
 
@@ -137,3 +138,13 @@ def pretrain_straight_and_resumed(make_cfg, a: Path, b: Path, stop_after: int) -
         recipe.train = real_train
     assert not (b / "model.safetensors").exists()  # stopped before its final weights
     pretrain(None, b, resume=True, progress=False, log=quiet)
+
+
+def perturb(model, seed: int, scale: float = 0.05):
+    """Seeded noise on every weight of `model` (in place; returned), so that zero biases and
+    unit norms hide no weight-mapping bug."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(torch.randn(p.shape, generator=g) * scale)
+    return model

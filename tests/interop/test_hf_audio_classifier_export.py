@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-from helpers import assert_clean_error, cli, mockingjay_run, write_speech
+from helpers import assert_clean_error, cli, mockingjay_run, perturb, write_speech
 
 from selfsup.encoders.wav2vec2 import Wav2Vec2Config
 from selfsup.interop.hf_audio_classifier import upstream_type
@@ -47,10 +47,7 @@ def save_hf(folder, layout: str, seed: int = 0) -> None:
     cfg = getattr(transformers, cfg_cls)(**{**TINY, **changes})
     torch.manual_seed(seed)
     model = getattr(transformers, model_cls)(cfg)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    perturb(model, seed)
     model.save_pretrained(folder)
     transformers.Wav2Vec2FeatureExtractor(
         do_normalize=normalize, return_attention_mask=changes.get("feat_extract_norm") == "layer"

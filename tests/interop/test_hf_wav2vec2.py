@@ -13,6 +13,7 @@ import json
 
 import pytest
 import torch
+from helpers import perturb
 
 from selfsup.encoders.wav2vec2 import build_wav2vec2
 from selfsup.errors import ConfigError
@@ -63,10 +64,7 @@ def hf_model(layout: str, seed: int = 0):
     cfg = getattr(transformers, cfg_cls)(**{**TINY, **changes})
     torch.manual_seed(seed)
     model = getattr(transformers, model_cls)(cfg)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    perturb(model, seed)
     return model.eval()
 
 

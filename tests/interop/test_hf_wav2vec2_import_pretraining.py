@@ -19,7 +19,7 @@ import shutil
 
 import pytest
 import torch
-from helpers import assert_clean_error, cli, write_speech
+from helpers import assert_clean_error, cli, perturb, write_speech
 
 from selfsup.checkpoint import RUN_FORMAT, read_safetensors
 from selfsup.data.audio import collate_frames
@@ -58,10 +58,7 @@ def save_hf(folder, layout: str = "base", model_cls: str = "Wav2Vec2ForPreTraini
     cfg = transformers.Wav2Vec2Config(**TINY, **LAYOUTS[layout], **NO_DROPOUT, **HEADS)
     torch.manual_seed(seed)
     model = getattr(transformers, model_cls)(cfg)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    perturb(model, seed)
     model.save_pretrained(folder)
     transformers.Wav2Vec2FeatureExtractor(
         do_normalize=True, return_attention_mask=layout == "stable"

@@ -18,7 +18,7 @@ from dataclasses import replace
 import pytest
 import torch
 import torch.distributed as dist
-from helpers import cli, pretrain_straight_and_resumed, write_speech
+from helpers import cli, perturb, pretrain_straight_and_resumed, write_speech
 
 from selfsup.data.audio import collate_frames
 from selfsup.encoders.wav2vec2 import Wav2Vec2Config
@@ -113,10 +113,7 @@ def hf_pretraining(layout: str, seed: int = 0):
     )  # fmt: skip
     torch.manual_seed(seed)
     model = transformers.Wav2Vec2ForPreTraining(cfg)
-    g = torch.Generator().manual_seed(seed)
-    with torch.no_grad():  # so that zero biases and unit norms hide no mapping bug
-        for p in model.parameters():
-            p.add_(torch.randn(p.shape, generator=g) * 0.05)
+    perturb(model, seed)
     return model.train()
 
 
