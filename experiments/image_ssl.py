@@ -22,10 +22,10 @@ import argparse
 import json
 import os
 import shutil
-import subprocess
-import sys
 import time
 from pathlib import Path
+
+from ledger import Ledger, sh
 
 ROOT = Path(__file__).resolve().parents[1]
 WORK = Path(os.environ.get("IMAGE_WORK", ROOT.parent / "image-work"))
@@ -69,38 +69,8 @@ ANCHORS = {"simclr": 90.74, "byol": 92.58, "barlow": 92.10, "vicreg": 92.07}
 SEEDS = (0,) if SMOKE else (0, 1, 2)
 
 
-def cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
-    return "unknown CPU"
-
-
-def sh(cmd: list, log: Path) -> None:
-    print("+", " ".join(map(str, cmd)), flush=True)
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "a") as f:
-        code = subprocess.run([str(c) for c in cmd], stdout=f, stderr=subprocess.STDOUT).returncode
-    if code:
-        sys.exit(f"command failed ({code}); see {log}")
-
-
-def rows() -> list[dict]:
-    if not RESULTS.exists():
-        return []
-    return [json.loads(x) for x in RESULTS.read_text().splitlines() if x.strip()]
-
-
-def found(kind: str, name: str) -> dict | None:
-    return next((r for r in rows() if r["kind"] == kind and r["name"] == name), None)
-
-
-def record(row: dict) -> None:
-    row = {"cpu": cpu(), "date": time.strftime("%Y-%m-%d"), **row}
-    kept = [r for r in rows() if (r["kind"], r["name"]) != (row["kind"], row["name"])]
-    RESULTS.parent.mkdir(parents=True, exist_ok=True)
-    RESULTS.write_text("".join(json.dumps(r) + "\n" for r in [*kept, row]))
-    print(json.dumps(row), flush=True)
+LEDGER = Ledger(RESULTS)
+rows, found, record = LEDGER.rows, LEDGER.found, LEDGER.record
 
 
 def metrics(run: Path) -> list[dict]:
