@@ -105,6 +105,18 @@ def future_corrupt(
 MONITOR_ROWS = 1024  # frames the embedding monitors read per batch (an SVD of 1024 x D)
 
 
+def exact_ties(scores: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
+    """scores (B, T', S, 1 + K) of candidates (B, T', 1 + K, C), the positive first, with each
+    negative that is the positive's vector exactly (a quantized frame drawn with the same codes)
+    scored exactly as the positive: one matrix product need not round identical columns alike
+    (its kernels block the columns by CPU), so a tie would count as a hit or a miss by CPU and
+    by rank layout. The gradients are the product's (x - sg(x) + sg(y) has x's gradient)."""
+    same = (candidates[:, :, 1:] == candidates[:, :, :1]).all(-1)[:, :, None]  # (B, T', 1, K)
+    pos, neg = scores[..., :1], scores[..., 1:]
+    tied = neg - neg.detach() + pos.detach()
+    return torch.cat([pos, torch.where(same, tied, neg)], -1)
+
+
 class FuturePrediction(Objective):
     """Predict each encoder frame from the context S steps before, contrastively (the module
     docstring). Subclasses set `Config`, `predictor_bias`, `target` (the encoder output
@@ -177,6 +189,8 @@ class FuturePrediction(Objective):
         candidates = torch.cat([z[:, :, None], *negatives], 2).float()  # (B, T', 1 + K, C)
         with torch.autocast(z.device.type, enabled=False):  # scores in float32, under bf16 too
             scores = torch.einsum("btsc,btkc->btsk", ahead.float(), candidates)  # (B,T',S,1+K)
+        if self.quantized:
+            scores = exact_ties(scores, candidates)
         return scores[valid] / getattr(self.cfg, "temperature", 1.0)  # (N, 1 + K)
 
     def contrast(self, scores: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
