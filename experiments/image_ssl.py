@@ -95,8 +95,14 @@ def calibrate(name: str) -> int:
     return steps
 
 
+def run_dir(name: str, kind: str = "pretrain") -> Path:
+    """The run folder: the table's under runs/, the collapse runs' under collapse/ (a shared
+    folder once let the 300-step collapse BYOL run stand in for the table's BYOL)."""
+    return WORK / ("runs" if kind == "pretrain" else kind) / name.replace(" ", "_").replace(",", "")
+
+
 def pretrain(name: str, flags: list[str], steps: int, kind: str = "pretrain") -> Path:
-    run = WORK / "runs" / name.replace(" ", "_").replace(",", "")
+    run = run_dir(name, kind)
     if found(kind, name) is not None:
         return run
     log = run.parent / f"{run.name}.log"
@@ -107,6 +113,9 @@ def pretrain(name: str, flags: list[str], steps: int, kind: str = "pretrain") ->
         shutil.rmtree(run, ignore_errors=True)
         sh(["selfsup", "pretrain", *COMMON, *flags, "--steps", steps, "--save-every", 100,
             "--eval-every", max(10, steps // 10), "--out", run], log)  # fmt: skip
+    done = json.loads((run / "config.json").read_text())["train"]["steps"]
+    if done != steps:
+        raise SystemExit(f"{run} was trained for {done} steps, not {steps}: move it away")
     summary = json.loads((run / "summary.json").read_text())
     record({"kind": kind, "name": name, "flags": flags, "steps": steps,
             "minutes_this_call": round((time.time() - t0) / 60, 1),
@@ -177,9 +186,9 @@ def main() -> None:
         if args.step in ("all", "pretrain"):
             pretrain(name, METHODS[name], steps)
         if args.step in ("all", "probe"):
-            probe(name, str(WORK / "runs" / name))
+            probe(name, str(run_dir(name)))
         if name == "simclr" and args.step in ("all", "probe"):
-            probe("random", f"random:{WORK / 'runs' / 'simclr'}")
+            probe("random", f"random:{run_dir('simclr')}")
     if args.step == "all" and args.name is None:
         collapse()
         print(table())
