@@ -29,24 +29,21 @@ from selfsup.checkpoint import (
 )
 from selfsup.config import RunConfig, modality_of
 from selfsup.data import multilingual
-from selfsup.data.cache import build_once, cache_key, default_cache_dir
 from selfsup.data.text import (
     PairBuilder,
     PretrainBatches,
     SegmentBuilder,
     TextNeeds,
-    build_corpus,
     chunk_sentences,
     make_chunks,
     make_token_chunks,
-    read_paragraphs,
-    resolve_files,
     split_chunks,
     token_chunk_sentences,
     unigram_baseline,
     unit_lines,
 )
-from selfsup.data.tokenizer import UNITS, Tokenizer, load_tokenizer, train_tokenizer, unit_tokenizer
+from selfsup.data.text_source import text_source
+from selfsup.data.tokenizer import UNITS, Tokenizer, load_tokenizer, unit_tokenizer
 from selfsup.device import resolve_precision
 from selfsup.errors import ConfigError
 from selfsup.models import run_config
@@ -91,27 +88,8 @@ def _base_tokenizer(cfg: RunConfig, encoding: str, log) -> Tokenizer:
         return tok
     if cfg.data.tokenizer:
         return load_tokenizer(cfg.data.tokenizer)
-    d = cfg.data
-    langs = multilingual.language_paths(d.paths)
-    if langs is not None:  # LANG=PATH data: one tokenizer for every language's script
-        return multilingual.cached_multilingual_tokenizer(langs, cfg.model.vocab_size, d,
-                                                          encoding, log)  # fmt: skip
-    key = cache_key(
-        resolve_files(d.paths), cfg.model.vocab_size, d.lowercase, d.text_field, encoding, "v2"
-    )  # fmt: skip  (v2: the deterministic trainer)
-    folder = Path(d.cache_dir or default_cache_dir()) / "tokenizer" / key
-
-    def build(tmp: Path) -> None:
-        t0 = time.perf_counter()
-        texts = read_paragraphs(d.paths, d.text_field, encoding)
-        tok = train_tokenizer(texts, cfg.model.vocab_size, d.lowercase)
-        tok.save(tmp)
-        log(f"tokenizer: trained WordPiece, {tok.vocab_size} tokens, in "
-            f"{time.perf_counter() - t0:.1f}s")  # fmt: skip
-
-    if build_once(folder, build, "tokenizer.json"):
-        log(f"tokenizer: using cached {folder}")
-    return load_tokenizer(folder)
+    return text_source(cfg.data.paths).cached_tokenizer(cfg.data, cfg.model.vocab_size, encoding,
+                                                        log)  # fmt: skip
 
 
 def tokenizer_from_files(
@@ -129,13 +107,8 @@ def tokenizer_from_files(
     folder = check_out_folder(out)
     if vocab_size < 16:
         raise ConfigError(f"vocab size {vocab_size} is too small")
-    langs = multilingual.language_paths(paths)
-    if langs is not None:
-        texts = multilingual.language_texts(langs, text_field, encoding)
-        tok = multilingual.train_multilingual_tokenizer(texts, vocab_size, lowercase, lang_alpha)
-        tok.save(folder)
-        return tok
-    tok = train_tokenizer(read_paragraphs(paths, text_field, encoding), vocab_size, lowercase)
+    tok = text_source(paths).train_tokenizer(vocab_size, lowercase, text_field, encoding,
+                                             lang_alpha)  # fmt: skip
     tok.save(folder)
     return tok
 
@@ -155,12 +128,8 @@ def prepare_data(
         needs = build_objective(cfg.objective, model_cfg).text_needs(tok, cfg.data.max_len)
     if needs.examples is not None and needs.pack is None and cfg.data.pack:
         raise ConfigError(f"--pack is not supported by objective {cfg.objective.name} yet")
-    langs = multilingual.language_paths(cfg.data.paths)
-    if langs is None:
-        corpus = build_corpus(cfg.data.paths, tok, cfg.data, encoding, log=log)
-    else:  # LANG=PATH data: each document knows its language
-        corpus, doc_langs = multilingual.build_language_corpus(langs, tok, cfg.data, encoding,
-                                                               log=log)  # fmt: skip
+    source = text_source(cfg.data.paths)  # plain files, or LANG=PATH files
+    corpus = source.corpus(tok, cfg.data, encoding, log)
     if needs.cut_sentences:
         chunks = make_token_chunks(corpus, needs.segment_len or cfg.data.max_len - 3)
     else:
@@ -176,15 +145,8 @@ def prepare_data(
         builder = PairBuilder(corpus, chunks, tok, cfg.data.max_len, needs.pair_task)
     corrupt = needs.corrupt
     seed = cfg.train.seed
-    if langs is None:
-        batches = PretrainBatches(
-            builder, corrupt, train_ids, cfg.train.batch_size, seed, pack=cfg.data.pack
-        )
-    else:  # each language drawn with XLM's smoothed probability
-        batches, lang_stats = multilingual.language_batches(
-            list(langs), doc_langs, chunks, train_ids, builder, corrupt, cfg.train.batch_size,
-            seed, cfg.data.lang_alpha, cfg.data.pack, log,
-        )  # fmt: skip
+    batches, source_stats = source.batches(builder, corrupt, chunks, train_ids,
+                                           cfg.train.batch_size, seed, cfg.data, log)  # fmt: skip
     eval_batches, baseline = [], float("nan")
     if len(held_ids):
         # Each held-out chunk exactly once (a batch index past the end would wrap around).
@@ -206,9 +168,8 @@ def prepare_data(
         "train_sequences": int(len(train_ids)),
         "heldout_sequences": int(len(held_ids)),
         "vocab_size": tok.vocab_size,
+        **source_stats,
     }
-    if langs is not None:
-        stats["languages"] = lang_stats
     return PretrainData(tok, batches, eval_batches, baseline, stats)
 
 

@@ -384,3 +384,39 @@ def language_batches(
         raise ConfigError(f"language {missing[0]} has too little text for a training sequence")
     log(f"data: languages (share of sequences -> sampled, alpha {alpha}): {describe(stats)}")
     return batches, stats
+
+
+class Languages:
+    """LANG=PATH data as a text source (data/text_source.py): the tokenizer, joined corpus and
+    language-balanced batches of this module."""
+
+    def __init__(self, langs: dict[str, list[str]]):
+        self.langs = langs
+        self.doc_langs: np.ndarray | None = None  # set by corpus()
+
+    def train_tokenizer(
+        self, vocab_size: int, lowercase: bool, text_field: str, encoding: str, alpha: float
+    ) -> Tokenizer:
+        texts = language_texts(self.langs, text_field, encoding)
+        return train_multilingual_tokenizer(texts, vocab_size, lowercase, alpha)
+
+    def cached_tokenizer(
+        self, d: TextDataConfig, vocab_size: int, encoding: str, log=print
+    ) -> Tokenizer:
+        return cached_multilingual_tokenizer(self.langs, vocab_size, d, encoding, log)
+
+    def corpus(self, tok: Tokenizer, d: TextDataConfig, encoding: str, log=print) -> Corpus:
+        corpus, self.doc_langs = build_language_corpus(self.langs, tok, d, encoding, log=log)
+        return corpus
+
+    def batches(
+        self, builder, corrupt, chunks: np.ndarray, train_ids: np.ndarray, batch_size: int,
+        seed: int, d: TextDataConfig, log=print,
+    ) -> tuple[LanguageBatches, dict]:  # fmt: skip
+        """Each language drawn with XLM's smoothed probability; the stats add `languages`."""
+        if self.doc_langs is None:
+            raise RuntimeError("Languages.batches needs corpus() first")
+        batches, stats = language_batches(list(self.langs), self.doc_langs, chunks, train_ids,
+                                          builder, corrupt, batch_size, seed, d.lang_alpha,
+                                          d.pack, log)  # fmt: skip
+        return batches, {"languages": stats}
