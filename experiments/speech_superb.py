@@ -23,6 +23,11 @@ same `mini` preset and the same 30-minute budget per run, timed the same way:
     python experiments/speech_superb.py all part2         # runs, units, labels, probes, in order
     python experiments/speech_superb.py time units-bert   # once vq-wav2vec is trained
 
+Issue 13's DeLoRes (VICReg on two augmented views of the log-mel frames), timed like part 1:
+
+    python experiments/speech_superb.py time delores
+    python experiments/speech_superb.py all delores       # its run, then it and its random twin
+
 The waveform objectives train on 2 s crops (data.max_frames=32000). Their step on 2 cores is
 seconds, not tenths (README, speech part 2), so `time` times 60 steps, not 400, and where `mini`
 fits fewer than 200 steps in 30 minutes it times `tiny` too and the run takes `tiny` (the plan
@@ -86,12 +91,16 @@ PART2 = {
     "hubert1": ["--objective", "hubert", "--labels", str(LABELS["hubert1"]), *WAVE],
     "hubert2": ["--objective", "hubert", "--labels", str(LABELS["hubert2"]), *WAVE],
 }
-RUNS = {**OBJECTIVES, **PART2}
+# Issue 13's DeLoRes: VICReg's loss on two augmented views of the same clips' log-mel frames,
+# the part-1 encoder mean-pooled (objectives/delores.py); timed and budgeted like part 1.
+DELORES = {"delores": ["--modality", "audio", "--objective", "vicreg"]}
+RUNS = {**OBJECTIVES, **PART2, **DELORES}
 UNITS_SPEC = "units:vq-wav2vec:units-bert"  # the upstream of the units-bert run
 TIMED_AS = {"hubert2": "hubert1"}  # no plan of its own: the same step cost
 # Each part-2 upstream against its random-init twin (see the docstring).
 TWINS = {**{n: f"random:{n}" for n in ("wav2vec2", "cpc", "wav2vec", "vq-wav2vec", "hubert1")},
-         "hubert2": "random:hubert1", UNITS_SPEC: "random:vq-wav2vec"}  # fmt: skip
+         "hubert2": "random:hubert1", UNITS_SPEC: "random:vq-wav2vec",
+         "delores": "random:delores"}  # fmt: skip
 BASELINES = ["fbank", "mfcc", "fbank+cmvn", "mfcc+cmvn"]
 
 
@@ -222,7 +231,8 @@ def time_steps(name: str, steps: int, preset: str = PRESET) -> float:
 def time_plan(name: str) -> None:
     """Write the run's plan (steps in the budget, preset) from a timing, unless it has one."""
     # part 1 and the units BERT: 400 steps (tenths of a second each); waveforms: 60 (seconds)
-    steps = 20 if SMOKE else 400 if name in OBJECTIVES or name == "units-bert" else 60
+    spectral = name in OBJECTIVES or name in DELORES or name == "units-bert"
+    steps = 20 if SMOKE else 400 if spectral else 60
     preset = PRESET
     per_step = time_steps(name, steps, preset)
     if name in PART2 and BUDGET_S / per_step < MIN_STEPS and not SMOKE:
@@ -371,6 +381,11 @@ def main() -> None:
         print(table())
         print()
         print(goals())
+    elif args.name == "delores":  # issue 13's DeLoRes row: its run, then it and its twin
+        pretrain("delores", None)
+        for spec in ("delores", "random:delores"):
+            superb(spec, args.seeds)
+        print(table())
     else:  # all [part1|part2]: both parts by default
         if args.name in (None, "part1"):
             for name in OBJECTIVES:  # the three runs first: the probes are quick after them
