@@ -187,12 +187,14 @@ def random_minilm(seed: int) -> Path:
     return out
 
 
-def check_words() -> None:
-    """Every mapped word is one token of the text models' vocabularies (else the mapping would
-    not be four ordinary tokens)."""
+def check_words(names: list[str]) -> None:
+    """Every mapped word is one token of the vocabularies of the text models these inits use
+    (else the mapping would not be four ordinary tokens)."""
     from selfsup.data.tokenizer import load_tokenizer
 
-    for model in (minilm(), english_run()):
+    models = [minilm()] if any(n.startswith("minilm") for n in names) else []
+    models += [english_run()] if any(n.startswith("english") for n in names) else []
+    for model in models:
         tok = load_tokenizer(model)
         sets = WORDS.items() if model == minilm() else [("atcg", WORDS["atcg"])]
         for variant, words in sets:
@@ -341,8 +343,9 @@ def main() -> None:
         pretrain("english")
     if args.step in ("all", "finetune"):
         prepare()
-        check_words()
-        for name in [args.init] if args.init else INITS:
+        names = [args.init] if args.init else list(INITS)
+        check_words(names)
+        for name in names:
             for seed in SEEDS:
                 finetune(name, seed)
     if args.step in ("all", "baseline"):

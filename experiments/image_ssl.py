@@ -6,6 +6,7 @@ untrained backbone; and the lecture's collapse claims as four short runs with th
     python experiments/image_ssl.py all                 # calibrate, pretrain, probe; resumable
     python experiments/image_ssl.py pretrain simclr     # one step of one method
     python experiments/image_ssl.py collapse            # the four collapse runs and their plot
+    python experiments/image_ssl.py twins               # the pixel Transformers untrained
     python experiments/image_ssl.py table               # the table (and the plot)
 
 The budget: each method's steps are BUDGET_S divided by its own seconds per step, measured once
@@ -66,6 +67,8 @@ COLLAPSE: dict[str, list[str]] = {
 # online linear top-1 (as ../shared/data/cifar10/SOURCE.txt records them): not comparable
 # budgets, listed for scale.
 ANCHORS = {"simclr": 90.74, "byol": 92.58, "barlow": 92.10, "vicreg": 92.07}
+# methods whose backbone is not the `random` row's ResNet: each gets its own untrained twin
+TWINS = ("pixels-masked", "pixels-next")
 SEEDS = (0,) if SMOKE else (0, 1, 2)
 
 
@@ -135,6 +138,23 @@ def probe(name: str, source: str) -> None:
     record({"kind": "probe", "name": name, **{m: report[m] for m in methods}})
 
 
+def twin(name: str) -> None:
+    """`random (NAME)`: NAME's own backbone untrained, its baseline when the backbone is not the
+    ResNet of the `random` row (the pixel-sequence Transformer). random:RUN takes the weights
+    from the run's seed and only the data-fitted buffers (the colour palette) from the run,
+    so a 2-step run of the same recipe serves as RUN."""
+    label = f"random ({name})"
+    if found("probe", label) is not None:
+        return
+    run = WORK / "twins" / name
+    if not (run / "summary.json").exists():
+        shutil.rmtree(run, ignore_errors=True)
+        log = run.parent / f"{name}.log"
+        sh(["selfsup", "pretrain", *COMMON, *METHODS[name], "--steps", 2, "--warmup-steps", 1,
+            "--eval-every", 0, "--save-every", 0, "--out", run], log)  # fmt: skip
+    probe(label, f"random:{run}")
+
+
 def collapse() -> None:
     runs = {n: pretrain(n, f, COLLAPSE_STEPS, "collapse") for n, f in COLLAPSE.items()}
     from selfsup.eval.image_probe import collapse_plot
@@ -149,7 +169,7 @@ def collapse() -> None:
 def table() -> str:
     lines = ["| method | steps | kNN top-1 | linear top-1 (3 seeds) | 1,000-epoch anchor |",
              "|---|---|---|---|---|"]  # fmt: skip
-    names = ["pixels", *METHODS, "random"]
+    names = ["pixels", *METHODS, "random", *(f"random ({n})" for n in TWINS)]
     for name in names:
         p = found("probe", name)
         pre = found("pretrain", name)
@@ -168,7 +188,8 @@ def table() -> str:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=["all", "calibrate", "pretrain", "probe", "collapse", "table"])
+    ap.add_argument("step", choices=["all", "calibrate", "pretrain", "probe", "collapse", "twins",
+                                     "table"])  # fmt: skip
     ap.add_argument("name", nargs="?", choices=list(METHODS))
     args = ap.parse_args()
     if args.step == "table":
@@ -176,6 +197,10 @@ def main() -> None:
         return
     if args.step == "collapse":
         collapse()
+        return
+    if args.step == "twins":
+        for name in TWINS:
+            twin(name)
         return
     names = [args.name] if args.name else list(METHODS)
     if args.step in ("all", "probe") and args.name is None:
@@ -190,6 +215,8 @@ def main() -> None:
         if name == "simclr" and args.step in ("all", "probe"):
             probe("random", f"random:{run_dir('simclr')}")
     if args.step == "all" and args.name is None:
+        for name in TWINS:
+            twin(name)
         collapse()
         print(table())
 
