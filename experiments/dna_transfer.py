@@ -207,6 +207,10 @@ def finetune(name: str, seed: int) -> None:
     if found("finetune", name, seed) is not None:
         return
     variant, init = INITS[name]
+    run = name.split()[0]  # dna, english: inits from this driver's own pretraining runs
+    if run in PRETRAIN and found("pretrain", run) is None and not (
+            run == "english" and os.environ.get("DNA_ENGLISH_RUN")):  # fmt: skip
+        raise SystemExit(f"{name}: the {run} pretraining run has not finished (`pretrain` first)")
     data = WORK / "splice" / variant
     slug = name.replace(" ", "_").replace("(", "").replace(")", "")
     out = WORK / "finetune" / f"{slug}-s{seed}"
