@@ -6,8 +6,10 @@ LogisticRegression doing the same job, in one process, on the same features.
 
 Features: --n training and --n-test test rows of --dim noisy clustered features (10 classes,
 class means drawn at random, noise std --noise), CIFAR-10's size by default. Both sides do the
-whole probe: a sweep of 5 settings scored on the same held-out 10% of the training rows, then a
-refit on all training rows at the best setting, scored on the test rows.
+whole probe: a sweep of 5 settings scored on a held-out 10% of the training rows (each side
+draws its own seeded split), then a refit on all training rows at the best setting, scored on
+the test rows. Both sides get --threads threads (torch's, and the BLAS pool scikit-learn's
+lbfgs runs on, through threadpoolctl).
 
 - selfsup: linear_probe (mini-batch AdamW softmax regression, 30 epochs, cosine, 5 lrs).
 - scikit-learn: LogisticRegression (lbfgs, multinomial, max_iter --max-iter) on the features
@@ -28,6 +30,7 @@ import time
 from pathlib import Path
 
 import torch
+from threadpoolctl import threadpool_limits
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from machine import cpu_name  # noqa: E402
@@ -70,7 +73,7 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    os.environ.setdefault("OMP_NUM_THREADS", str(args.threads))
+    threadpool_limits(args.threads)  # numpy's BLAS, which scikit-learn's lbfgs runs on
     g = torch.Generator().manual_seed(0)
     means = torch.randn(10, args.dim, generator=g) * 0.3
     x, y = clustered(args.n, args.dim, args.noise, g, means)

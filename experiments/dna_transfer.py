@@ -138,10 +138,15 @@ def calibrate(name: str) -> int:
     return steps
 
 
+def pretrained(name: str) -> bool:
+    """The run `name` is finished: its row is recorded (or $DNA_ENGLISH_RUN names English)."""
+    return found("pretrain", name) is not None or (
+        name == "english" and bool(os.environ.get("DNA_ENGLISH_RUN")))  # fmt: skip
+
+
 def pretrain(name: str) -> Path:
     run = english_run() if name == "english" else WORK / "runs" / name
-    if found("pretrain", name) is not None or (name == "english" and os.environ.get(
-            "DNA_ENGLISH_RUN")):  # fmt: skip
+    if pretrained(name):
         return run
     steps = calibrate(name)
     log = WORK / "logs" / f"pretrain-{name}.log"
@@ -187,6 +192,15 @@ def random_minilm(seed: int) -> Path:
     return out
 
 
+def check_runs(names: list[str]) -> None:
+    """Refuse inits from this driver's own pretraining runs (dna, english) before they finish:
+    `finetune --init RUN` would take a run mid-training."""
+    for name in names:
+        run = name.split()[0]
+        if run in PRETRAIN and not pretrained(run):
+            raise SystemExit(f"{name}: the {run} pretraining run has not finished (run `pretrain`)")
+
+
 def check_words(names: list[str]) -> None:
     """Every mapped word is one token of the vocabularies of the text models these inits use
     (else the mapping would not be four ordinary tokens)."""
@@ -207,10 +221,6 @@ def finetune(name: str, seed: int) -> None:
     if found("finetune", name, seed) is not None:
         return
     variant, init = INITS[name]
-    run = name.split()[0]  # dna, english: inits from this driver's own pretraining runs
-    if run in PRETRAIN and found("pretrain", run) is None and not (
-            run == "english" and os.environ.get("DNA_ENGLISH_RUN")):  # fmt: skip
-        raise SystemExit(f"{name}: the {run} pretraining run has not finished (`pretrain` first)")
     data = WORK / "splice" / variant
     slug = name.replace(" ", "_").replace("(", "").replace(")", "")
     out = WORK / "finetune" / f"{slug}-s{seed}"
@@ -348,6 +358,7 @@ def main() -> None:
     if args.step in ("all", "finetune"):
         prepare()
         names = [args.init] if args.init else list(INITS)
+        check_runs(names)
         check_words(names)
         for name in names:
             for seed in SEEDS:
