@@ -5,7 +5,7 @@ classification (the committed split of ../shared/data/dna/splice, 3 classes) fin
     minilm (a t c g)             all-MiniLM-L6-v2, each base one ordinary word: a t c g
     minilm (dog cat fish bird)   the same model, another set of ordinary words
     minilm random (a t c g)      MiniLM's architecture and vocabulary, random weights (per seed)
-    english (a t c g)            a selfsup English MLM run (mini preset, 30 minutes here)
+    english (a t c g)            a selfsup English MLM run (mini preset, 30 minutes calibrated)
     english random (a t c g)     that run's architecture and vocabulary, random weights
     dna kmer6                    a selfsup DNA MLM run on the chrX region (mini, 30 minutes),
                                  overlapping 6-mers, leak-free masking, raw sequences
@@ -28,7 +28,9 @@ Budgets: each pretraining run gets PRETRAIN_S of this machine's time: its steps 
 once (12 steps, `calibrate`, recorded with the CPU) and fixed, so an interrupted run resumes to
 the same result. Fine-tuning: 3 epochs at lr 1e-4, batch 32, dev every 25 steps. Every finished
 measurement is one JSON line in experiments/results/dna/results.jsonl (a step whose line is
-there is skipped). $DNA_ENGLISH_RUN names an existing English run to use instead of training one.
+there is skipped). The calibration is kept, so on a slower CPU than the one calibrated on the
+run takes longer than PRETRAIN_S (the pretrain row records the precision `auto` resolved to).
+$DNA_ENGLISH_RUN names an existing English run to use instead of training one.
 
 DNA_SMOKE=1: tiny runs of 10 steps, one seed, every 40th training row and every 6th dev and
 test row, one epoch: a few minutes, everything under $DNA_WORK (default ../dna-work-smoke),
@@ -160,11 +162,13 @@ def pretrain(name: str) -> Path:
             max(1, steps // 10), "--save-every", every, "--eval-every", every, "--out", run],
            log)  # fmt: skip
     summary = json.loads((run / "summary.json").read_text())
+    config = json.loads((run / "config.json").read_text())
     record(
         {
             "kind": "pretrain",
             "name": name,
             "steps": steps,
+            "precision": config["train"].get("precision"),  # auto resolves per CPU
             "minutes_this_call": round((time.time() - t0) / 60, 1),
             **{k: v for k, v in summary.items() if k.startswith(("heldout", "most", "unigram"))},
         }
