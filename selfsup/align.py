@@ -364,6 +364,13 @@ def fill_mask_shift(
 # --------------------------------------------------------------------------------------------
 
 
+def qa_shift_layer(layer: int, n_layers: int) -> int:
+    """The block after which QA's shift enters: `layer`, except the last block, one below it
+    (a span head is linear, so a vector added to every position of the last block's output adds
+    one constant to every position's start logit and one to every end logit: no answer moves)."""
+    return min(layer, n_layers - 1)
+
+
 def qa_shift(
     qa_path: str,
     files: dict[str, Path],
@@ -384,7 +391,13 @@ def qa_shift(
         raise ConfigError(f"{qa_path} was fine-tuned for {config.get('kind')}, not qa")
     encoder = model.encoder
     _check_encoder(encoder, qa_path)
-    layer = resolve_layer(layer, len(encoder.transformer.blocks))
+    asked = resolve_layer(layer, len(encoder.transformer.blocks))
+    layer = qa_shift_layer(asked, len(encoder.transformer.blocks))
+    if layer != asked:
+        log(
+            f"qa: the shift is measured after block {layer}: after the last block it adds the "
+            "same start and end logit to every position and cannot change an answer"
+        )
     vectors = {
         lang: layer_vectors(encoder, tok, texts, max_len) for lang, texts in parallel.items()
     }
@@ -412,7 +425,7 @@ def qa_shift(
             with shifted(encoder, layer, v):
                 preds = predict(model, feats, "qa", tok.pad_id, max_answer_len=cfg.max_answer_len)
             row[name] = score("qa", "qa", examples, feats, preds, None)
-        out[lang] = row
+        out[lang] = {"layer": layer, **row}
         log(f"qa {lang}: " + ", ".join(f"{k} F1 {v['f1']:.1f}" for k, v in row.items()))
     return out
 

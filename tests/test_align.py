@@ -196,3 +196,34 @@ def test_xquad_paragraphs_are_parallel():
     texts = read_parallel([str(root)], ["en", "zh", "th"])
     assert {len(t) for t in texts.values()} == {240}
     assert "Panthers" in texts["en"][0] and "黑豹" in texts["zh"][0]
+
+
+def test_the_qa_shift_is_measured_below_the_last_block(run):
+    """After the last block a shift moves every position's start (and end) logit by the same
+    amount, so no answer can change; one block lower it does change the logits' order."""
+    from selfsup.align import qa_shift_layer
+    from selfsup.heads.span import SpanHead
+
+    loaded = load_model(run)
+    enc, tok = loaded.encoder, loaded.tokenizer
+    n = len(enc.transformer.blocks)
+    assert qa_shift_layer(n, n) == n - 1 and qa_shift_layer(1, n) == 1
+    head = SpanHead(enc.dim)
+    torch.manual_seed(0)
+    ids = torch.tensor([[tok.cls_id, *tok.encode_plain(["the river city was old 河城"])[0]]])
+    v = 3 * torch.randn(enc.dim, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        plain = head(enc(ids)["hidden"])
+        outs = {}
+        for layer in (n, n - 1):
+            with shifted(enc, layer, v):
+                outs[layer] = head(enc(ids)["hidden"])
+    for p, s in zip(
+        plain, outs[n], strict=True
+    ):  # start, end: one constant added at every position
+        d = s - p
+        torch.testing.assert_close(d, d[:, :1].expand_as(d))
+    assert any(
+        not torch.allclose(s - p, (s - p)[:, :1].expand_as(p))
+        for p, s in zip(plain, outs[n - 1], strict=True)
+    )
