@@ -391,8 +391,9 @@ def qa_shift(
         raise ConfigError(f"{qa_path} was fine-tuned for {config.get('kind')}, not qa")
     encoder = model.encoder
     _check_encoder(encoder, qa_path)
-    asked = resolve_layer(layer, len(encoder.transformer.blocks))
-    layer = qa_shift_layer(asked, len(encoder.transformer.blocks))
+    n_layers = len(encoder.transformer.blocks)
+    asked = resolve_layer(layer, n_layers)
+    layer = qa_shift_layer(asked, n_layers)
     if layer != asked:
         log(
             f"qa: the shift is measured after block {layer}: after the last block it adds the "

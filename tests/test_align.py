@@ -208,8 +208,8 @@ def test_the_qa_shift_is_measured_below_the_last_block(run):
     enc, tok = loaded.encoder, loaded.tokenizer
     n = len(enc.transformer.blocks)
     assert qa_shift_layer(n, n) == n - 1 and qa_shift_layer(1, n) == 1
-    head = SpanHead(enc.dim)
     torch.manual_seed(0)
+    head = SpanHead(enc.dim)
     ids = torch.tensor([[tok.cls_id, *tok.encode_plain(["the river city was old 河城"])[0]]])
     v = 3 * torch.randn(enc.dim, generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
@@ -218,9 +218,7 @@ def test_the_qa_shift_is_measured_below_the_last_block(run):
         for layer in (n, n - 1):
             with shifted(enc, layer, v):
                 outs[layer] = head(enc(ids)["hidden"])
-    for p, s in zip(
-        plain, outs[n], strict=True
-    ):  # start, end: one constant added at every position
+    for p, s in zip(plain, outs[n], strict=True):  # start, end: one constant at every position
         d = s - p
         torch.testing.assert_close(d, d[:, :1].expand_as(d))
     assert any(
