@@ -22,6 +22,7 @@ same `mini` preset and the same 30-minute budget per run, timed the same way:
     python experiments/speech_superb.py time wav2vec2     # or cpc, wav2vec, vq-wav2vec, hubert1
     python experiments/speech_superb.py all part2         # runs, units, labels, probes, in order
     python experiments/speech_superb.py time units-bert   # once vq-wav2vec is trained
+    python experiments/speech_superb.py clusters          # HuBERT's labels against phones
 
 Issue 13's DeLoRes (VICReg on two augmented views of the log-mel frames), timed like part 1:
 
@@ -105,9 +106,14 @@ BASELINES = ["fbank", "mfcc", "fbank+cmvn", "mfcc+cmvn"]
 
 
 def cpu() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
+    """The CPU's name, cores and vector width: two CPUs both named "AMD EPYC" served these
+    runs, one with avx512 (and native bf16), one with avx2 only; fp32 speed differs too."""
+    info = Path("/proc/cpuinfo").read_text()
+    flags = next((ln.split()[2:] for ln in info.splitlines() if ln.startswith("flags")), [])
+    vec = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "no avx2"
+    for line in info.splitlines():
         if line.startswith("model name"):
-            return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores)"
+            return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores, {vec})"
     return platform.processor()
 
 
@@ -361,9 +367,91 @@ def goals_part2(by: dict) -> str:
     return "\n".join(lines)
 
 
+def cluster_quality(name: str, folder: Path) -> dict:
+    """HuBERT's measures of a labelling against phones (arXiv:2106.07447, its cluster-quality
+    analysis): phone purity (the share of frames whose cluster's most common phone is theirs),
+    cluster purity (the same, phone -> cluster) and PNMI = I(phone; cluster) / H(phone), over
+    the frames of the timit-sample files in the labels (the pretraining files; their .phn
+    alignments, 39 folded phones, q and unaligned frames left out). A frame's phone is the one
+    holding its centre, t * hop + offset samples (the labels' own frame grid)."""
+    import numpy as np
+    from sklearn.metrics import mutual_info_score
+
+    from selfsup.eval.superb import labels_at, read_phn
+
+    meta = json.loads((folder / "labels.json").read_text())
+    fold = json.loads((SPLITS / "timit_sample.json").read_text())["fold39"]
+    phones, clusters, files = [], [], 0
+    for line in (folder / "labels.tsv").read_text().splitlines():
+        path, _, ids = line.partition("\t")
+        if "timit-sample" not in path:
+            continue
+        files += 1
+        ids = [int(i) for i in ids.split()]
+        segments = [
+            (a, b, fold.get(p) or "") for a, b, p in read_phn(Path(path).with_suffix(".phn"))
+        ]
+        names = sorted({p for _, _, p in segments})
+        index = {p: i for i, p in enumerate(names)}
+        centres = [t * meta["hop"] + meta["offset"] for t in range(len(ids))]
+        at = labels_at([(a, b, index[p]) for a, b, p in segments], centres, meta["sample_rate"])
+        for i, c in zip(at.tolist(), ids, strict=True):
+            if i >= 0 and names[i]:
+                phones.append(names[i])
+                clusters.append(c)
+    if not phones:
+        sys.exit(f"{folder} holds no timit-sample frames")
+    ph = {p: i for i, p in enumerate(sorted(set(phones)))}
+    y = [ph[p] for p in phones]
+    joint = np.zeros((len(ph), meta["k"]))
+    np.add.at(joint, (y, clusters), 1)
+    n = joint.sum()
+    p_y = joint.sum(1) / n
+    h_y = float(-(p_y[p_y > 0] * np.log(p_y[p_y > 0])).sum())
+    return {"kind": "cluster_quality", "labels": name, "source": meta["source"],
+            "layer": meta["layer"], "k": meta["k"], "frames": int(n),
+            "files": files, "phone_purity": round(float(joint.max(0).sum() / n), 4),
+            "cluster_purity": round(float(joint.max(1).sum() / n), 4),
+            "pnmi": round(mutual_info_score(y, clusters) / h_y, 4)}  # fmt: skip
+
+
+def clusters() -> None:
+    """cluster_quality of HuBERT's two label sets and of every layer of the iteration-1 run
+    (the middle one is labels2's; the others clustered here as labels2 was), one row each."""
+    h1 = run_dir("hubert1")
+    if not (h1 / "model.safetensors").exists():
+        sys.exit("clusters needs the hubert1 run: `pretrain hubert1` first")
+    folders = dict(LABELS)
+    for layer in range(1, json.loads((h1 / "config.json").read_text())["model"]["n_layers"] + 1):
+        if layer != middle_layer(h1):
+            out = WORK / f"labels-hubert1-layer{layer}"
+            cmd = ["selfsup", "cluster", str(h1), "--layer", str(layer), "--data",
+                   str(manifest()), "--k", str(KMEANS_K[1]), "--out", "OUT", "--device", "cpu",
+                   "--cache-dir", str(WORK / "cache")]  # fmt: skip
+            build_atomically(out, cmd, WORK / "runs" / "clusters.log")
+            folders[f"hubert1-layer{layer}"] = out
+    for name, folder in folders.items():
+        if (folder / "labels.tsv").exists() and not any(
+            r["kind"] == "cluster_quality" and r["labels"] == name for r in rows()
+        ):
+            add_row(cluster_quality(name, folder))
+    print("| clustered from | targets of | frames | phone purity | cluster purity | PNMI |")
+    print("|---|---|---|---|---|---|")
+    for r in rows():
+        if r["kind"] == "cluster_quality":
+            src = "MFCC" if r["layer"] is None else f"hubert1 layer {r['layer']}"
+            used = r["labels"] if r["labels"] in LABELS else "-"
+            print(
+                f"| {src} (k={r['k']}) | {used} | {r['frames']:,} | "
+                f"{r['phone_purity']:.3f} | {r['cluster_purity']:.3f} | {r['pnmi']:.3f} |"
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("step", choices=["manifest", "time", "pretrain", "superb", "all", "table"])
+    ap.add_argument(
+        "step", choices=["manifest", "time", "pretrain", "superb", "all", "table", "clusters"]
+    )
     ap.add_argument("name", nargs="?")
     ap.add_argument("--steps", type=int, default=None)
     ap.add_argument("--seeds", type=int, default=3)
@@ -377,6 +465,8 @@ def main() -> None:
         pretrain(args.name, args.steps)
     elif args.step == "superb":
         superb(args.name, args.seeds)
+    elif args.step == "clusters":  # HuBERT's labels against timit-sample's phones
+        clusters()
     elif args.step == "table":
         print(table())
         print()
