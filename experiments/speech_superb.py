@@ -106,12 +106,13 @@ BASELINES = ["fbank", "mfcc", "fbank+cmvn", "mfcc+cmvn"]
 
 
 def cpu() -> str:
-    """The CPU's name, cores and vector width: two CPUs both named "AMD EPYC" served these
-    runs, one with avx512 (and native bf16), one with avx2 only; fp32 speed differs too."""
-    info = Path("/proc/cpuinfo").read_text()
-    flags = next((ln.split()[2:] for ln in info.splitlines() if ln.startswith("flags")), [])
-    vec = "avx512" if "avx512f" in flags else "avx2" if "avx2" in flags else "no avx2"
-    for line in info.splitlines():
+    """The CPU's name, cores and the vector width PyTorch's kernels use: two CPUs both named
+    "AMD EPYC" served these runs, one with avx512 (and native bf16), one with avx2 only; fp32
+    speed differs too."""
+    import torch
+
+    vec = torch.backends.cpu.get_cpu_capability().lower().replace("default", "no avx2")
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
         if line.startswith("model name"):
             return f"{line.split(':', 1)[1].strip()} ({os.cpu_count()} cores, {vec})"
     return platform.processor()
@@ -378,32 +379,27 @@ def cluster_quality(name: str, folder: Path) -> dict:
     from sklearn.metrics import mutual_info_score
 
     from selfsup.eval.superb import labels_at, read_phn
+    from selfsup.keys import IGNORE
 
     meta = json.loads((folder / "labels.json").read_text())
     fold = json.loads((SPLITS / "timit_sample.json").read_text())["fold39"]
-    phones, clusters, files = [], [], 0
+    index = {p: i for i, p in enumerate(sorted({p for p in fold.values() if p is not None}))}
+    y, clusters, files = [], [], 0
     for line in (folder / "labels.tsv").read_text().splitlines():
         path, _, ids = line.partition("\t")
         if "timit-sample" not in path:
             continue
         files += 1
-        ids = [int(i) for i in ids.split()]
-        segments = [
-            (a, b, fold.get(p) or "") for a, b, p in read_phn(Path(path).with_suffix(".phn"))
-        ]
-        names = sorted({p for _, _, p in segments})
-        index = {p: i for i, p in enumerate(names)}
-        centres = [t * meta["hop"] + meta["offset"] for t in range(len(ids))]
-        at = labels_at([(a, b, index[p]) for a, b, p in segments], centres, meta["sample_rate"])
-        for i, c in zip(at.tolist(), ids, strict=True):
-            if i >= 0 and names[i]:
-                phones.append(names[i])
-                clusters.append(c)
-    if not phones:
+        ids = np.array(ids.split(), dtype=np.int64)
+        segments = [(a, b, IGNORE if fold.get(p) is None else index[fold[p]])
+                    for a, b, p in read_phn(Path(path).with_suffix(".phn"))]  # fmt: skip
+        at = labels_at(segments, np.arange(len(ids)) * meta["hop"] + meta["offset"],
+                       meta["sample_rate"])  # fmt: skip
+        y += at[at != IGNORE].tolist()
+        clusters += ids[at != IGNORE].tolist()
+    if not y:
         sys.exit(f"{folder} holds no timit-sample frames")
-    ph = {p: i for i, p in enumerate(sorted(set(phones)))}
-    y = [ph[p] for p in phones]
-    joint = np.zeros((len(ph), meta["k"]))
+    joint = np.zeros((len(index), meta["k"]))
     np.add.at(joint, (y, clusters), 1)
     n = joint.sum()
     p_y = joint.sum(1) / n
@@ -430,10 +426,9 @@ def clusters() -> None:
                    "--cache-dir", str(WORK / "cache")]  # fmt: skip
             build_atomically(out, cmd, WORK / "runs" / "clusters.log")
             folders[f"hubert1-layer{layer}"] = out
+    done = {r["labels"] for r in rows() if r["kind"] == "cluster_quality"}
     for name, folder in folders.items():
-        if (folder / "labels.tsv").exists() and not any(
-            r["kind"] == "cluster_quality" and r["labels"] == name for r in rows()
-        ):
+        if (folder / "labels.tsv").exists() and name not in done:
             add_row(cluster_quality(name, folder))
     print("| clustered from | targets of | frames | phone purity | cluster purity | PNMI |")
     print("|---|---|---|---|---|---|")
