@@ -24,6 +24,11 @@ same `mini` preset and the same 30-minute budget per run, timed the same way:
     python experiments/speech_superb.py time units-bert   # once vq-wav2vec is trained
     python experiments/speech_superb.py clusters          # HuBERT's labels against phones
 
+vq-wav2vec-linear (and its units-bert-linear, probed as units:vq-wav2vec-linear:units-bert-linear)
+is vq-wav2vec with the paper's Gumbel schedule, 2 -> 0.5 linearly over the first 70% of the
+run's steps, where the default per-step decay stays near 2 in a 30-minute run; both take the
+steps of the run they vary (`pretrain vq-wav2vec-linear` once vq-wav2vec is timed).
+
 Issue 13's DeLoRes (VICReg on two augmented views of the log-mel frames), timed like part 1:
 
     python experiments/speech_superb.py time delores
@@ -82,13 +87,18 @@ OBJECTIVES = {
 # by prepare() before their runs.
 WAVE = ["--set", "data.max_frames=32000"]
 LABELS = {"hubert1": WORK / "labels1", "hubert2": WORK / "labels2"}
-UNITS = WORK / "units" / "units.txt"
+# vq-wav2vec's Gumbel temperature: the default per-step decay (wav2vec 2.0's 0.999995, made for
+# 400k updates) barely moves in a 30-minute run (2 -> 1.99); the -linear run follows the
+# vq-wav2vec paper instead, 2 -> 0.5 linearly over the first 70% of its steps (ANNEAL below).
+ANNEAL = "objective.anneal_steps=ANNEAL"
 PART2 = {
     "wav2vec2": ["--objective", "wav2vec2", *WAVE],
     "cpc": ["--objective", "cpc", *WAVE],
     "wav2vec": ["--objective", "wav2vec", *WAVE],
     "vq-wav2vec": ["--objective", "vq-wav2vec", *WAVE],
     "units-bert": ["--objective", "mlm", "--tokenizer", "units"],
+    "vq-wav2vec-linear": ["--objective", "vq-wav2vec", *WAVE, "--set", ANNEAL],
+    "units-bert-linear": ["--objective", "mlm", "--tokenizer", "units"],
     "hubert1": ["--objective", "hubert", "--labels", str(LABELS["hubert1"]), *WAVE],
     "hubert2": ["--objective", "hubert", "--labels", str(LABELS["hubert2"]), *WAVE],
 }
@@ -96,11 +106,16 @@ PART2 = {
 # the part-1 encoder mean-pooled (objectives/delores.py); timed and budgeted like part 1.
 DELORES = {"delores": ["--modality", "audio", "--objective", "vicreg"]}
 RUNS = {**OBJECTIVES, **PART2, **DELORES}
-UNITS_SPEC = "units:vq-wav2vec:units-bert"  # the upstream of the units-bert run
-TIMED_AS = {"hubert2": "hubert1"}  # no plan of its own: the same step cost
+# Each units BERT and the vq-wav2vec run whose units it reads; as an upstream, units:SRC:BERT.
+UNITS_FROM = {"units-bert": "vq-wav2vec", "units-bert-linear": "vq-wav2vec-linear"}
+UNITS_SPECS = {bert: f"units:{src}:{bert}" for bert, src in UNITS_FROM.items()}
+# no plans of their own: the same model, data and step cost as the run named
+TIMED_AS = {"hubert2": "hubert1", "vq-wav2vec-linear": "vq-wav2vec",
+            "units-bert-linear": "units-bert"}  # fmt: skip
 # Each part-2 upstream against its random-init twin (see the docstring).
 TWINS = {**{n: f"random:{n}" for n in ("wav2vec2", "cpc", "wav2vec", "vq-wav2vec", "hubert1")},
-         "hubert2": "random:hubert1", UNITS_SPEC: "random:vq-wav2vec",
+         "hubert2": "random:hubert1", "vq-wav2vec-linear": "random:vq-wav2vec",
+         **{spec: "random:vq-wav2vec" for spec in UNITS_SPECS.values()},
          "delores": "random:delores"}  # fmt: skip
 BASELINES = ["fbank", "mfcc", "fbank+cmvn", "mfcc+cmvn"]
 
@@ -151,10 +166,20 @@ def add_row(row: dict) -> None:
         f.write(json.dumps({"cpu": cpu(), "date": time.strftime("%Y-%m-%d"), **row}) + "\n")
 
 
+def units_file(bert: str) -> Path:
+    return WORK / f"units-{UNITS_FROM[bert]}" / "units.txt"
+
+
+def run_flags(name: str, steps: int) -> list[str]:
+    """The run's flags, ANNEAL's placeholder made 70% of its steps."""
+    anneal = f"objective.anneal_steps={int(0.7 * steps)}"
+    return [anneal if f == ANNEAL else f for f in RUNS[name]]
+
+
 def pretrain_cmd(name: str, steps: int, out: Path, preset: str = PRESET) -> list[str]:
-    data = UNITS if name == "units-bert" else manifest()
+    data = units_file(name) if name in UNITS_FROM else manifest()
     return [
-        "selfsup", "pretrain", *RUNS[name], "--preset", preset, "--data", str(data),
+        "selfsup", "pretrain", *run_flags(name, steps), "--preset", preset, "--data", str(data),
         "--steps", str(steps), "--save-every", "250", "--eval-every", "500", "--precision",
         "fp32", "--cache-dir", str(WORK / "cache"), "--out", str(out), "--no-progress",
     ]  # fmt: skip
@@ -197,8 +222,8 @@ def prepare(name: str) -> None:
         cmd = ["selfsup", "cluster", "mfcc", "--data", str(manifest()), "--k", str(KMEANS_K[0]),
                "--out", "OUT", *cache]  # fmt: skip
         build_atomically(LABELS[name], cmd, log)
-    elif name in ("hubert2", "units-bert"):
-        before = "hubert1" if name == "hubert2" else "vq-wav2vec"
+    elif name == "hubert2" or name in UNITS_FROM:
+        before = "hubert1" if name == "hubert2" else UNITS_FROM[name]
         if not (run_dir(before) / "model.safetensors").exists():
             sys.exit(f"{name} needs the {before} run: `pretrain {before}` first")
         if name == "hubert2":
@@ -207,14 +232,15 @@ def prepare(name: str) -> None:
                    str(KMEANS_K[1]), "--out", "OUT", "--device", "cpu", *cache]  # fmt: skip
             build_atomically(LABELS[name], cmd, log)
         else:
-            tmp = WORK / "units.tmp" / UNITS.name
+            units = units_file(name)
+            tmp = WORK / "units.tmp" / units.name
             cmd = ["selfsup", "units", str(run_dir(before)), "--data", str(manifest()), "--out",
                    str(tmp), *cache]  # fmt: skip
-            if not UNITS.parent.exists():
+            if not units.parent.exists():
                 subprocess.run(["rm", "-rf", str(tmp.parent)], check=True)
                 tmp.parent.mkdir(parents=True)
                 run(cmd, log)
-                tmp.parent.replace(UNITS.parent)
+                tmp.parent.replace(units.parent)
 
 
 def time_steps(name: str, steps: int, preset: str = PRESET) -> float:
@@ -238,7 +264,7 @@ def time_steps(name: str, steps: int, preset: str = PRESET) -> float:
 def time_plan(name: str) -> None:
     """Write the run's plan (steps in the budget, preset) from a timing, unless it has one."""
     # part 1 and the units BERT: 400 steps (tenths of a second each); waveforms: 60 (seconds)
-    spectral = name in OBJECTIVES or name in DELORES or name == "units-bert"
+    spectral = name in OBJECTIVES or name in DELORES or name in UNITS_FROM
     steps = 20 if SMOKE else 400 if spectral else 60
     preset = PRESET
     per_step = time_steps(name, steps, preset)
@@ -275,7 +301,7 @@ def pretrain(name: str, steps: int | None) -> None:
     summary = json.loads((out / "summary.json").read_text())
     metrics = [json.loads(r) for r in (out / "metrics.jsonl").read_text().splitlines()]
     elapsed = max(r.get("elapsed_s", 0) for r in metrics)
-    add_row({"kind": "pretrain", "name": name, "flags": RUNS[name], "preset": preset,
+    add_row({"kind": "pretrain", "name": name, "flags": run_flags(name, steps), "preset": preset,
              "steps": steps, "train_minutes": round(elapsed / 60, 1),
              "eval_l1": summary.get("eval_loss"), "clips": summary.get("clips")})  # fmt: skip
 
@@ -480,7 +506,7 @@ def main() -> None:
         if args.name in (None, "part2"):
             for name in PART2:  # in dependency order: vq-wav2vec, then its units BERT, ...
                 pretrain(name, None)
-            specs = [UNITS_SPEC if n == "units-bert" else n for n in PART2]
+            specs = [UNITS_SPECS.get(n, n) for n in PART2]
             for spec in [*specs, *dict.fromkeys(TWINS.values())]:
                 superb(spec, args.seeds)
         print(table())
