@@ -87,9 +87,7 @@ OBJECTIVES = {
 # by prepare() before their runs.
 WAVE = ["--set", "data.max_frames=32000"]
 LABELS = {"hubert1": WORK / "labels1", "hubert2": WORK / "labels2"}
-# vq-wav2vec's Gumbel temperature: the default per-step decay (wav2vec 2.0's 0.999995, made for
-# 400k updates) barely moves in a 30-minute run (2 -> 1.99); the -linear run follows the
-# vq-wav2vec paper instead, 2 -> 0.5 linearly over the first 70% of its steps (ANNEAL below).
+# vq-wav2vec-linear's schedule (the docstring): run_flags() makes this 70% of the run's steps
 ANNEAL = "objective.anneal_steps=ANNEAL"
 PART2 = {
     "wav2vec2": ["--objective", "wav2vec2", *WAVE],
