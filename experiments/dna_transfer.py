@@ -26,7 +26,8 @@ code says this matters; here both sets are ordinary words.
 
 Budgets: each pretraining run gets PRETRAIN_S of this machine's time: its steps are measured
 once (12 steps, `calibrate`, recorded with the CPU) and fixed, so an interrupted run resumes to
-the same result. Fine-tuning: 3 epochs at lr 1e-4, batch 32, dev every 25 steps. Every finished
+the same result. Fine-tuning: 3 epochs at lr 1e-4, batch 32, dev every 25 steps (`finetune
+--epochs N` adds rows of N epochs, tabled and plotted apart). Every finished
 measurement is one JSON line in experiments/results/dna/results.jsonl (a step whose line is
 there is skipped). The calibration is kept, so on a slower CPU than the one calibrated on the
 run takes longer than PRETRAIN_S (the pretrain row records the precision `auto` resolved to).
@@ -62,8 +63,9 @@ PRETRAIN_S = 30 * 60
 PRESET = "tiny" if SMOKE else "mini"
 SMOKE_STEPS = 10
 WORDS = {"atcg": "a,t,c,g", "words2": "dog,cat,fish,bird"}  # for A, T, C, G
-FINETUNE = ["--epochs", "1" if SMOKE else "3", "--lr", "1e-4", "--batch-size", "16" if SMOKE
-            else "32", "--max-len", "128", "--eval-every", "3" if SMOKE else "25"]  # fmt: skip
+EPOCHS = 1 if SMOKE else 3  # the recipe's; `finetune --epochs N` adds rows of N epochs beside it
+FINETUNE = ["--lr", "1e-4", "--batch-size", "16" if SMOKE else "32", "--max-len", "128",
+            "--eval-every", "3" if SMOKE else "25"]  # fmt: skip
 SMOKE_EVERY = {"train": 40, "dev": 6, "test": 6}  # smoke: every Nth row of each part (~60, ~50)
 # English text: the packaged Gutenberg corpus (the default); smoke: one play, a small vocabulary
 ENGLISH_DATA = (["--data", str(DATA / "corpora" / "gutenberg" / "shakespeare-macbeth.txt"),
@@ -101,7 +103,8 @@ INITS = {
 BASELINE = "k-mer counts + logistic regression"
 
 
-LEDGER = Ledger(RESULTS, key=("kind", "name", "seed"), smoke=SMOKE)
+# a fine-tuning row of the recipe's epochs has no "epochs" field (None); other lengths carry it
+LEDGER = Ledger(RESULTS, key=("kind", "name", "seed", "epochs"), smoke=SMOKE)
 rows, found, record = LEDGER.rows, LEDGER.found, LEDGER.record
 
 
@@ -221,22 +224,28 @@ def check_words(names: list[str]) -> None:
                     sys.exit(f"{w!r} ({variant}) is not one token of {model}")
 
 
-def finetune(name: str, seed: int) -> None:
-    if found("finetune", name, seed) is not None:
+def epochs_key(epochs: int) -> int | None:
+    return None if epochs == EPOCHS else epochs
+
+
+def finetune(name: str, seed: int, epochs: int = EPOCHS) -> None:
+    if found("finetune", name, seed, epochs_key(epochs)) is not None:
         return
     variant, init = INITS[name]
     data = WORK / "splice" / variant
     slug = name.replace(" ", "_").replace("(", "").replace(")", "")
+    slug += "" if epochs == EPOCHS else f"-{epochs}ep"
     out = WORK / "finetune" / f"{slug}-s{seed}"
     log = WORK / "logs" / f"finetune-{slug}-s{seed}.log"
     shutil.rmtree(out, ignore_errors=True)  # a fine-tuning never resumes: start it over
     t0 = time.time()
     sh(["selfsup", "finetune", "--task", "classify", "--data", data, *init(seed), "--seed", seed,
-        *FINETUNE, "--out", out], log)  # fmt: skip
+        "--epochs", epochs, *FINETUNE, "--out", out], log)  # fmt: skip
     sh(["selfsup", "evaluate", out, "--task", "classify", "--data", data, "--split", "test"], log)
     res = json.loads((out / "results.json").read_text())
     test = json.loads(log.read_text().strip().splitlines()[-1])
-    record({"kind": "finetune", "name": name, "seed": seed, "init": str(init(seed)[1]),
+    record({"kind": "finetune", "name": name, "seed": seed,
+            **({} if epochs == EPOCHS else {"epochs": epochs}), "init": str(init(seed)[1]),
             "dev_accuracy": res["dev"].get("accuracy"), "test_accuracy": test["accuracy"],
             "kept_step": res.get("kept_step"), "minutes": round((time.time() - t0) / 60, 2),
             "history": res["history"]})  # fmt: skip
@@ -283,35 +292,53 @@ def _stats(values: list[float]) -> str:
     return f"{m:.1f} +- {s:.1f}"
 
 
+def finetuned(name: str, epochs: int | None) -> list[dict]:
+    """The fine-tuning rows of `name` at `epochs` (None: the recipe's)."""
+    return [r for r in rows() if r["kind"] == "finetune" and r["name"] == name
+            and r.get("epochs") == epochs]  # fmt: skip
+
+
+def lengths() -> list[int | None]:
+    """The fine-tuning lengths with rows: None (the recipe's) first, then longer ones."""
+    got = {r.get("epochs") for r in rows() if r["kind"] == "finetune"}
+    return sorted(got, key=lambda e: -1 if e is None else e)
+
+
 def table() -> str:
-    lines = ["| init | input | seeds | dev accuracy | test accuracy |", "|---|---|---|---|---|"]
-    tests = {}
-    for name, (variant, _) in INITS.items():
-        got = [r for r in rows() if r["kind"] == "finetune" and r["name"] == name]
-        if not got:
-            continue
-        tests[name] = [r["test_accuracy"] for r in got]
-        what = {"raw": "raw sequence", "atcg": "a t c g", "words2": "dog cat fish bird"}[variant]
-        lines.append(f"| {name} | {what} | {len(got)} | {_stats([r['dev_accuracy'] for r in got])}"
-                     f" | {_stats(tests[name])} |")  # fmt: skip
-    if (b := found("baseline", BASELINE)) is not None:
-        dev, test = 100 * b["dev_accuracy"], 100 * b["test_accuracy"]
-        lines.append(f"| {BASELINE} (k <= {b['k_max']}, C {b['C']}) | raw sequence | - | "
-                     f"{dev:.1f} | {test:.1f} |")  # fmt: skip
     import statistics
 
-    for pre, rand in [("minilm (a t c g)", "minilm random (a t c g)"),
-                      ("english (a t c g)", "english random (a t c g)"),
-                      ("dna kmer6", "dna random")]:  # fmt: skip
-        if pre in tests and rand in tests:
-            gap = 100 * (statistics.mean(tests[pre]) - statistics.mean(tests[rand]))
-            spread = [100 * statistics.stdev(tests[n]) if len(tests[n]) > 1 else 0.0
-                      for n in (pre, rand)]  # fmt: skip
-            if not any(x.startswith("\npretrained") for x in lines):
-                lines.append("\npretrained minus random init, test accuracy (mean over seeds):")
-            lines.append(f"- {pre} - {rand}: {gap:+.1f} points (seed std {spread[0]:.1f} and "
-                         f"{spread[1]:.1f})")  # fmt: skip
-    return "\n".join(lines)
+    out = []
+    for epochs in lengths():
+        n = EPOCHS if epochs is None else epochs
+        head = "| init | input | seeds | dev accuracy | test accuracy |"
+        lines = [f"{n} epochs of fine-tuning:\n", head, "|---|---|---|---|---|"]
+        tests = {}
+        for name, (variant, _) in INITS.items():
+            got = finetuned(name, epochs)
+            if not got:
+                continue
+            tests[name] = [r["test_accuracy"] for r in got]
+            what = {"raw": "raw sequence", "atcg": "a t c g", "words2": "dog cat fish bird"}
+            dev, test = _stats([r["dev_accuracy"] for r in got]), _stats(tests[name])
+            lines.append(f"| {name} | {what[variant]} | {len(got)} | {dev} | {test} |")
+        if (b := found("baseline", BASELINE)) is not None:
+            dev, test = 100 * b["dev_accuracy"], 100 * b["test_accuracy"]
+            lines.append(f"| {BASELINE} (k <= {b['k_max']}, C {b['C']}) | raw sequence | - | "
+                         f"{dev:.1f} | {test:.1f} |")  # fmt: skip
+        gaps = []
+        for pre, rand in [("minilm (a t c g)", "minilm random (a t c g)"),
+                          ("english (a t c g)", "english random (a t c g)"),
+                          ("dna kmer6", "dna random")]:  # fmt: skip
+            if pre in tests and rand in tests:
+                gap = 100 * (statistics.mean(tests[pre]) - statistics.mean(tests[rand]))
+                spread = [100 * statistics.stdev(tests[n]) if len(tests[n]) > 1 else 0.0
+                          for n in (pre, rand)]  # fmt: skip
+                gaps.append(f"- {pre} - {rand}: {gap:+.1f} points (seed std {spread[0]:.1f} and "
+                            f"{spread[1]:.1f})")  # fmt: skip
+        if gaps:
+            lines += ["\npretrained minus random init, test accuracy (mean over seeds):", *gaps]
+        out.append("\n".join(lines))
+    return "\n\n".join(out)
 
 
 def plot() -> Path:
@@ -321,25 +348,28 @@ def plot() -> Path:
     import matplotlib.pyplot as plt
     import numpy as np
 
-    fig, ax = plt.subplots(figsize=(7, 4.5))
-    for name in INITS:
-        got = [r for r in rows() if r["kind"] == "finetune" and r["name"] == name]
-        if not got:
-            continue
-        n = min(len(r["history"]) for r in got)
-        steps = [h["step"] for h in got[0]["history"][:n]]
-        acc = np.array([[h["accuracy"] for h in r["history"][:n]] for r in got])  # (seeds, evals)
-        mean = acc.mean(0)
-        ax.plot(steps, mean, marker="o", markersize=3, label=name)
-        if len(got) > 1:
-            ax.fill_between(steps, acc.min(0), acc.max(0), alpha=0.15)
-    if (b := found("baseline", BASELINE)) is not None:
-        ax.axhline(b["dev_accuracy"], color="gray", linestyle="--", label=BASELINE)
-    ax.set_xlabel("fine-tuning step")
-    ax.set_ylabel("splice dev accuracy")
-    ax.set_title("Splice junctions: fine-tuning from text, DNA or random init")
-    ax.legend(fontsize=7)
-    ax.grid(alpha=0.3)
+    panels = lengths() or [None]
+    fig, axes = plt.subplots(1, len(panels), figsize=(7 * len(panels), 4.5), squeeze=False)
+    colours = {name: f"C{i}" for i, name in enumerate(INITS)}  # one colour per init in every panel
+    for ax, epochs in zip(axes[0], panels, strict=True):
+        for name in INITS:
+            got = finetuned(name, epochs)
+            if not got:
+                continue
+            n = min(len(r["history"]) for r in got)
+            steps = [h["step"] for h in got[0]["history"][:n]]
+            acc = np.array([[h["accuracy"] for h in r["history"][:n]] for r in got])  # seeds, evals
+            ax.plot(steps, acc.mean(0), marker="o", markersize=2, label=name, color=colours[name])
+            if len(got) > 1:
+                ax.fill_between(steps, acc.min(0), acc.max(0), alpha=0.15, color=colours[name])
+        if (b := found("baseline", BASELINE)) is not None:
+            ax.axhline(b["dev_accuracy"], color="gray", linestyle="--", label=BASELINE)
+        ax.set_xlabel("fine-tuning step")
+        ax.set_ylabel("splice dev accuracy")
+        n = EPOCHS if epochs is None else epochs
+        ax.set_title(f"Splice junctions, {n} epochs: from text, DNA or random init")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
     path = RESULTS_DIR / "learning_curves.png"
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
@@ -353,6 +383,9 @@ def main() -> None:
     steps = ["all", "prepare", "pretrain", "finetune", "baseline", "table", "plot"]
     ap.add_argument("step", choices=steps)
     ap.add_argument("init", nargs="?", choices=list(INITS), help="finetune: only this init")
+    ap.add_argument("--epochs", type=int, default=EPOCHS,
+                    help=f"finetune: epochs (default {EPOCHS}, the recipe's; others are rows of "
+                    "their own, a table and a plot panel of their own)")  # fmt: skip
     args = ap.parse_args()
     if args.step in ("all", "prepare"):
         prepare()
@@ -366,7 +399,7 @@ def main() -> None:
         check_words(names)
         for name in names:
             for seed in SEEDS:
-                finetune(name, seed)
+                finetune(name, seed, args.epochs)
     if args.step in ("all", "baseline"):
         prepare()
         baseline()
