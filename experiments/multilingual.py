@@ -10,6 +10,7 @@ ratio 0.69); then `selfsup align` on the held-out paragraphs.
     python experiments/multilingual.py pretrain     # 60 minutes (calibrated steps), resumable
     python experiments/multilingual.py finetune     # QA on English train articles, 3 seeds
     python experiments/multilingual.py evaluate     # every language's held-out articles
+    python experiments/multilingual.py scratch      # the same QA from random init, 3 seeds
     python experiments/multilingual.py table        # the table (markdown) and its JSON
     python experiments/multilingual.py align        # selfsup align en vs the others
     MULTI_SMOKE=1 python experiments/multilingual.py all   # the same in a few minutes
@@ -458,37 +459,47 @@ def step_pretrain() -> Path:
     return run
 
 
-def step_finetune(run: Path) -> dict[int, Path]:
+def step_finetune(run: Path, scratch: bool = False) -> dict[int, Path]:
+    """QA on the English train articles, one model per seed; `scratch`: the same architecture
+    and tokenizer with random weights (`--init scratch --tokenizer RUN`), the baseline that
+    says what the pretraining added."""
     fts = {}
+    prefix = "scratch-" if scratch else ""
+    init = ["--init", "scratch", "--tokenizer", run] if scratch else ["--init", run]
     for seed in SEEDS:
-        out = WORK / "ft" / f"seed{seed}"
+        name = f"{prefix}seed{seed}"
+        out = WORK / "ft" / name
         fts[seed] = out
-        if found("finetune", f"seed{seed}") is not None and (out / "model.safetensors").exists():
+        if found("finetune", name) is not None and (out / "model.safetensors").exists():
             continue
         shutil.rmtree(out, ignore_errors=True)
+        t0 = time.time()
         sh([*selfsup(), "finetune", *FINETUNE, "--data", WORK / "qa" / "train.en.json",
-            "--dev", WORK / "qa" / "dev.en.json", "--init", run, "--seed", seed, "--out", out],
-           WORK / "ft" / f"seed{seed}.log")  # fmt: skip
+            "--dev", WORK / "qa" / "dev.en.json", *init, "--seed", seed, "--out", out],
+           WORK / "ft" / f"{name}.log")  # fmt: skip
         res = json.loads((out / "results.json").read_text())
         record(
             {
                 "kind": "finetune",
-                "name": f"seed{seed}",
+                "name": name,
+                "init": "scratch" if scratch else "pretrained",
                 "seed": seed,
                 "flags": FINETUNE,
                 "dev_en": res["dev"],
                 "kept_step": res.get("kept_step"),
+                "minutes": round((time.time() - t0) / 60, 2),
             }
         )
     return fts
 
 
-def step_evaluate(fts: dict[int, Path]) -> None:
+def step_evaluate(fts: dict[int, Path], scratch: bool = False) -> None:
     from selfsup.finetuning import evaluate_finetuned
 
+    prefix = "scratch-" if scratch else ""
     for seed, ft in fts.items():
         for lang in EVAL_LANGS:
-            name = f"seed{seed}-{lang}"
+            name = f"{prefix}seed{seed}-{lang}"
             if found("eval", name) is not None:
                 continue
             data = WORK / "qa" / "test" / f"xquad.{lang}.json"
@@ -497,6 +508,7 @@ def step_evaluate(fts: dict[int, Path]) -> None:
                 {
                     "kind": "eval",
                     "name": name,
+                    "init": "scratch" if scratch else "pretrained",
                     "seed": seed,
                     "lang": lang,
                     "f1": m["f1"],
@@ -519,9 +531,13 @@ def mean_ci(xs: list[float]) -> tuple[float, float]:
 
 
 def table() -> str:
-    evals = [r for r in rows() if r["kind"] == "eval"]
+    evals = [r for r in rows() if r["kind"] == "eval" and r.get("init") != "scratch"]
     if not evals:
         return "no evaluations yet"
+    scratch_f1: dict[str, list[float]] = {}
+    for r in rows():
+        if r["kind"] == "eval" and r.get("init") == "scratch":
+            scratch_f1.setdefault(r["lang"], []).append(r["f1"])
     seeds = sorted({r["seed"] for r in evals})
     f1 = {(r["lang"], r["seed"]): r["f1"] for r in evals}
     em = {(r["lang"], r["seed"]): r["exact_match"] for r in evals}
@@ -529,8 +545,8 @@ def table() -> str:
         f"Zero-shot XQuAD (fine-tuned on {len(load_split()['train'])} English articles, "
         f"tested on {TEST_ARTICLES or N_TEST} held-out ones), {len(seeds)} seeds, mean +- 95% CI",
         "",
-        "| lang | F1 | EM | F1 / en F1 | mBERT F1 |",
-        "|---|---|---|---|---|",
+        "| lang | F1 | EM | F1 / en F1 | random-init F1 | mBERT F1 |",
+        "|---|---|---|---|---|---|",
     ]
     summary = {}
     for lang in LANGS:
@@ -541,9 +557,11 @@ def table() -> str:
         ratios = [f1[lang, s] / f1["en", s] for s in seeds if f1.get(("en", s))]
         rm, rci = mean_ci(ratios) if ratios else (math.nan, math.nan)
         ref = f"{MBERT[lang]:.1f}" if lang in MBERT else ""
+        sm, sci = mean_ci(scratch_f1[lang]) if lang in scratch_f1 else (math.nan, math.nan)
+        scr = f"{sm:.1f} +- {sci:.1f}" if lang in scratch_f1 else ""
         lines.append(
             f"| {lang} | {fm:.1f} +- {fci:.1f} | {emm:.1f} +- {eci:.1f} | "
-            f"{rm:.2f} +- {rci:.2f} | {ref} |"
+            f"{rm:.2f} +- {rci:.2f} | {scr} | {ref} |"
         )
         summary[lang] = {
             "f1": fm,
@@ -552,6 +570,7 @@ def table() -> str:
             "em_ci": eci,
             "ratio_to_en": rm,
             "ratio_ci": rci,
+            **({"scratch_f1": sm, "scratch_f1_ci": sci} if lang in scratch_f1 else {}),
         }
     if "zh" in summary:
         z = summary["zh"]
@@ -610,6 +629,7 @@ def main() -> None:
         "pretrain",
         "finetune",
         "evaluate",
+        "scratch",
         "table",
         "align",
     ]
@@ -636,6 +656,8 @@ def main() -> None:
         fts = step_finetune(run)
     if step in ("all", "evaluate"):
         step_evaluate(fts)
+    if step in ("all", "scratch"):
+        step_evaluate(step_finetune(run, scratch=True), scratch=True)
     if step in ("all", "table"):
         print(table())
     if step in ("all", "align"):

@@ -665,14 +665,16 @@ def cluster_plot(
     import matplotlib.pyplot as plt
 
     langs = list(vectors)
+    colours = language_colours(len(langs))
     fig, axes = plt.subplots(1, 2, figsize=(11, 5))
     for ax, centered in zip(axes, (False, True), strict=True):
         x = np.concatenate([vectors[lang] - (means[lang] if centered else 0) for lang in langs])
         xy = _project(x, method, seed)
         start = 0
-        for lang in langs:
+        for lang, colour in zip(langs, colours, strict=True):
             k = len(vectors[lang])
-            ax.scatter(xy[start : start + k, 0], xy[start : start + k, 1], s=8, label=lang)
+            ax.scatter(xy[start : start + k, 0], xy[start : start + k, 1], s=8, label=lang,
+                       color=colour)  # fmt: skip
             start += k
         ax.set_title(
             ("centered (language means subtracted)" if centered else "raw")
@@ -685,6 +687,18 @@ def cluster_plot(
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def language_colours(n: int) -> list[tuple]:
+    """n distinct RGBA colours: matplotlib's tab10 up to 10 languages, tab20 up to 20 (the
+    default cycle repeats after 10, so 12 XQuAD languages would share colours), then hsv."""
+    from matplotlib import colormaps
+
+    if n <= 10:
+        return [colormaps["tab10"](i) for i in range(n)]
+    if n <= 20:
+        return [colormaps["tab20"](i) for i in range(n)]
+    return [colormaps["hsv"](i / n) for i in range(n)]
 
 
 def _project(x: np.ndarray, method: str, seed: int) -> np.ndarray:

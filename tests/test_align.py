@@ -225,3 +225,11 @@ def test_the_qa_shift_is_measured_below_the_last_block(run):
         not torch.allclose(s - p, (s - p)[:, :1].expand_as(p))
         for p, s in zip(plain, outs[n - 1], strict=True)
     )
+
+
+def test_cluster_colours_are_distinct_for_every_xquad_language():
+    from selfsup.align import language_colours
+
+    for n in (2, 10, 12, 25):
+        colours = language_colours(n)
+        assert len(colours) == n and len(set(colours)) == n, n

@@ -122,3 +122,24 @@ def test_confidence_interval_uses_student_t(ml):
     assert m == pytest.approx(0.6)
     assert half == pytest.approx(stats.t.ppf(0.975, 2) * 0.1 / math.sqrt(3), rel=1e-3)
     assert math.isnan(ml.mean_ci([1.0])[1])
+
+
+def test_table_keeps_random_init_rows_apart(ml, tmp_path, monkeypatch):
+    """The random-init QA rows get their own column and never enter the pretrained figures."""
+    evals = []
+    for seed, (en, zh) in enumerate([(10.0, 5.0), (12.0, 6.0), (14.0, 7.0)]):
+        evals += [{"kind": "eval", "seed": seed, "lang": lang, "f1": f1, "exact_match": 0.0}
+                  for lang, f1 in (("en", en), ("zh", zh))]  # fmt: skip
+        evals += [{"kind": "eval", "init": "scratch", "seed": seed, "lang": lang, "f1": 1.0 + seed,
+                   "exact_match": 0.0} for lang in ("en", "zh")]  # fmt: skip
+    recorded = []
+    monkeypatch.setattr(ml, "rows", lambda: evals)
+    monkeypatch.setattr(ml, "record", recorded.append)
+    monkeypatch.setattr(ml, "RESULTS", tmp_path / "results.jsonl")
+    text = ml.table()
+    langs = recorded[-1]["languages"]
+    assert langs["en"]["f1"] == pytest.approx(12.0)  # the scratch rows (1, 2, 3) left out
+    assert langs["zh"]["ratio_to_en"] == pytest.approx(0.5)
+    assert langs["en"]["scratch_f1"] == pytest.approx(2.0)
+    assert "| en | 12.0 +- " in text and "| 2.0 +- " in text
+    assert (tmp_path / "table.md").read_text().strip() == text.strip()
