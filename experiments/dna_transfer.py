@@ -10,6 +10,7 @@ classification (the committed split of ../shared/data/dna/splice, 3 classes) fin
     dna kmer6                    a selfsup DNA MLM run on the chrX region (mini, 30 minutes),
                                  overlapping 6-mers, leak-free masking, raw sequences
     dna random                   that run's architecture and tokenizer, random weights
+    dnabert kmer6                the same DNA run with DNABERT's (leaky) masking, same steps
     k-mer counts + logistic regression (sklearn), k and C chosen on dev
 
 3 seeds each; dev accuracy over the steps (learning curves) and test accuracy of the weights
@@ -18,9 +19,11 @@ code says this matters; here both sets are ordinary words.
 
     python experiments/dna_transfer.py all        # every step below, in order; resumable
     python experiments/dna_transfer.py prepare    # the task folders (selfsup dna-splice)
-    python experiments/dna_transfer.py pretrain   # the DNA and English runs (calibrated)
+    python experiments/dna_transfer.py pretrain   # the DNA, English and dnabert runs
+    python experiments/dna_transfer.py pretrain "dnabert kmer6"   # only the run of this init
     python experiments/dna_transfer.py finetune   # every init x seed
     python experiments/dna_transfer.py baseline   # k-mer counts + logistic regression
+    python experiments/dna_transfer.py probe      # frozen features: linear probe, collapse
     python experiments/dna_transfer.py table      # the table (markdown)
     python experiments/dna_transfer.py plot       # learning curves (PNG)
 
@@ -73,7 +76,15 @@ ENGLISH_DATA = (["--data", str(DATA / "corpora" / "gutenberg" / "shakespeare-mac
 PRETRAIN = {
     "dna": ["--modality", "dna", "--data", str(CHRX), "--tokenizer", "dna-kmer6"],
     "english": ["--objective", "mlm", *ENGLISH_DATA],
+    # the same DNA run with DNABERT's masking (k contiguous k-mers, 80/10/10: the masked bases
+    # stay visible in the neighbours), to see whether the leak-free default is what holds the
+    # run at the unigram plateau; it gets the dna run's calibrated steps, so only masking differs
+    "dnabert": [
+        *["--modality", "dna", "--data", str(CHRX), "--tokenizer", "dna-kmer6"],
+        *["--set", "objective.scheme=dnabert"],
+    ],
 }
+STEPS_AS = {"dnabert": "dna"}  # runs that take another run's calibrated steps
 COMMON = ["--preset", PRESET, "--precision", "auto", "--no-progress"]
 
 
@@ -99,8 +110,10 @@ INITS = {
     ),  # fmt: skip
     "dna kmer6": ("raw", lambda s: ["--init", WORK / "runs" / "dna"]),
     "dna random": ("raw", lambda s: ["--init", "scratch", "--tokenizer", WORK / "runs" / "dna"]),
+    "dnabert kmer6": ("raw", lambda s: ["--init", WORK / "runs" / "dnabert"]),
 }
 BASELINE = "k-mer counts + logistic regression"
+ONEHOT = "one-hot bases + logistic regression"  # the base at each position: what k-mers lose
 
 
 # a fine-tuning row of the recipe's epochs has no "epochs" field (None); other lengths carry it
@@ -126,6 +139,8 @@ def calibrate(name: str) -> int:
     """The steps that fill PRETRAIN_S: seconds per step over steps 3..12 of a short run."""
     if SMOKE:
         return SMOKE_STEPS
+    if name in STEPS_AS:
+        return calibrate(STEPS_AS[name])
     if (r := found("calibrate", name)) is not None:
         return r["steps"]
     out = WORK / "calibrate" / name
@@ -279,6 +294,109 @@ def baseline() -> None:
     record({"kind": "baseline", "name": BASELINE, **best})
 
 
+def baseline_onehot() -> None:
+    """The base at each of the 60 positions, one-hot (4 x 60 features; N is all zeros), and
+    logistic regression with C chosen on dev: a linear model that keeps the positions."""
+    if found("baseline", ONEHOT) is not None:
+        return
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+
+    def read(part):
+        lines = (WORK / "splice" / "raw" / f"{part}.tsv").read_text().splitlines()[1:]
+        rows_ = [line.split("\t") for line in lines]
+        width = max(len(r[3]) for r in rows_)
+        x = np.zeros((len(rows_), width, 4), dtype=np.float32)
+        for i, r in enumerate(rows_):
+            for j, base in enumerate(r[3].upper()):
+                if base in "ACGT":
+                    x[i, j, "ACGT".index(base)] = 1.0
+        return x.reshape(len(rows_), -1), np.array([r[0] for r in rows_])
+
+    (xtr, ytr), (xdev, ydev), (xte, yte) = read("train"), read("dev"), read("test")
+    best = None
+    for C in (0.001, 0.01, 0.1, 1.0, 10.0):
+        clf = LogisticRegression(C=C, max_iter=5000).fit(xtr, ytr)
+        dev = float(np.mean(clf.predict(xdev) == ydev))
+        if best is None or dev > best["dev_accuracy"]:
+            best = {
+                "C": C,
+                "dev_accuracy": dev,
+                "test_accuracy": float(np.mean(clf.predict(xte) == yte)),
+            }
+    record({"kind": "baseline", "name": ONEHOT, "features": int(xtr.shape[1]), **best})
+
+
+def probe_encoder(name: str, seed: int):
+    """(encoder, tokenizer) of init `name` as fine-tuning would start from it (seeded random
+    weights for the random twins), or None when its model is not here."""
+    import torch
+
+    from selfsup.data.tokenizer import load_tokenizer
+    from selfsup.encoders.text import build_encoder
+    from selfsup.models import load_model, run_config
+
+    args = INITS[name][1](seed)  # ["--init", MODEL] or ["--init", "scratch", "--tokenizer", RUN]
+    if not Path(args[-1]).exists():
+        return None
+    if args[1] != "scratch":
+        loaded = load_model(args[1])
+        return loaded.encoder, loaded.tokenizer
+    tok = load_tokenizer(args[3])
+    mcfg = run_config(Path(args[3])).model  # the run's architecture, as `finetune` builds it
+    mcfg.vocab_size, mcfg.pad_id = tok.vocab_size, tok.pad_id
+    torch.manual_seed(seed)
+    return build_encoder(mcfg), tok
+
+
+def probe() -> None:
+    """Frozen features of every init before fine-tuning: a linear probe (standardised mean-pooled
+    last-layer vectors, logistic regression, C chosen on dev) and how collapsed the vectors are
+    (mean cosine between two inputs' raw vectors; the top principal component's share of the
+    variance). Random twins at seeds 0-2, pretrained models once (their features do not depend
+    on the seed). Says whether an init's failure to fine-tune is lost information or scale."""
+    import numpy as np
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.preprocessing import StandardScaler
+
+    from selfsup.embed import embed_sentences
+
+    for name, (variant, _) in INITS.items():
+        seeds = SEEDS if "random" in name else (0,)
+        for seed in seeds:
+            if found("probe", name, seed) is not None:
+                continue
+            got = probe_encoder(name, seed)
+            if got is None:
+                print(f"probe {name}: its model is not here; skipped")
+                continue
+            encoder, tok = got
+            encoder.eval()
+            parts = {}
+            for part in ("train", "dev", "test"):
+                lines = (WORK / "splice" / variant / f"{part}.tsv").read_text().splitlines()[1:]
+                rows_ = [line.split("\t") for line in lines]
+                x = embed_sentences(encoder, tok, [r[3] for r in rows_], "mean", max_len=128)
+                parts[part] = (x, np.array([r[0] for r in rows_]))
+            x = parts["train"][0]
+            unit = x / np.linalg.norm(x, axis=1, keepdims=True)
+            gram = unit @ unit.T
+            mean_cos = float((gram.sum() - len(x)) / (len(x) * (len(x) - 1)))
+            var = np.linalg.svd(x - x.mean(0), compute_uv=False) ** 2
+            scaler = StandardScaler().fit(x)
+            best = None
+            for C in (0.01, 0.1, 1.0, 10.0):
+                clf = LogisticRegression(C=C, max_iter=3000)
+                clf.fit(scaler.transform(x), parts["train"][1])
+                acc = {p: float(np.mean(clf.predict(scaler.transform(parts[p][0])) == parts[p][1]))
+                       for p in ("dev", "test")}  # fmt: skip
+                if best is None or acc["dev"] > best["dev_accuracy"]:
+                    best = {"C": C, "dev_accuracy": acc["dev"], "test_accuracy": acc["test"]}
+            record({"kind": "probe", "name": name, "seed": seed, "mean_cosine": round(mean_cos, 4),
+                    "top_pc_share": round(float(var[0] / var.sum()), 4), **best})  # fmt: skip
+            print(f"probe {name} s{seed}: {best}, mean cosine {mean_cos:.3f}")
+
+
 # -- reporting --------------------------------------------------------------------------------
 
 
@@ -325,10 +443,14 @@ def table() -> str:
             dev, test = 100 * b["dev_accuracy"], 100 * b["test_accuracy"]
             lines.append(f"| {BASELINE} (k <= {b['k_max']}, C {b['C']}) | raw sequence | - | "
                          f"{dev:.1f} | {test:.1f} |")  # fmt: skip
+        if (b := found("baseline", ONEHOT)) is not None:
+            dev, test = 100 * b["dev_accuracy"], 100 * b["test_accuracy"]
+            lines.append(f"| {ONEHOT} (C {b['C']}) | raw sequence | - | {dev:.1f} | {test:.1f} |")
         gaps = []
         for pre, rand in [("minilm (a t c g)", "minilm random (a t c g)"),
                           ("english (a t c g)", "english random (a t c g)"),
-                          ("dna kmer6", "dna random")]:  # fmt: skip
+                          ("dna kmer6", "dna random"),
+                          ("dnabert kmer6", "dna random")]:  # fmt: skip
             if pre in tests and rand in tests:
                 gap = 100 * (statistics.mean(tests[pre]) - statistics.mean(tests[rand]))
                 spread = [100 * statistics.stdev(tests[n]) if len(tests[n]) > 1 else 0.0
@@ -337,6 +459,21 @@ def table() -> str:
                             f"{spread[1]:.1f})")  # fmt: skip
         if gaps:
             lines += ["\npretrained minus random init, test accuracy (mean over seeds):", *gaps]
+        out.append("\n".join(lines))
+    probes = [r for r in rows() if r["kind"] == "probe"]
+    if probes:
+        lines = ["frozen features before fine-tuning (mean-pooled last layer; a linear probe, "
+                 "C chosen on dev; random twins: mean over seeds):\n",
+                 "| init | seeds | probe dev | probe test | mean cosine | top PC share |",
+                 "|---|---|---|---|---|---|"]  # fmt: skip
+        for name in INITS:
+            got = [r for r in probes if r["name"] == name]
+            if got:
+                m = {k: sum(r[k] for r in got) / len(got) for k in
+                     ("dev_accuracy", "test_accuracy", "mean_cosine", "top_pc_share")}  # fmt: skip
+                lines.append(f"| {name} | {len(got)} | {100 * m['dev_accuracy']:.1f} | "
+                             f"{100 * m['test_accuracy']:.1f} | {m['mean_cosine']:.3f} | "
+                             f"{m['top_pc_share']:.3f} |")  # fmt: skip
         out.append("\n".join(lines))
     return "\n\n".join(out)
 
@@ -364,6 +501,8 @@ def plot() -> Path:
                 ax.fill_between(steps, acc.min(0), acc.max(0), alpha=0.15, color=colours[name])
         if (b := found("baseline", BASELINE)) is not None:
             ax.axhline(b["dev_accuracy"], color="gray", linestyle="--", label=BASELINE)
+        if (b := found("baseline", ONEHOT)) is not None:
+            ax.axhline(b["dev_accuracy"], color="black", linestyle=":", label=ONEHOT)
         ax.set_xlabel("fine-tuning step")
         ax.set_ylabel("splice dev accuracy")
         n = EPOCHS if epochs is None else epochs
@@ -380,9 +519,10 @@ def plot() -> Path:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    steps = ["all", "prepare", "pretrain", "finetune", "baseline", "table", "plot"]
+    steps = ["all", "prepare", "pretrain", "finetune", "baseline", "probe", "table", "plot"]
     ap.add_argument("step", choices=steps)
-    ap.add_argument("init", nargs="?", choices=list(INITS), help="finetune: only this init")
+    ap.add_argument("init", nargs="?", choices=list(INITS),
+                    help="finetune, pretrain: only this init (its run)")  # fmt: skip
     ap.add_argument("--epochs", type=int, default=EPOCHS,
                     help=f"finetune: epochs (default {EPOCHS}, the recipe's; others are rows of "
                     "their own, a table and a plot panel of their own)")  # fmt: skip
@@ -390,8 +530,11 @@ def main() -> None:
     if args.step in ("all", "prepare"):
         prepare()
     if args.step in ("all", "pretrain"):
-        pretrain("dna")
-        pretrain("english")
+        runs = [args.init.split()[0]] if args.init else ["dna", "english", "dnabert"]
+        for name in runs:
+            if name not in PRETRAIN:
+                sys.exit(f"pretrain: {args.init!r} is not one of this driver's runs")
+            pretrain(name)
     if args.step in ("all", "finetune"):
         prepare()
         names = [args.init] if args.init else list(INITS)
@@ -403,6 +546,10 @@ def main() -> None:
     if args.step in ("all", "baseline"):
         prepare()
         baseline()
+        baseline_onehot()
+    if args.step in ("all", "probe"):
+        prepare()
+        probe()
     if args.step in ("all", "table"):
         text = table()
         (RESULTS_DIR / "table.md").parent.mkdir(parents=True, exist_ok=True)
