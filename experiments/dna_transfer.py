@@ -500,7 +500,7 @@ def plot() -> Path:
             if len(got) > 1:
                 ax.fill_between(steps, acc.min(0), acc.max(0), alpha=0.15, color=colours[name])
         if (b := found("baseline", BASELINE)) is not None:
-            ax.axhline(b["dev_accuracy"], color="gray", linestyle="--", label=BASELINE)
+            ax.axhline(b["dev_accuracy"], color="black", linestyle="--", label=BASELINE)
         if (b := found("baseline", ONEHOT)) is not None:
             ax.axhline(b["dev_accuracy"], color="black", linestyle=":", label=ONEHOT)
         ax.set_xlabel("fine-tuning step")
