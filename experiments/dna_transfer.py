@@ -266,6 +266,13 @@ def finetune(name: str, seed: int, epochs: int = EPOCHS) -> None:
             "history": res["history"]})  # fmt: skip
 
 
+def splice_part(variant: str, part: str) -> tuple[list[str], list[str]]:
+    """(texts, labels) of one part (train, dev, test) of a prepared splice task folder."""
+    lines = (WORK / "splice" / variant / f"{part}.tsv").read_text().splitlines()[1:]
+    rows_ = [line.split("\t") for line in lines]  # label, name, row, text
+    return [r[3] for r in rows_], [r[0] for r in rows_]
+
+
 def baseline() -> None:
     """k-mer counts (k = 1..K, K and C chosen on dev) + logistic regression; deterministic
     (lbfgs), so one row stands for every seed."""
@@ -275,12 +282,7 @@ def baseline() -> None:
     from sklearn.feature_extraction.text import CountVectorizer
     from sklearn.linear_model import LogisticRegression
 
-    def read(part):
-        lines = (WORK / "splice" / "raw" / f"{part}.tsv").read_text().splitlines()[1:]
-        rows_ = [line.split("\t") for line in lines]
-        return [r[3] for r in rows_], [r[0] for r in rows_]
-
-    (xtr, ytr), (xdev, ydev), (xte, yte) = read("train"), read("dev"), read("test")
+    (xtr, ytr), (xdev, ydev), (xte, yte) = (splice_part("raw", p) for p in ("train", "dev", "test"))
     best = None
     for k in (3, 4, 5, 6):
         vec = CountVectorizer(analyzer="char", ngram_range=(1, k), lowercase=False)
@@ -303,15 +305,13 @@ def baseline_onehot() -> None:
     from sklearn.linear_model import LogisticRegression
 
     def read(part):
-        lines = (WORK / "splice" / "raw" / f"{part}.tsv").read_text().splitlines()[1:]
-        rows_ = [line.split("\t") for line in lines]
-        width = max(len(r[3]) for r in rows_)
-        x = np.zeros((len(rows_), width, 4), dtype=np.float32)
-        for i, r in enumerate(rows_):
-            for j, base in enumerate(r[3].upper()):
+        texts, labels = splice_part("raw", part)
+        x = np.zeros((len(texts), max(map(len, texts)), 4), dtype=np.float32)
+        for i, text in enumerate(texts):
+            for j, base in enumerate(text.upper()):
                 if base in "ACGT":
                     x[i, j, "ACGT".index(base)] = 1.0
-        return x.reshape(len(rows_), -1), np.array([r[0] for r in rows_])
+        return x.reshape(len(texts), -1), np.array(labels)
 
     (xtr, ytr), (xdev, ydev), (xte, yte) = read("train"), read("dev"), read("test")
     best = None
@@ -328,25 +328,19 @@ def baseline_onehot() -> None:
 
 
 def probe_encoder(name: str, seed: int):
-    """(encoder, tokenizer) of init `name` as fine-tuning would start from it (seeded random
-    weights for the random twins), or None when its model is not here."""
-    import torch
-
-    from selfsup.data.tokenizer import load_tokenizer
-    from selfsup.encoders.text import build_encoder
-    from selfsup.models import load_model, run_config
+    """(encoder, tokenizer) of init `name` exactly as `finetune` starts from it (its own
+    init_encoder: seeded random weights for the random twins), or None when its model is not
+    here."""
+    from selfsup.finetuning import FinetuneConfig, init_encoder
 
     args = INITS[name][1](seed)  # ["--init", MODEL] or ["--init", "scratch", "--tokenizer", RUN]
     if not Path(args[-1]).exists():
         return None
-    if args[1] != "scratch":
-        loaded = load_model(args[1])
-        return loaded.encoder, loaded.tokenizer
-    tok = load_tokenizer(args[3])
-    mcfg = run_config(Path(args[3])).model  # the run's architecture, as `finetune` builds it
-    mcfg.vocab_size, mcfg.pad_id = tok.vocab_size, tok.pad_id
-    torch.manual_seed(seed)
-    return build_encoder(mcfg), tok
+    tokenizer = str(args[3]) if args[1] == "scratch" else None
+    cfg = FinetuneConfig(task="classify", data="", init=str(args[1]), out="", seed=seed,
+                         tokenizer=tokenizer)  # fmt: skip
+    encoder, tok, _ = init_encoder(cfg, log=lambda _: None)
+    return encoder, tok
 
 
 def probe() -> None:
@@ -374,21 +368,20 @@ def probe() -> None:
             encoder.eval()
             parts = {}
             for part in ("train", "dev", "test"):
-                lines = (WORK / "splice" / variant / f"{part}.tsv").read_text().splitlines()[1:]
-                rows_ = [line.split("\t") for line in lines]
-                x = embed_sentences(encoder, tok, [r[3] for r in rows_], "mean", max_len=128)
-                parts[part] = (x, np.array([r[0] for r in rows_]))
+                texts, labels = splice_part(variant, part)
+                x = embed_sentences(encoder, tok, texts, "mean", max_len=128)
+                parts[part] = (x, np.array(labels))
             x = parts["train"][0]
-            unit = x / np.linalg.norm(x, axis=1, keepdims=True)
-            gram = unit @ unit.T
-            mean_cos = float((gram.sum() - len(x)) / (len(x) * (len(x) - 1)))
+            n = len(x)
+            unit_sum = (x / np.linalg.norm(x, axis=1, keepdims=True)).sum(0)
+            mean_cos = float((unit_sum @ unit_sum - n) / (n * (n - 1)))  # over pairs i != j
             var = np.linalg.svd(x - x.mean(0), compute_uv=False) ** 2
             scaler = StandardScaler().fit(x)
+            scaled = {p: scaler.transform(v[0]) for p, v in parts.items()}
             best = None
             for C in (0.01, 0.1, 1.0, 10.0):
-                clf = LogisticRegression(C=C, max_iter=3000)
-                clf.fit(scaler.transform(x), parts["train"][1])
-                acc = {p: float(np.mean(clf.predict(scaler.transform(parts[p][0])) == parts[p][1]))
+                clf = LogisticRegression(C=C, max_iter=3000).fit(scaled["train"], parts["train"][1])
+                acc = {p: float(np.mean(clf.predict(scaled[p]) == parts[p][1]))
                        for p in ("dev", "test")}  # fmt: skip
                 if best is None or acc["dev"] > best["dev_accuracy"]:
                     best = {"C": C, "dev_accuracy": acc["dev"], "test_accuracy": acc["test"]}
